@@ -1,0 +1,1 @@
+"""Features, models, the scoring loop, incidents, the model registry and daily patterns."""

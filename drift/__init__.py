@@ -1,0 +1,1 @@
+"""Drift distances (PSI, KS, Wasserstein), baselines, schedule and reports."""

@@ -1,0 +1,1 @@
+"""The KPI exporter and shared Prometheus metrics helpers."""

@@ -1,0 +1,1 @@
+"""Readers, validation, the COPY writer, replay and the meter simulator."""

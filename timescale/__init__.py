@@ -1,0 +1,1 @@
+"""The database layer: connections, numbered migrations, license detection and maintenance."""

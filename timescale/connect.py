@@ -1,0 +1,60 @@
+"""Open database connections with a bounded number of attempts and a clear error."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import psycopg
+
+from wattwatch.errors import WattwatchError, first_line
+from wattwatch.settings import Settings
+
+
+def describe_url(url: str) -> str:
+    """Where a URL points, without its password: 'user@host:port/dbname'."""
+    params = psycopg.conninfo.conninfo_to_dict(url)
+    return "{user}@{host}:{port}/{dbname}".format(
+        user=params.get("user", "?"),
+        host=params.get("host", "localhost"),
+        port=params.get("port", "5432"),
+        dbname=params.get("dbname", "?"),
+    )
+
+
+def connect_url(
+    url: str,
+    *,
+    timeout: float = 5.0,
+    attempts: int = 3,
+    autocommit: bool = False,
+    application_name: str = "wattwatch",
+) -> psycopg.Connection:
+    """Connect, retrying with backoff; after `attempts` failures raise one line naming the server."""
+    last: Exception | None = None
+    for attempt in range(1, attempts + 1):
+        try:
+            return psycopg.connect(
+                url,
+                connect_timeout=max(1, math.ceil(timeout)),
+                autocommit=autocommit,
+                application_name=application_name,
+            )
+        except psycopg.OperationalError as exc:
+            last = exc
+            if attempt < attempts:
+                time.sleep(min(0.5 * 2 ** (attempt - 1), 10.0))
+    raise WattwatchError(
+        f"cannot connect to the database at {describe_url(url)} "
+        f"after {attempts} attempt(s): {first_line(last)}"
+    )
+
+
+def connect(settings: Settings, **kwargs) -> psycopg.Connection:
+    """Connect to the configured database with the configured timeout and attempts."""
+    return connect_url(
+        settings.database_url.get_secret_value(),
+        timeout=settings.connect_timeout_seconds,
+        attempts=settings.connect_attempts,
+        **kwargs,
+    )
