@@ -14,8 +14,9 @@ UNIT = re.compile(r"^(?P<meaning>.*?)\s*\[(?P<unit>[^\]]+)\]$", re.S)
 HEADER = """# Data dictionary
 
 Every table and view of the wattwatch schema, generated from the comments in the migrations by
-`wattwatch db dictionary` on a database migrated in apache mode (in timescale mode
-`readings_hourly` and `readings_daily` are continuous aggregates with the same columns).
+`wattwatch db dictionary`. It is the same in both license modes: `readings_hourly` and
+`readings_daily` are continuous aggregates under the timescale license and tables kept by
+`refresh_readings_rollups()` under the apache license, with the same columns.
 A test fails when this file and the schema disagree.
 """
 

@@ -153,7 +153,9 @@ def _enable_logins(conn: psycopg.Connection, settings: Settings) -> list[str]:
     return enabled
 
 
-def migrate(conn: psycopg.Connection, settings: Settings) -> MigrateResult:
+def migrate(
+    conn: psycopg.Connection, settings: Settings, directory: Path = MIGRATIONS_DIR
+) -> MigrateResult:
     """Apply every pending migration, each in its own transaction, holding the migrator lock."""
     conn.autocommit = True
     conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
@@ -171,7 +173,7 @@ def migrate(conn: psycopg.Connection, settings: Settings) -> MigrateResult:
             )
         done = applied(conn)
         result = MigrateResult(mode=mode)
-        for migration in plan(mode):
+        for migration in plan(mode, directory):
             if migration.version in done:
                 _, _, checksum = done[migration.version]
                 if checksum != migration.checksum:
@@ -195,7 +197,7 @@ def migrate(conn: psycopg.Connection, settings: Settings) -> MigrateResult:
                     f"migration {migration.path.name} failed and was rolled back: {first_line(exc)}"
                 ) from exc
             result.applied.append(migration)
-        unknown = sorted(set(done) - {m.version for m in plan(mode)})
+        unknown = sorted(set(done) - {m.version for m in plan(mode, directory)})
         if unknown:
             raise WattwatchError(
                 f"the database has migrations this wattwatch does not know: {unknown}; "

@@ -34,3 +34,6 @@ GRANT SELECT ON meters, readings, injected_anomalies TO wattwatch_jobs;
 -- Scores and drift reports are append-only: no UPDATE or DELETE, so a score is never rewritten.
 GRANT SELECT, INSERT ON anomaly_scores, drift_reports TO wattwatch_jobs;
 GRANT SELECT, INSERT, UPDATE ON models, anomaly_incidents, retrain_requests TO wattwatch_jobs;
+
+-- Every service reads which license mode the schema was built in (timescale/migrate.py).
+GRANT SELECT ON wattwatch_migrations TO wattwatch_reader, wattwatch_ingest, wattwatch_jobs;

@@ -115,8 +115,8 @@ REVOKE ALL ON FUNCTION refresh_readings_rollups(timestamptz, timestamptz) FROM P
 COMMENT ON FUNCTION refresh_readings_rollups(timestamptz, timestamptz) IS
     'Recompute the hourly and daily rollup rows whose buckets overlap the window; returns rows written';
 
-COMMENT ON TABLE readings_hourly IS 'Hourly rollup of readings per meter (table kept by refresh_readings_rollups)';
-COMMENT ON TABLE readings_daily IS 'Daily rollup of readings per meter, UTC days (table kept by refresh_readings_rollups)';
+COMMENT ON TABLE readings_hourly IS 'Hourly rollup of readings per meter';
+COMMENT ON TABLE readings_daily IS 'Daily rollup of readings per meter, UTC days';
 COMMENT ON COLUMN readings_hourly.bucket IS 'Start of the hour bucket (UTC)';
 COMMENT ON COLUMN readings_hourly.meter_id IS 'Meter';
 COMMENT ON COLUMN readings_hourly.n_readings IS 'Readings in the bucket';

@@ -76,8 +76,8 @@ BEGIN
 END
 $$;
 
-COMMENT ON VIEW readings_hourly IS 'Hourly rollup of readings per meter (continuous aggregate, real-time)';
-COMMENT ON VIEW readings_daily IS 'Daily rollup of readings per meter, UTC days (continuous aggregate, real-time)';
+COMMENT ON VIEW readings_hourly IS 'Hourly rollup of readings per meter';
+COMMENT ON VIEW readings_daily IS 'Daily rollup of readings per meter, UTC days';
 COMMENT ON COLUMN readings_hourly.bucket IS 'Start of the hour bucket (UTC)';
 COMMENT ON COLUMN readings_hourly.meter_id IS 'Meter';
 COMMENT ON COLUMN readings_hourly.n_readings IS 'Readings in the bucket';

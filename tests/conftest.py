@@ -1,0 +1,150 @@
+"""Fixtures against the real services: a session-wide TimescaleDB and Prometheus from
+scripts/stack.py, a fresh migrated database per test module, and connections as each role.
+
+No mock of the database anywhere. Without a server the tests skip with the reason, except when
+WATTWATCH_REQUIRE_STACK is set (scripts/test and CI set it): then a missing server is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from timescale.connect import connect_url
+from timescale.migrate import migrate
+from wattwatch.settings import Settings
+
+PROJECT = Path(__file__).resolve().parent.parent
+STACK = PROJECT / "scripts" / "stack.py"
+CACHE = Path(os.environ.get("WATTWATCH_CACHE_DIR", Path.home() / ".cache" / "wattwatch"))
+# Passwords the tests give the three roles; roles are cluster-wide, so every database shares them.
+ROLE_PASSWORDS = {
+    "wattwatch_reader": "reader-" + secrets.token_hex(8),
+    "wattwatch_ingest": "ingest-" + secrets.token_hex(8),
+    "wattwatch_jobs": "jobs-" + secrets.token_hex(8),
+}
+
+
+def with_database(url: str, dbname: str, user: str | None = None, password: str | None = None) -> str:
+    """The same server URL pointing at another database and, if given, as another user."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if user is not None:
+        host = netloc.rsplit("@", 1)[-1]
+        netloc = f"{quote(user)}:{quote(password or '')}@{host}"
+    return urlunsplit((parts.scheme, netloc, "/" + dbname, parts.query, parts.fragment))
+
+
+def settings_for(url: str, **overrides) -> Settings:
+    """Settings for a test database, ignoring any .env file of the developer's."""
+    values = {
+        "database_url": url,
+        "reader_password": ROLE_PASSWORDS["wattwatch_reader"],
+        "ingest_password": ROLE_PASSWORDS["wattwatch_ingest"],
+        "jobs_password": ROLE_PASSWORDS["wattwatch_jobs"],
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+def _unavailable(reason: str):
+    if os.environ.get("WATTWATCH_REQUIRE_STACK"):
+        pytest.fail(f"test stack unavailable: {reason}", pytrace=False)
+    pytest.skip(f"test stack unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """TimescaleDB (or WATTWATCH_TEST_DATABASE_URL) and Prometheus on loopback, for the session."""
+    state = CACHE / "stacks" / f"pytest-{os.getpid()}"
+    started = subprocess.run(
+        [sys.executable, str(STACK), "up", "--state", str(state)],
+        capture_output=True, text=True, timeout=300,
+    )
+    if started.returncode != 0:
+        _unavailable(started.stderr.strip() or f"stack.py up exited {started.returncode}")
+    try:
+        yield json.loads(started.stdout)
+    finally:
+        subprocess.run([sys.executable, str(STACK), "down", "--state", str(state)], timeout=120)
+
+
+@pytest.fixture(scope="session")
+def admin_url(stack) -> str:
+    return stack["database_url"]
+
+
+@pytest.fixture(scope="session")
+def server_license(admin_url) -> str:
+    """'apache' or 'timescale': which path of the migrations this server runs."""
+    scratch = _create_database(admin_url, "license")
+    try:
+        with psycopg.connect(scratch, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            return conn.execute("SHOW timescaledb.license").fetchone()[0]
+    finally:
+        _drop_database(admin_url, scratch)
+
+
+def _create_database(admin_url: str, label: str) -> str:
+    name = f"ww_{label}_{secrets.token_hex(4)}".lower()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return with_database(admin_url, name)
+
+
+def _drop_database(admin_url: str, url: str) -> None:
+    name = urlsplit(url).path.lstrip("/")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def make_database(admin_url):
+    """Factory for empty databases (not migrated), dropped after the test."""
+    created = []
+
+    def make(label: str = "t") -> str:
+        url = _create_database(admin_url, label)
+        created.append(url)
+        return url
+
+    yield make
+    for url in created:
+        _drop_database(admin_url, url)
+
+
+@pytest.fixture(scope="module")
+def db_url(admin_url, request) -> str:
+    """A fresh database migrated by the project's own runner, one per test module."""
+    url = _create_database(admin_url, request.module.__name__.rsplit(".", 1)[-1][:20])
+    with connect_url(url) as conn:
+        migrate(conn, settings_for(url))
+    yield url
+    _drop_database(admin_url, url)
+
+
+@pytest.fixture
+def conn(db_url):
+    """A connection to the module's database as its owner (superuser here), autocommit."""
+    with psycopg.connect(db_url, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture(scope="module")
+def role_url(db_url):
+    """URL of the module's database as one of the wattwatch roles, with its password."""
+
+    def url(role: str) -> str:
+        return with_database(db_url, urlsplit(db_url).path.lstrip("/"), role, ROLE_PASSWORDS[role])
+
+    return url

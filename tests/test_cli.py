@@ -1,0 +1,114 @@
+"""The wattwatch command as users run it: help, configuration errors, unfinished subcommands."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from wattwatch.cli import PLANNED, build_parser
+
+# The console script installed beside the interpreter running the tests (the venv's).
+WATTWATCH = shutil.which("wattwatch", path=str(Path(sys.executable).parent)) or shutil.which("wattwatch")
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run the installed console command with only the given WATTWATCH_* variables set."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WATTWATCH_")}
+    clean.update(env or {})
+    return subprocess.run([WATTWATCH, *args], capture_output=True, text=True, env=clean,
+                          cwd=cwd, timeout=timeout)
+
+
+def test_console_command_is_installed():
+    assert WATTWATCH, "the wattwatch console script is not on PATH: pip install -e . first"
+
+
+HELP_PATHS = [[], ["db"], ["db", "migrate"], ["db", "status"], ["db", "maintain"],
+              ["db", "dictionary"]] + [[name] for name in PLANNED]
+
+
+@pytest.mark.parametrize("path", HELP_PATHS, ids=lambda p: " ".join(p) or "top")
+def test_help_everywhere(path, tmp_path):
+    result = run_cli([*path, "--help"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: wattwatch")
+
+
+def test_every_subcommand_of_the_design_exists():
+    subparsers = build_parser()._subparsers._group_actions[0].choices
+    assert set(subparsers) == {"db", "ingest", "detect", "drift", "export", "demo"}
+
+
+@pytest.mark.parametrize("name", sorted(PLANNED))
+def test_unfinished_subcommand_says_so_and_fails(name, tmp_path):
+    result = run_cli([name, "anything"], cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"wattwatch {name}: 'wattwatch {name}' is not available in wattwatch 0.1.0 yet"
+    assert result.stdout == ""
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_missing_database_url(tmp_path):
+    line = one_line_error(run_cli(["db", "status"], cwd=tmp_path))
+    assert line == "wattwatch db: configuration error: WATTWATCH_DATABASE_URL is not set"
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("not a url", "expected a PostgreSQL URL"),
+    ("http://example.org/db", "expected a PostgreSQL URL"),
+    ("postgresql://user@localhost:notaport/db", "malformed URL"),
+    ("postgresql:///db", "names no host"),
+])
+def test_malformed_database_url(url, expected, tmp_path):
+    line = one_line_error(run_cli(["db", "migrate"], {"WATTWATCH_DATABASE_URL": url}, tmp_path))
+    assert "WATTWATCH_DATABASE_URL is invalid" in line
+    assert expected in line
+    assert url not in line or "@" not in url  # never echo credentials back
+
+
+def test_invalid_number_names_its_variable(tmp_path):
+    env = {"WATTWATCH_DATABASE_URL": "postgresql://u@127.0.0.1/db",
+           "WATTWATCH_CONNECT_ATTEMPTS": "many"}
+    line = one_line_error(run_cli(["db", "status"], env, tmp_path))
+    assert "WATTWATCH_CONNECT_ATTEMPTS is invalid" in line
+
+
+def test_dotenv_file_is_read(tmp_path):
+    (tmp_path / ".env").write_text("WATTWATCH_DATABASE_URL=http://from-dotenv/db\n")
+    line = one_line_error(run_cli(["db", "status"], cwd=tmp_path))
+    assert "WATTWATCH_DATABASE_URL is invalid" in line
+
+
+def test_unreachable_server_fails_within_bounded_time(tmp_path):
+    with socket.socket() as sock:  # a port nobody listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"WATTWATCH_DATABASE_URL": f"postgresql://wattwatch:secret-pw@127.0.0.1:{port}/wattwatch",
+           "WATTWATCH_CONNECT_ATTEMPTS": "3", "WATTWATCH_CONNECT_TIMEOUT_SECONDS": "2"}
+    started = time.monotonic()
+    line = one_line_error(run_cli(["db", "migrate"], env, tmp_path))
+    elapsed = time.monotonic() - started
+    assert line.startswith(f"wattwatch db: cannot connect to the database at wattwatch@127.0.0.1:{port}/wattwatch after 3 attempt(s)")
+    assert "secret-pw" not in line
+    assert elapsed < 20
+
+
+def test_bad_timestamp_is_a_usage_error(tmp_path):
+    result = run_cli(["db", "maintain", "--refresh-from", "yesterday"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "expected an ISO 8601 timestamp" in result.stderr
