@@ -13,13 +13,13 @@ import secrets
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from timescale.connect import connect_url
+from timescale.connect import connect_url, with_database
 from timescale.migrate import migrate
 from wattwatch.settings import Settings
 
@@ -32,16 +32,6 @@ ROLE_PASSWORDS = {
     "wattwatch_ingest": "ingest-" + secrets.token_hex(8),
     "wattwatch_jobs": "jobs-" + secrets.token_hex(8),
 }
-
-
-def with_database(url: str, dbname: str, user: str | None = None, password: str | None = None) -> str:
-    """The same server URL pointing at another database and, if given, as another user."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if user is not None:
-        host = netloc.rsplit("@", 1)[-1]
-        netloc = f"{quote(user)}:{quote(password or '')}@{host}"
-    return urlunsplit((parts.scheme, netloc, "/" + dbname, parts.query, parts.fragment))
 
 
 def settings_for(url: str, **overrides) -> Settings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 
@@ -20,6 +21,15 @@ def describe_url(url: str) -> str:
         port=params.get("port", "5432"),
         dbname=params.get("dbname", "?"),
     )
+
+
+def with_database(url: str, dbname: str, user: str | None = None, password: str | None = None) -> str:
+    """The same server URL pointing at another database and, if given, as another user."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if user is not None:
+        netloc = f"{quote(user, safe='')}:{quote(password or '', safe='')}@{netloc.rsplit('@', 1)[-1]}"
+    return urlunsplit((parts.scheme, netloc, "/" + quote(dbname), parts.query, parts.fragment))
 
 
 def connect_url(
