@@ -61,6 +61,13 @@ def connect_as(role_url, role):
     return psycopg.connect(role_url(role), autocommit=True)
 
 
+def assert_denied(conn, *statements: str) -> None:
+    """Each statement fails for lack of privilege (autocommit: one failure does not abort the next)."""
+    for statement in statements:
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute(statement)
+
+
 @pytest.fixture(scope="module")
 def seeded(db_url):
     """One meter, one model, one score, one incident, written by the owner."""
@@ -82,9 +89,9 @@ def test_reader_selects_what_dashboards_need_and_nothing_else(role_url, seeded):
         for relation in DASHBOARD_RELATIONS:
             conn.execute(f"SELECT * FROM {relation} LIMIT 1")
         assert (seeded, "t") in conn.execute("SELECT version, algorithm FROM models").fetchall()
-        with pytest.raises(errors.InsufficientPrivilege):
-            conn.execute("SELECT model FROM models")
-        for statement in (
+        assert_denied(
+            conn,
+            "SELECT model FROM models",
             "INSERT INTO meters (meter_id) VALUES ('x')",
             "INSERT INTO readings (meter_id, time) VALUES ('role-m', now())",
             "UPDATE readings SET voltage_v = 0",
@@ -93,9 +100,7 @@ def test_reader_selects_what_dashboards_need_and_nothing_else(role_url, seeded):
             "DELETE FROM anomaly_scores",
             "CREATE TABLE mine (x int)",
             "CREATE VIEW mine AS SELECT 1",
-        ):
-            with pytest.raises(errors.InsufficientPrivilege):
-                conn.execute(statement)
+        )
 
 
 def test_ingest_writes_readings_and_nothing_of_the_jobs(role_url, seeded):
@@ -107,7 +112,8 @@ def test_ingest_writes_readings_and_nothing_of_the_jobs(role_url, seeded):
         conn.execute("INSERT INTO ingest_rejects (source, line_number, raw, reason) VALUES ('f.csv', 3, 'x', 'unparseable')")
         conn.execute("INSERT INTO injected_anomalies (meter_id, start_time, end_time, kind, source) "
                      "VALUES ('ingest-m', now(), now(), 'spike', 'test')")
-        for statement in (
+        assert_denied(
+            conn,
             "UPDATE readings SET voltage_v = 0",
             "DELETE FROM readings",
             "UPDATE meters SET name = 'x'",
@@ -118,9 +124,7 @@ def test_ingest_writes_readings_and_nothing_of_the_jobs(role_url, seeded):
             "reference_to, current_from, current_to, reference_n, current_n, status) VALUES "
             "(gen_random_uuid(), now(), 'light', 'role-m', 'v', now(), now(), now(), now(), 0, 0, 'stable')",
             "CREATE TABLE mine (x int)",
-        ):
-            with pytest.raises(errors.InsufficientPrivilege):
-                conn.execute(statement)
+        )
 
 
 def test_jobs_write_scores_once_and_never_readings(role_url, seeded):
@@ -137,7 +141,8 @@ def test_jobs_write_scores_once_and_never_readings(role_url, seeded):
                      "reference_to, current_from, current_to, reference_n, current_n, status) VALUES "
                      "(gen_random_uuid(), now(), 'light', 'role-m', 'voltage_v', now(), now(), now(), now(), 0, 0, "
                      "'insufficient_data')")
-        for statement in (
+        assert_denied(
+            conn,
             "UPDATE anomaly_scores SET score = 0",  # scores are never rewritten
             "DELETE FROM anomaly_scores",
             "UPDATE drift_reports SET status = 'stable'",
@@ -146,9 +151,7 @@ def test_jobs_write_scores_once_and_never_readings(role_url, seeded):
             "INSERT INTO meters (meter_id) VALUES ('jobs-m')",
             "INSERT INTO ingest_rejects (source, raw, reason) VALUES ('x', 'y', 'z')",
             "CREATE TABLE mine (x int)",
-        ):
-            with pytest.raises(errors.InsufficientPrivilege):
-                conn.execute(statement)
+        )
 
 
 def test_roles_log_in_only_with_their_password(role_url):
