@@ -12,6 +12,9 @@ import os
 import secrets
 import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -138,3 +141,36 @@ def role_url(db_url):
         return with_database(db_url, urlsplit(db_url).path.lstrip("/"), role, ROLE_PASSWORDS[role])
 
     return url
+
+
+@pytest.fixture
+def scrape_target(stack):
+    """Point the session's Prometheus at a loopback port for a job and wait for up == 1.
+
+    Returns a function (job, port) -> None; the job's targets file is emptied afterwards.
+    """
+    targets = Path(stack["prometheus_targets"])
+    written = []
+
+    def scrape(job: str, port: int, timeout: float = 60) -> None:
+        (targets / f"{job}.json").write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"]}]))
+        written.append(job)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if prometheus_query(stack["prometheus_url"], f'up{{job="{job}"}} == 1'):
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"Prometheus did not scrape job {job} on port {port} within {timeout} s")
+
+    yield scrape
+    for job in written:
+        (targets / f"{job}.json").write_text("[]\n")
+
+
+def prometheus_query(base: str, expr: str) -> list[dict]:
+    """Evaluate a PromQL expression on the real Prometheus; the result vector."""
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body = json.load(response)
+    assert body["status"] == "success", body
+    return body["data"]["result"]

@@ -8,23 +8,18 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import yaml
+from prometheus_client import CollectorRegistry, Counter
+
+from exporters.metrics import serve_metrics
+from tests.conftest import prometheus_query
 
 PROJECT = Path(__file__).resolve().parent.parent
 CONFIG = PROJECT / "prometheus" / "prometheus.yml"
 JOBS = {"prometheus", "ingest", "detector", "drift", "exporter"}
-
-
-def prometheus_query(base: str, expr: str) -> list[dict]:
-    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=5) as response:
-        body = json.load(response)
-    assert body["status"] == "success", body
-    return body["data"]["result"]
 
 
 def test_promtool_accepts_the_config():
@@ -86,3 +81,12 @@ def test_install_is_a_no_op_once_done():
     assert result.stderr == ""
     assert time.monotonic() - started < 10
     assert shutil.which("prometheus") and shutil.which("promtool")
+
+
+def test_a_service_metrics_endpoint_is_scraped_through_its_targets_file(stack, scrape_target):
+    registry = CollectorRegistry()
+    Counter("wattwatch_selftest_events", "Events counted by the self-test", registry=registry).inc(3)
+    port = serve_metrics(registry, 0)
+    scrape_target("ingest", port)
+    result = prometheus_query(stack["prometheus_url"], 'wattwatch_selftest_events_total{job="ingest"}')
+    assert [sample["value"][1] for sample in result] == ["3"]

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     readings_retention_days: int = Field(0, ge=0)
     scores_retention_days: int = Field(0, ge=0)
     compress_after_days: int = Field(7, ge=0)
+    # Where each service serves /metrics; compose sets 0.0.0.0 so Prometheus can reach it.
+    metrics_address: str = "127.0.0.1"
 
     @field_validator("database_url")
     @classmethod

@@ -1,0 +1,89 @@
+"""`wattwatch db ...`: migrate, status, maintain, dictionary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from wattwatch.arguments import timestamp
+from wattwatch.settings import load_settings
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from timescale.connect import connect
+    from timescale.migrate import migrate
+
+    settings = load_settings()
+    with connect(settings) as conn:
+        result = migrate(conn, settings)
+    if result.applied:
+        for migration in result.applied:
+            print(f"applied {migration.path.name}")
+        print(f"{len(result.applied)} migration(s) applied in {result.mode} mode")
+    else:
+        print(f"nothing to do: all {result.up_to_date} migrations already applied ({result.mode} mode)")
+    for role in result.logins:
+        print(f"role {role}: login enabled with the configured password")
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from timescale.connect import connect
+    from timescale.status import format_status, status
+
+    with connect(load_settings()) as conn:
+        report = status(conn)
+    print(json.dumps(report, indent=2) if args.json else format_status(report))
+
+
+def cmd_maintain(args: argparse.Namespace) -> None:
+    from timescale.connect import connect
+    from timescale.maintenance import maintain
+
+    settings = load_settings()
+    with connect(settings) as conn:
+        done = maintain(conn, settings, refresh_from=args.refresh_from,
+                        refresh_to=args.refresh_to, refresh_all=args.all)
+    print("\n".join(done))
+
+
+def cmd_dictionary(args: argparse.Namespace) -> None:
+    from timescale.connect import connect
+    from timescale.dictionary import render
+
+    with connect(load_settings()) as conn:
+        sys.stdout.write(render(conn))
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    db = commands.add_parser("db", help="database schema and maintenance",
+                             description="Database schema, status and maintenance.")
+    db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
+    migrate = db_commands.add_parser(
+        "migrate", help="apply pending migrations",
+        description="Apply pending migrations in order, each in a transaction, under an advisory "
+        "lock; a no-op when nothing is pending. Enables login for each role whose "
+        "WATTWATCH_<ROLE>_PASSWORD is set.")
+    migrate.set_defaults(func=cmd_migrate)
+    status = db_commands.add_parser(
+        "status", help="migrations, TimescaleDB version, license mode, hypertables",
+        description="Applied and pending migrations, TimescaleDB version and license mode, "
+        "hypertables and their chunk counts.")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(func=cmd_status)
+    maintain = db_commands.add_parser(
+        "maintain", help="retention, compression policies, rollup refresh",
+        description="apache mode: drop chunks older than the retention ages and refresh the rollup "
+        "tables. timescale mode: align retention and compression policies with the configured "
+        "ages and refresh the continuous aggregates. Refreshes the last 2 days unless told.")
+    maintain.add_argument("--refresh-from", type=timestamp, metavar="TS",
+                          help="start of the rollup refresh window (ISO 8601 with offset)")
+    maintain.add_argument("--refresh-to", type=timestamp, metavar="TS",
+                          help="end of the rollup refresh window (ISO 8601 with offset)")
+    maintain.add_argument("--all", action="store_true",
+                          help="refresh the rollups over every stored reading")
+    maintain.set_defaults(func=cmd_maintain)
+    dictionary = db_commands.add_parser(
+        "dictionary", help="print the data dictionary (Markdown) from the schema's comments",
+        description="Print the data dictionary, generated from the schema's comments, as Markdown.")
+    dictionary.set_defaults(func=cmd_dictionary)
