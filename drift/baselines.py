@@ -1,0 +1,141 @@
+"""Season-aware baselines: compare like hours of the week with like.
+
+A meter's consumption follows the clock (night base load, evening peak, weekends), so two
+windows holding different mixes of hours differ even when nothing changed. The baseline
+therefore keeps, for each hour of the day on working days and on weekends (48 strata,
+meter-local time), the reference values of that hour. (Finer strata, one per hour of the week,
+would leave each hour with only the four days of a four-week reference: too few to know its
+spread.) A current value is read through the reference values of its own hour:
+
+- its probability integral transform (PIT): the share of the same hour's reference values below
+  it (ties broken at random). Without drift PIT values are spread evenly whatever the hour mix,
+  so the baseline's quantile bins (per hour) and the KS test work on them;
+- its residual from the same hour's reference median, in the feature's own unit, for the
+  Wasserstein distance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+STRATA = 48  # hours 0-23 of Monday-Friday, then hours 0-23 of Saturday-Sunday
+SECONDS_PER_DAY = 86_400
+DAY_PARTS = 4  # night 0-6 h, morning 6-12 h, afternoon 12-18 h, evening 18-24 h
+# 1970-01-01 was a Thursday; shifting by 3 days makes day 0 of the week a Monday.
+EPOCH_WEEKDAY = 3
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """Where each reading falls in the meter's local calendar."""
+
+    stratum: np.ndarray  # local hour 0-23 on Monday-Friday, 24 + local hour at weekends
+    day: np.ndarray  # local day number (days since 1970-01-01, local time)
+
+
+def local_calendar(epoch_seconds: np.ndarray, timezone: str) -> Calendar:
+    """Season stratum and local day of each timestamp (seconds since the epoch, UTC)."""
+    seconds = np.asarray(epoch_seconds, dtype=np.int64)
+    if timezone != "UTC" and len(seconds):
+        utc = pd.DatetimeIndex(pd.to_datetime(seconds, unit="s", utc=True))
+        # Wall-clock seconds: the UTC offset of each instant (DST included) added on.
+        seconds = utc.tz_convert(timezone).tz_localize(None).asi8 // 1_000_000_000
+    day = seconds // SECONDS_PER_DAY
+    hour = (seconds % SECONDS_PER_DAY) // 3600
+    weekend = (day + EPOCH_WEEKDAY) % 7 >= 5
+    return Calendar(stratum=(weekend * 24 + hour).astype(np.int16), day=day.astype(np.int32))
+
+
+def day_part(stratum: np.ndarray) -> np.ndarray:
+    """Part of the day (0-3, six hours each) of each stratum."""
+    return (stratum % 24) // (24 // DAY_PARTS)
+
+
+class SeasonalBaseline:
+    """The reference values of one feature, sorted within each stratum (hour of the day type).
+
+    Values are sorted on a composite key (stratum + the value scaled into [0, 0.5]), so one
+    sort and two binary searches give each value's rank among its own stratum's reference values.
+    """
+
+    def __init__(self, values: np.ndarray, stratum: np.ndarray):
+        values = np.asarray(values, dtype=float)
+        if len(values) == 0:
+            raise ValueError("a baseline needs at least one reference value, got none")
+        self.low_ = float(values.min())
+        self.span_ = float(values.max()) - self.low_ or 1.0
+        keys = self._keys(values, stratum)
+        order = np.argsort(keys, kind="stable")
+        self.sorted_keys_ = keys[order]
+        sorted_values = values[order]
+        self.counts_ = np.bincount(stratum, minlength=STRATA)
+        self.starts_ = np.cumsum(self.counts_) - self.counts_
+        # Median of each hour: mean of the two middle values (NaN for an hour without data).
+        lower = self.starts_ + np.maximum(self.counts_ - 1, 0) // 2
+        upper = self.starts_ + self.counts_ // 2
+        safe = np.minimum([lower, upper], len(values) - 1)
+        self.medians_ = np.where(self.counts_ > 0, (sorted_values[safe[0]] + sorted_values[safe[1]]) / 2,
+                                 np.nan)
+
+    def _scaled(self, values: np.ndarray) -> np.ndarray:
+        # Values outside the reference range land just before or after their stratum's values
+        # (PIT 0 or 1), never in a neighbouring stratum: keys stay within stratum +- 0.2..0.7.
+        return np.clip((values - self.low_) / self.span_, -0.4, 1.4)
+
+    def _keys(self, values: np.ndarray, stratum: np.ndarray) -> np.ndarray:
+        return stratum + 0.5 * self._scaled(values)
+
+    def pit(self, values: np.ndarray, stratum: np.ndarray, jitter: np.ndarray) -> np.ndarray:
+        """Share of the same stratum's reference values below each value, in [0, 1].
+
+        Ties are broken by `jitter` (uniform draws in [0, 1)): a value equal to k reference
+        values gets a PIT spread over the k places of the tie. Without that, an atom (a
+        sub-meter reading 0 for 99% of the night and 60% of the day) would put its readings in
+        a different bin at each hour, and a window with another mix of hours would look drifted.
+        Strata without reference values give NaN.
+        """
+        below, not_above = self._ranks(values, stratum)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (below + jitter * (not_above - below)) / self.counts_[stratum]
+
+    def held_out_pit(self, values: np.ndarray, stratum: np.ndarray, day: np.ndarray,
+                     jitter: np.ndarray) -> np.ndarray:
+        """PIT of each reference value against the reference without its own day.
+
+        A new day is judged against a baseline that never saw it; in-sample PIT values would be
+        spread more evenly than that and make calibration too lenient. Leaving one day out
+        reproduces the new-day situation for every reference day with one extra sort. NaN where
+        the stratum holds no other day's values.
+        """
+        _, day_index = np.unique(day, return_inverse=True)
+        group = day_index.astype(np.int64) * STRATA + stratum
+        group_keys = group + 0.5 * self._scaled(values)
+        sorted_group_keys = np.sort(group_keys)
+        group_counts = np.bincount(group, minlength=(day_index.max() + 1) * STRATA)
+        group_starts = np.cumsum(group_counts) - group_counts
+        same_day_below = np.searchsorted(sorted_group_keys, group_keys, side="left") - group_starts[group]
+        same_day_not_above = np.searchsorted(sorted_group_keys, group_keys, side="right") - group_starts[group]
+        below, not_above = self._ranks(values, stratum)
+        others = self.counts_[stratum] - group_counts[group]
+        below = below - same_day_below
+        not_above = not_above - same_day_not_above
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (below + jitter * (not_above - below)) / others
+
+    def _ranks(self, values: np.ndarray, stratum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """How many of the same stratum's reference values are below / not above each value."""
+        keys = self._keys(values, stratum)
+        starts = self.starts_[stratum]
+        return (np.searchsorted(self.sorted_keys_, keys, side="left") - starts,
+                np.searchsorted(self.sorted_keys_, keys, side="right") - starts)
+
+    def residuals(self, values: np.ndarray, stratum: np.ndarray) -> np.ndarray:
+        """Values minus their hour's reference median, in the feature's unit."""
+        return values - self.medians_[stratum]
+
+    def covered(self, stratum: np.ndarray, min_count: int) -> np.ndarray:
+        """Which readings fall in an hour the reference holds at least `min_count` values of."""
+        return self.counts_[stratum] >= min_count
