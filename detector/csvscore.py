@@ -1,0 +1,101 @@
+"""`wattwatch detect score-csv`: the detector on a CSV file, without a database.
+
+The time column holds timestamps or plain integers (a step index). UCI names and our field
+names are recognised (so the physical checks work on a UCI export); any other column is a
+plain series. The model fits on the first `train_fraction` of the rows, then every row is
+scored causally. An input column named like an output column keeps its values as
+`<name>_original`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from detector.models import DEFAULT_MODEL, make_model
+from ingest.fields import field_for
+from wattwatch.errors import WattwatchError
+
+OUTPUT_COLUMNS = ("anomaly_score", "is_anomaly", "severity", "kind")
+
+
+def _line(position: int) -> int:
+    return position + 2  # 1-based, after the header
+
+
+def _time_index(values: pd.Series, path: Path, column: str) -> pd.Index:
+    """A step index when the column is all integers, else timestamps; one clear error if not."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().all() and (numbers == np.floor(numbers)).all():
+        index = pd.Index(numbers.astype(np.int64), name=column)
+    else:
+        times = pd.to_datetime(values, errors="coerce", format="mixed")
+        bad = np.flatnonzero(times.isna().to_numpy())
+        if len(bad):
+            raise WattwatchError(
+                f"{path}:{_line(bad[0])}: column {column!r} has {values.iloc[bad[0]]!r}; "
+                f"expected a timestamp (e.g. 2026-01-31 00:00:00) or an integer step")
+        index = pd.DatetimeIndex(times, name=column)
+    steps = np.diff(index.to_numpy())
+    backwards = np.flatnonzero(steps < np.zeros((), dtype=steps.dtype))
+    if len(backwards):
+        raise WattwatchError(f"{path}:{_line(backwards[0] + 1)}: time goes backwards in column "
+                             f"{column!r}; expected rows in time order")
+    return index
+
+
+def read_series(path: Path, time_column: str, columns: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the file as read, the numeric frame to score indexed by time with our field names)."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise WattwatchError(f"{path}: no such file") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise WattwatchError(f"{path}: not a readable CSV file: {str(exc).splitlines()[0]}") from None
+    wanted = [time_column, *columns]
+    absent = [c for c in wanted if c not in table.columns]
+    if absent:
+        raise WattwatchError(f"{path}: no column {', '.join(map(repr, absent))}; the header has "
+                             f"{', '.join(table.columns)}")
+    if len(table) == 0:
+        raise WattwatchError(f"{path}: no data rows")
+    frame = pd.DataFrame(index=_time_index(table[time_column], path, time_column))
+    for column in columns:
+        text = table[column].str.strip()
+        values = pd.to_numeric(text.replace({"": None, "?": None, "nan": None, "NaN": None}),
+                               errors="coerce")
+        bad = np.flatnonzero(values.isna().to_numpy() & text.ne("").to_numpy()
+                             & ~text.isin(["?", "nan", "NaN"]).to_numpy())
+        if len(bad):
+            raise WattwatchError(f"{path}:{_line(bad[0])}: column {column!r} has "
+                                 f"{table[column].iloc[bad[0]]!r}; expected a number "
+                                 f"(empty or '?' for a missing value)")
+        frame[field_for(column) or column] = values.to_numpy(float)
+    return table, frame
+
+
+def score_csv(source: Path, target: Path, time_column: str, columns: list[str],
+              train_fraction: float = 0.15, model: str = DEFAULT_MODEL,
+              nominal_voltage_v: float = 230.0) -> pd.DataFrame:
+    """Fit on the first train_fraction of `source`, score every row, write `target`; returns
+    the detector's result frame."""
+    if not 0 < train_fraction < 1:
+        raise WattwatchError(f"--train-fraction must be between 0 and 1, got {train_fraction!r}")
+    table, frame = read_series(source, time_column, columns)
+    train_rows = int(len(frame) * train_fraction)
+    params = {"nominal_voltage_v": nominal_voltage_v} if model == DEFAULT_MODEL else {}
+    try:
+        detector = make_model(model, **params).fit(frame.iloc[:train_rows])
+    except ValueError as exc:
+        raise WattwatchError(f"{source}: cannot train on the first {train_rows} rows: {exc}") from None
+    result = detector.score(frame)
+    # An input column with one of our output names (a label column, say) is kept, renamed.
+    table = table.rename(columns={c: f"{c}_original" for c in OUTPUT_COLUMNS if c in table})
+    table["anomaly_score"] = result["score"].round(2).to_numpy()
+    table["is_anomaly"] = result["is_anomaly"].to_numpy()
+    table["severity"] = result["severity"].to_numpy()
+    table["kind"] = result["kind"].fillna("").to_numpy()
+    table.to_csv(target, index=False)
+    return result

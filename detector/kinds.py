@@ -1,0 +1,46 @@
+"""The kind of an anomalous reading, from the feature that explains it and the direction of
+the deviation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detector.features import Features
+
+KINDS = ("spike", "drop", "outage", "flatline", "voltage_sag", "voltage_swell",
+         "inconsistency", "level_shift", "unusual_time")
+# Below this tail probability the current-vs-power check counts as failed.
+PHYSICS_FAILS = 1e-3
+# A window minimum this many spreads above its profile means the base load itself moved.
+RAISED_FLOOR = 3.0
+
+
+def classify(features: Features, top: np.ndarray, pvalues: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Kind of each reading in `rows` (indices), given the index of its top feature."""
+    names = features.names
+    physics = names.index("current_a:physics") if "current_a:physics" in names else None
+    kinds = np.empty(len(rows), dtype=object)
+    for out, row in enumerate(rows):
+        name = names[top[row]]
+        column, _, stat = name.partition(":")
+        if name in ("missing", "gap"):
+            kinds[out] = "outage"
+        elif stat == "flat":
+            kinds[out] = "flatline"
+        elif column == "voltage_v":
+            delta = features.voltage_delta[row] if features.voltage_delta is not None else 0.0
+            kinds[out] = "voltage_sag" if delta < 0 else "voltage_swell"
+        elif stat == "physics" or (column == "current_a" and physics is not None
+                                   and pvalues[row, physics] < PHYSICS_FAILS):
+            kinds[out] = "inconsistency"
+        elif stat in ("level", "floor") and features.floor_z[row] > RAISED_FLOOR:
+            kinds[out] = "level_shift"
+        elif features.seasonal_z[row] < 0 or features.floor_z[row] < -RAISED_FLOOR:
+            kinds[out] = "drop"
+        elif features.primary[row] > features.primary_q999:
+            kinds[out] = "spike"
+        elif stat == "seasonal":
+            kinds[out] = "unusual_time"
+        else:
+            kinds[out] = "spike"
+    return kinds

@@ -1,0 +1,179 @@
+"""The detectors. A high score is indicative of an anomaly.
+
+- `seasonal-iforest` (default): the contextual features of `detector.features` (seasonal
+  profile, rolling z-scores, rate of change, flat runs, physics, EN 50160 band, gaps), plus an
+  IsolationForest on them for combinations no single rule sees, each turned into a calibrated
+  tail probability; the rarest one (Bonferroni-corrected) gives the 0-100 score, and its
+  feature is the explanation (`top_feature`).
+- `iforest-raw`: the old system's approach, kept as a baseline: IsolationForest on the raw
+  columns, anomalous below the 5th percentile of its training decision scores.
+
+Both: `fit(frame)` learns from a training window and returns self; `score(frame)` returns one
+row per reading with score, is_anomaly, severity, kind, top_feature, expected.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import IsolationForest
+
+from detector.calibration import TailCalibration, score_from_p, severities
+from detector.features import ContextFeatures
+from detector.kinds import classify
+
+RESULT_COLUMNS = ("score", "is_anomaly", "severity", "kind", "top_feature", "expected")
+ISOLATION = "isolation_forest"
+# Smallest tail scale per statistic, in its own unit, so that a statistic that never moved in
+# training (all zeros) does not make the least wobble infinitely rare.
+MIN_TAIL_SCALE = {"flat": 1.0, "sub_metering:physics": 1.0, "missing": 0.05, "gap": 1.0,
+                  ISOLATION: 0.01}
+DEFAULT_MIN_TAIL_SCALE = 0.5
+
+
+def _min_tail_scale(name: str) -> float:
+    return MIN_TAIL_SCALE.get(name, MIN_TAIL_SCALE.get(name.rpartition(":")[2],
+                                                        DEFAULT_MIN_TAIL_SCALE))
+
+
+def _result(index: pd.Index, score, anomalous, kind, top, expected) -> pd.DataFrame:
+    return pd.DataFrame({
+        "score": score.astype(np.float32), "is_anomaly": anomalous,
+        "severity": severities(score, anomalous), "kind": kind, "top_feature": top,
+        "expected": expected,
+    }, index=index)
+
+
+class SeasonalDetector:
+    """Seasonal, physical and IsolationForest evidence in one calibrated 0-100 score."""
+
+    algorithm = "seasonal-iforest"
+
+    def __init__(self, nominal_voltage_v: float = 230.0, alarm_rate: float = 1e-4,
+                 n_estimators: int = 50, max_samples: int = 256,
+                 max_forest_rows: int = 50_000, random_state: int = 0):
+        self.nominal_voltage_v = nominal_voltage_v
+        self.alarm_rate = alarm_rate
+        self.n_estimators = n_estimators
+        self.max_samples = max_samples
+        self.max_forest_rows = max_forest_rows
+        self.random_state = random_state
+
+    def get_params(self) -> dict:
+        return {name: getattr(self, name) for name in (
+            "nominal_voltage_v", "alarm_rate", "n_estimators", "max_samples",
+            "max_forest_rows", "random_state")}
+
+    def fit(self, frame: pd.DataFrame) -> "SeasonalDetector":
+        if not 0 < self.alarm_rate < 0.5:
+            raise ValueError(f"alarm_rate must be in (0, 0.5), got {self.alarm_rate!r}")
+        self.features_ = ContextFeatures(self.nominal_voltage_v).fit(frame)
+        features = self.features_.transform(frame)
+        inputs = np.log1p(features.stats)
+        rng = np.random.default_rng(self.random_state)
+        rows = rng.permutation(len(inputs))[:self.max_forest_rows]
+        self.forest_ = IsolationForest(n_estimators=self.n_estimators,
+                                       max_samples=min(self.max_samples, len(rows)),
+                                       random_state=self.random_state).fit(inputs[rows])
+        stats = self._with_isolation(features.stats, inputs)
+        self.names_ = features.names + [ISOLATION]
+        floors = [_min_tail_scale(name) for name in self.names_]
+        self.calibration_ = TailCalibration(floors).fit(stats)
+        train_scores = self._combine(self.calibration_.pvalues(stats))[0]
+        # The threshold is the score of alarm_rate rarity, raised if the training window itself
+        # would alarm more often than that.
+        self.threshold_ = float(max(score_from_p(np.array([self.alarm_rate]))[0],
+                                    np.quantile(train_scores, 1.0 - self.alarm_rate)))
+        self.metrics_ = {
+            "train_rows": len(frame),
+            "train_anomaly_ratio": float(np.mean(train_scores >= self.threshold_)),
+            "season": self.features_.season_.kind, "period": self.features_.season_.period,
+            "features": self.names_,
+        }
+        return self
+
+    @property
+    def context_rows(self) -> int:
+        return self.features_.context_rows
+
+    def _with_isolation(self, stats: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+        isolation = -self.forest_.score_samples(inputs)
+        return np.column_stack([stats, isolation])
+
+    def _combine(self, pvalues: np.ndarray):
+        """Score of each reading and the index of its top rule feature (the explanation)."""
+        n_features = pvalues.shape[1]
+        smallest = pvalues.min(axis=1)
+        scores = score_from_p(np.minimum(1.0, n_features * smallest))
+        top = pvalues[:, :-1].argmin(axis=1)  # the forest is evidence, not an explanation
+        return scores, top
+
+    def score(self, frame: pd.DataFrame) -> pd.DataFrame:
+        features = self.features_.transform(frame)
+        stats = self._with_isolation(features.stats, np.log1p(features.stats))
+        pvalues = self.calibration_.pvalues(stats)
+        scores, top = self._combine(pvalues)
+        anomalous = scores >= self.threshold_
+        rows = np.flatnonzero(anomalous)
+        kind = np.full(len(frame), None, dtype=object)
+        top_feature = np.full(len(frame), None, dtype=object)
+        kind[rows] = classify(features, top, pvalues, rows)
+        top_feature[rows] = np.asarray(self.features_.names(), dtype=object)[top[rows]]
+        return _result(frame.index, scores, anomalous, kind, top_feature, features.expected)
+
+
+class RawIForest:
+    """Baseline: IsolationForest on the raw columns, threshold at the 5th percentile of its
+    training decision scores (the old system's method)."""
+
+    algorithm = "iforest-raw"
+    CONTAMINATION_PERCENTILE = 5.0
+
+    def __init__(self, n_estimators: int = 100, random_state: int = 0):
+        self.n_estimators = n_estimators
+        self.random_state = random_state
+
+    def get_params(self) -> dict:
+        return {"n_estimators": self.n_estimators, "random_state": self.random_state}
+
+    def _inputs(self, frame: pd.DataFrame) -> np.ndarray:
+        return frame[self.columns_].fillna(self.fill_).to_numpy(float)
+
+    def fit(self, frame: pd.DataFrame) -> "RawIForest":
+        self.columns_ = list(frame.columns)
+        self.fill_ = frame.median()
+        inputs = self._inputs(frame)
+        self.forest_ = IsolationForest(n_estimators=self.n_estimators,
+                                       random_state=self.random_state).fit(inputs)
+        raw = -self.forest_.score_samples(inputs)
+        self.cut_ = float(np.percentile(raw, 100.0 - self.CONTAMINATION_PERCENTILE))
+        self.calibration_ = TailCalibration([0.01]).fit(raw[:, None])
+        self.threshold_ = float(score_from_p(np.array([self.calibration_.pvalues(
+            np.array([[self.cut_]]))[0, 0]]))[0])
+        self.metrics_ = {"train_rows": len(frame), "cut": self.cut_}
+        return self
+
+    @property
+    def context_rows(self) -> int:
+        return 0
+
+    def score(self, frame: pd.DataFrame) -> pd.DataFrame:
+        raw = -self.forest_.score_samples(self._inputs(frame))
+        scores = score_from_p(self.calibration_.pvalues(raw[:, None])[:, 0])
+        anomalous = raw >= self.cut_
+        empty = np.full(len(frame), None, dtype=object)
+        return _result(frame.index, scores, anomalous, empty, empty.copy(),
+                       np.full(len(frame), np.nan))
+
+
+MODELS = {SeasonalDetector.algorithm: SeasonalDetector, RawIForest.algorithm: RawIForest}
+DEFAULT_MODEL = SeasonalDetector.algorithm
+
+
+def make_model(name: str, **params):
+    """A new, unfitted detector by algorithm name."""
+    try:
+        cls = MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}") from None
+    return cls(**params)
