@@ -35,12 +35,12 @@ def run_pass(conn: psycopg.Connection, settings, *, mode: str, current_to: datet
     report = RunReport(mode=mode, run_at=run_at)
     for (meter, tz, windows), (reference_data, current_data) in _read_ahead(conn, plans):
         report.meters.append(MeterDrift(meter, windows, judge_meter(
-            meter, tz, reference_data, current_data, mode=mode, config=config)))
+            tz, reference_data, current_data, mode=mode, config=config)))
     store(conn, report)
     return report
 
 
-def judge_meter(meter_id: str, tz: str, reference_data, current_data, *, mode: str,
+def judge_meter(tz: str, reference_data, current_data, *, mode: str,
                 config: DriftConfig) -> list:
     """Every feature of one meter; data are (unix seconds, values (n, features)) pairs."""
     (reference_time, reference_values), (current_time, current_values) = reference_data, current_data
@@ -49,7 +49,7 @@ def judge_meter(meter_id: str, tz: str, reference_data, current_data, *, mode: s
     return [compare(feature,
                     Sample(reference_values[:, index], reference_calendar.stratum, reference_calendar.day),
                     Sample(current_values[:, index], current_calendar.stratum, current_calendar.day),
-                    mode=mode, config=config, seed=seed_for(meter_id, feature))
+                    mode=mode, config=config, seed=seed_for(feature))
             for index, feature in enumerate(FIELDS)]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Literal
 from urllib.parse import urlsplit
 
 import psycopg
@@ -34,6 +35,31 @@ class Settings(BaseSettings):
     compress_after_days: int = Field(7, ge=0)
     # Where each service serves /metrics; compose sets 0.0.0.0 so Prometheus can reach it.
     metrics_address: str = "127.0.0.1"
+    # Drift: windows (days), PSI bins and bands, calibration, minimum data, schedule (times are
+    # the service's local time, HH:MM).
+    drift_current_days: float = Field(7.0, gt=0, le=366)
+    drift_reference_days: float = Field(28.0, gt=0, le=3660)
+    drift_bins: int = Field(10, ge=2, le=100)
+    drift_psi_warning: float = Field(0.1, gt=0)
+    drift_psi_alert: float = Field(0.25, gt=0)
+    drift_psi_critical: float = Field(0.5, gt=0)
+    drift_false_alarm_rate: float = Field(0.01, gt=0, lt=0.5)
+    drift_calibration_resamples: int = Field(200, ge=20, le=100_000)
+    drift_min_values: int = Field(720, ge=10)
+    drift_min_reference_days: int = Field(7, ge=2)
+    drift_light_at: str = Field("02:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    drift_full_day: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+                            "sunday"] = "sunday"
+    drift_full_at: str = Field("03:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+
+    @field_validator("drift_psi_critical")
+    @classmethod
+    def _drift_bands_increase(cls, value: float, info) -> float:
+        warning, alert = info.data.get("drift_psi_warning"), info.data.get("drift_psi_alert")
+        if warning is not None and alert is not None and not warning < alert < value:
+            raise ValueError(f"PSI bands must increase: WATTWATCH_DRIFT_PSI_WARNING ({warning}) < "
+                             f"WATTWATCH_DRIFT_PSI_ALERT ({alert}) < WATTWATCH_DRIFT_PSI_CRITICAL ({value})")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -1,0 +1,144 @@
+"""Benchmark of a full drift run: meters x 7 features, 30-day reference and current windows of
+one-minute data (43,200 readings per window and meter).
+
+Two measurements, printed separately (an extrapolation is labelled as one):
+
+1. judging (numpy), in memory: `drift.runner.judge_meter` in full mode on synthetic meters
+   (daily and weekly cycles, noise, one meter in ten with a step in the current window); the
+   data are generated outside the timed part.
+2. end to end through TimescaleDB: `run_pass` (binary COPY reads, judging, storing the run) on a
+   throwaway database loaded by COPY with --db-meters meters; needs `scripts/stack.py up`'s
+   server (--admin-url, a superuser URL).
+
+    .venv/bin/python scripts/bench_drift.py --meters 1000
+    .venv/bin/python scripts/bench_drift.py --meters 100 --db-meters 20 --admin-url postgresql://...
+
+Peak memory is the process's maximum resident set size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import secrets
+import time
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+from drift.analysis import DriftConfig
+from drift.runner import judge_meter
+from ingest.fields import FIELDS
+
+MINUTES = 30 * 1440
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def synthetic_meter(rng: np.random.Generator, minutes: int, drifted: bool):
+    """Unix seconds and (minutes, 7) values with daily and weekly cycles for two windows."""
+    seconds = int(START.timestamp()) + 60 * np.arange(2 * minutes, dtype=np.int64)
+    hour = (seconds % 86_400) / 3600
+    weekend = ((seconds // 86_400 + 3) % 7) >= 5
+    cycle = 0.4 + 0.6 * np.exp(-((hour - 19) ** 2) / 6) + 0.3 * np.exp(-((hour - 8) ** 2) / 2) + 0.2 * weekend
+    active = np.maximum(cycle * rng.gamma(2.0, 0.5, cycle.size), 0.05)
+    voltage = 235 + rng.normal(0, 2.5, cycle.size)
+    if drifted:
+        voltage[minutes:] += 4.0
+    values = np.column_stack([
+        active, 0.1 * active + rng.gamma(1.0, 0.05, cycle.size), voltage, active * 1000 / voltage,
+        rng.poisson(0.3 * cycle), rng.poisson(0.5, cycle.size), rng.poisson(6 * cycle)]).astype(float)
+    return (seconds[:minutes], values[:minutes]), (seconds[minutes:], values[minutes:])
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_judging(meters: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    config = DriftConfig()
+    judging = generating = 0.0
+    statuses = {}
+    for index in range(meters):
+        started = time.perf_counter()
+        reference, current = synthetic_meter(rng, MINUTES, drifted=index % 10 == 0)
+        generating += time.perf_counter() - started
+        started = time.perf_counter()
+        results = judge_meter("UTC", reference, current, mode="full", config=config)
+        judging += time.perf_counter() - started
+        for result in results:
+            statuses[result.status] = statuses.get(result.status, 0) + 1
+    print(f"judging, in memory: {meters} meters x {len(FIELDS)} features x 2 x {MINUTES} minutes: "
+          f"{judging:.1f} s ({1000 * judging / meters:.0f} ms per meter, one process); "
+          f"data generation {generating:.1f} s, not counted")
+    print(f"  feature statuses: {statuses}")
+    if meters < 1000:
+        print(f"  EXTRAPOLATION (not measured): 1000 meters would take about {judging / meters * 1000:.0f} s")
+    print(f"  peak resident memory so far: {peak_rss_mb():.0f} MB")
+
+
+def bench_database(admin_url: str, meters: int, seed: int) -> None:
+    import psycopg
+    from psycopg import sql
+
+    from drift.runner import run_pass
+    from timescale.connect import connect_url, with_database
+    from timescale.migrate import migrate
+    from wattwatch.settings import Settings
+
+    name = f"ww_bench_drift_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = with_database(admin_url, name)
+    try:
+        settings = Settings(_env_file=None, database_url=url)
+        with connect_url(url) as conn:
+            migrate(conn, settings)
+        rng = np.random.default_rng(seed)
+        started = time.perf_counter()
+        with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+            for index in range(meters):
+                meter = f"m{index:04d}"
+                cur.execute("INSERT INTO meters (meter_id) VALUES (%s)", [meter])
+                reference, current = synthetic_meter(rng, MINUTES, drifted=index % 10 == 0)
+                with cur.copy(sql.SQL("COPY readings (meter_id, time, {}) FROM STDIN (FORMAT BINARY)").format(
+                        sql.SQL(", ").join(map(sql.Identifier, FIELDS)))) as copy:
+                    copy.set_types(["text", "timestamptz"] + ["float8"] * len(FIELDS))
+                    for seconds, values in (reference, current):
+                        for second, row in zip(seconds.tolist(), values.tolist()):
+                            copy.write_row([meter, datetime.fromtimestamp(second, timezone.utc), *row])
+            cur.execute("ANALYZE readings")
+        print(f"database: loaded {meters} meters x {2 * MINUTES} readings in {time.perf_counter() - started:.0f} s")
+        with connect_url(url, autocommit=True) as conn:
+            started = time.perf_counter()
+            report = run_pass(conn, settings, mode="full", current_to=START + timedelta(days=60),
+                              current_days=30, reference_days=30)
+            elapsed = time.perf_counter() - started
+        print(f"database, end to end (run_pass, full): {meters} meters in {elapsed:.1f} s "
+              f"({1000 * elapsed / meters:.0f} ms per meter: read both windows, judge, store)")
+        print(f"  meters per overall status: "
+              f"{ {s: sum(m.status == s for m in report.meters) for s in {m.status for m in report.meters}} }")
+        print(f"  EXTRAPOLATION (not measured): 1000 meters would take about {elapsed / meters * 1000:.0f} s")
+        print(f"  peak resident memory so far: {peak_rss_mb():.0f} MB")
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--meters", type=int, default=1000, help="meters judged in memory")
+    parser.add_argument("--db-meters", type=int, default=0, help="meters loaded and run through the database")
+    parser.add_argument("--admin-url", help="superuser URL of a TimescaleDB server (for --db-meters)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    if args.meters:
+        bench_judging(args.meters, args.seed)
+    if args.db_meters:
+        if not args.admin_url:
+            parser.error("--db-meters needs --admin-url")
+        bench_database(args.admin_url, args.db_meters, args.seed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""`wattwatch drift run` end to end: real UCI readings in the real TimescaleDB, the CLI as the
+jobs role, drift_reports and retrain requests, and the service scraped by the real Prometheus."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+import pytest
+
+from ingest.fields import FIELDS, field_for
+from tests.conftest import prometheus_query
+from tests.test_cli import WATTWATCH, one_line_error, run_cli
+
+START = datetime(2007, 1, 1, tzinfo=timezone.utc)
+CURRENT_FROM = START + timedelta(days=28)
+CURRENT_TO = START + timedelta(days=35)
+WINDOW_ARGS = ["--current-to", CURRENT_TO.isoformat(), "--current-days", "7", "--reference-days", "28"]
+VOLTAGE_STEP_V = 10.0  # about three standard deviations of this household's voltage
+
+
+@pytest.fixture(scope="module")
+def loaded(db_url, uci_csv):
+    """Five weeks of the UCI household as meter 'house'; the same with the voltage raised by
+    10 V in the last week as 'house-volt'; two days of it as 'sparse'."""
+    frame = pd.read_csv(uci_csv, nrows=60 * 24 * 90)
+    frame.columns = ["time"] + [field_for(column) for column in frame.columns[1:]]
+    frame["time"] = pd.to_datetime(frame["time"]).dt.tz_localize("UTC")
+    frame = frame[(frame["time"] >= START) & (frame["time"] < CURRENT_TO)]
+    import psycopg
+    with psycopg.connect(db_url, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO meters (meter_id, timezone) VALUES ('house', 'UTC'), "
+                    "('house-volt', 'UTC'), ('sparse', 'UTC')")
+        with cur.copy(f"COPY readings (meter_id, time, {', '.join(FIELDS)}) FROM STDIN") as copy:
+            for row in frame.itertuples(index=False):
+                values = [getattr(row, field) for field in FIELDS]
+                copy.write_row(["house", row.time, *values])
+                stepped = list(values)
+                if row.time >= CURRENT_FROM:
+                    stepped[list(FIELDS).index("voltage_v")] += VOLTAGE_STEP_V
+                copy.write_row(["house-volt", row.time, *stepped])
+                if row.time >= CURRENT_TO - timedelta(days=2):
+                    copy.write_row(["sparse", row.time, *values])
+    return db_url
+
+
+@pytest.fixture(scope="module")
+def jobs_env(loaded, role_url):
+    return {"WATTWATCH_DATABASE_URL": role_url("wattwatch_jobs")}
+
+
+def drift_once(env, *args) -> dict:
+    result = run_cli(["drift", "run", "--once", "--json", *WINDOW_ARGS, *args], env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def by_meter(report: dict) -> dict:
+    return {meter["meter_id"]: meter for meter in report["meters"]}
+
+
+def test_full_run_reports_stores_and_requests_retraining_once(jobs_env, conn):
+    report = drift_once(jobs_env, "--mode", "full")
+    assert report["mode"] == "full" and report["overall_status"] == "critical"
+    meters = by_meter(report)
+    assert set(meters) == {"house", "house-volt", "sparse"}
+
+    volt = meters["house-volt"]
+    assert volt["analysis_period"]["current"] == f"{CURRENT_FROM.isoformat()} to {CURRENT_TO.isoformat()}"
+    assert volt["analysis_period"]["baseline"] == f"{START.isoformat()} to {CURRENT_FROM.isoformat()}"
+    assert set(volt["metrics"]) == set(FIELDS)
+    voltage = volt["metrics"]["voltage_v"]
+    assert voltage["status"] == "critical" and voltage["psi"] >= 0.5
+    assert voltage["ks_statistic"] > 0.5 and voltage["wasserstein_norm"] > 2
+    assert voltage["recommendation"].startswith("retrain requested")
+    assert volt["overall_status"] == "critical"
+    assert volt["recommended_actions"][0] == "retrain the anomaly model of meter house-volt (request written)"
+    # The same data without the step: voltage judged on its own, identical elsewhere.
+    house = meters["house"]
+    assert house["metrics"]["voltage_v"]["psi"] < voltage["psi"] / 5
+    for feature in set(FIELDS) - {"voltage_v"}:
+        assert house["metrics"][feature] == volt["metrics"][feature]
+
+    sparse = meters["sparse"]
+    assert sparse["overall_status"] == "insufficient_data"
+    assert all(m["status"] == "insufficient_data" and m["psi"] is None for m in sparse["metrics"].values())
+    assert all(m["reference_n"] == 0 for m in sparse["metrics"].values())
+
+    rows = conn.execute("SELECT meter_id, feature, status, psi, ks_statistic, reference_n, current_n, "
+                        "mode FROM drift_reports WHERE run_id = %s", [report["run_id"]]).fetchall()
+    assert len(rows) == 3 * len(FIELDS)
+    stored = {(meter, feature): (status, psi, ks) for meter, feature, status, psi, ks, *_ in rows}
+    assert stored["house-volt", "voltage_v"] == ("critical", voltage["psi"], voltage["ks_statistic"])
+    assert {row[7] for row in rows} == {"full"}
+
+    pending = "SELECT meter_id, requested_by, reason FROM retrain_requests WHERE handled_at IS NULL"
+    requests = conn.execute(pending).fetchall()
+    assert [(m, by) for m, by, _ in requests] == [("house-volt", "drift")]
+    assert "critical drift on voltage_v" in requests[0][2] and report["run_id"] in requests[0][2]
+
+    # A second run while the request is pending writes its reports but no second request.
+    again = drift_once(jobs_env, "--mode", "light")
+    assert by_meter(again)["house-volt"]["recommended_actions"][0].endswith("(a request was already pending)")
+    assert by_meter(again)["house-volt"]["metrics"]["voltage_v"]["ks_statistic"] is None  # light: PSI only
+    assert conn.execute("SELECT count(*) FROM drift_reports").fetchone()[0] == 6 * len(FIELDS)
+    assert len(conn.execute(pending).fetchall()) == 1
+    # Once the detector has handled it, the next critical run asks again.
+    conn.execute("UPDATE retrain_requests SET handled_at = now()")
+    drift_once(jobs_env, "--mode", "light", "--meter", "house-volt")
+    assert [m for m, _, _ in conn.execute(pending).fetchall()] == ["house-volt"]
+
+
+def test_reference_window_defaults_to_the_active_model(jobs_env, conn):
+    train_from, train_to = START + timedelta(days=7), START + timedelta(days=21)
+    version = conn.execute(
+        "INSERT INTO models (meter_id, algorithm, train_from, train_to, reason) "
+        "VALUES ('house', 'test', %s, %s, 'test') RETURNING version", [train_from, train_to]).fetchone()[0]
+    try:
+        period = by_meter(drift_once(jobs_env, "--meter", "house"))["house"]["analysis_period"]
+        assert period["baseline"] == f"{train_from.isoformat()} to {train_to.isoformat()}"
+        assert period["baseline_source"] == f"model {version}"
+        given = drift_once(jobs_env, "--meter", "house", "--reference-from", START.isoformat(),
+                           "--reference-to", (START + timedelta(days=14)).isoformat())
+        assert by_meter(given)["house"]["analysis_period"]["baseline_source"] == "given"
+    finally:
+        conn.execute("UPDATE models SET status = 'retired' WHERE version = %s", [version])
+
+
+def test_user_errors_are_one_line(jobs_env):
+    line = one_line_error(run_cli(["drift", "run", "--once", "--meter", "nope", *WINDOW_ARGS], jobs_env))
+    assert line == "wattwatch drift: unknown meter(s): nope (not in the meters table)"
+    line = one_line_error(run_cli(["drift", "run", "--once", "--reference-from", START.isoformat()], jobs_env))
+    assert line == "wattwatch drift: --reference-from and --reference-to go together"
+    usage = run_cli(["drift", "run", "--current-days", "-3"], jobs_env)
+    assert usage.returncode == 2 and "expected a positive number of days, got '-3'" in usage.stderr
+
+
+def test_service_publishes_results_that_prometheus_scrapes(jobs_env, stack, scrape_target):
+    env = {**jobs_env}
+    import os
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WATTWATCH_")}
+    service = subprocess.Popen([WATTWATCH, "drift", "run", "--metrics-port", "0", *WINDOW_ARGS],
+                               env={**clean, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        first = service.stdout.readline()
+        assert first.startswith("drift: serving metrics on http://127.0.0.1:"), first
+        port = int(first.rsplit(":", 1)[1].split("/")[0])
+        summary = service.stdout.readline()  # the start-up pass is done once this is printed
+        assert summary.startswith("drift: light run ") and "1 critical" in summary, summary
+        scrape_target("drift", port)
+        base = stack["prometheus_url"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = prometheus_query(base, 'wattwatch_drift_status{meter_id="house-volt",feature="voltage_v"}')
+            if status:
+                break
+            time.sleep(1)
+        assert [float(s["value"][1]) for s in status] == [3.0]
+        assert prometheus_query(base, 'wattwatch_drift_meter_status{meter_id="sparse"}')[0]["value"][1] == "-1"
+        assert prometheus_query(base, 'wattwatch_drift_psi{meter_id="sparse"}') == []
+        psi = prometheus_query(base, 'wattwatch_drift_psi{meter_id="house-volt",feature="voltage_v"}')
+        assert float(psi[0]["value"][1]) >= 0.5
+        last = prometheus_query(base, 'wattwatch_drift_last_run_timestamp_seconds{mode="light"}')
+        assert abs(float(last[0]["value"][1]) - time.time()) < 300
+        assert prometheus_query(base, 'wattwatch_drift_runs_total{mode="light"}')[0]["value"][1] == "1"
+    finally:
+        service.terminate()
+        service.wait(timeout=10)
