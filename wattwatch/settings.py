@@ -9,6 +9,7 @@ import psycopg
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingest.fields import FIELDS
 from wattwatch.errors import WattwatchError
 
 ENV_PREFIX = "WATTWATCH_"
@@ -35,6 +36,14 @@ class Settings(BaseSettings):
     compress_after_days: int = Field(7, ge=0)
     # Where each service serves /metrics; compose sets 0.0.0.0 so Prometheus can reach it.
     metrics_address: str = "127.0.0.1"
+    # Ingest: rows per COPY batch (one transaction each), how far ahead of now a timestamp may
+    # be, and plausible ranges per field as JSON, e.g. {"voltage_v": [180, 260]} (merged with
+    # the defaults in ingest/ranges.py).
+    ingest_batch_rows: int = Field(50_000, ge=100, le=1_000_000)
+    # Connections writing batches in parallel during a file load.
+    ingest_writers: int = Field(2, ge=1, le=16)
+    ingest_max_future_seconds: int = Field(300, ge=0)
+    ingest_ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
     # Drift: windows (days), PSI bins and bands, calibration, minimum data, schedule (times are
     # the service's local time, HH:MM).
     drift_current_days: float = Field(7.0, gt=0, le=366)
@@ -76,6 +85,16 @@ class Settings(BaseSettings):
         if not parts.hostname:
             raise ValueError(f"the URL names no host; expected {URL_EXAMPLE}")
         return SecretStr(url)
+
+    @field_validator("ingest_ranges")
+    @classmethod
+    def _known_fields(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (low, high) in value.items():
+            if name not in FIELDS:
+                raise ValueError(f"{name!r} is not a reading field; expected one of {list(FIELDS)}")
+            if low > high:
+                raise ValueError(f"{name}: low {low} is above high {high}")
+        return value
 
 
 def _describe(error: dict) -> str:

@@ -1,0 +1,223 @@
+"""Collect rows and rejects, write them in batches, keep the run's summary and metrics, and
+survive a lost database connection when the caller can reconnect.
+
+File loads hand batches to writer threads, each with its own connection: PostgreSQL inserts
+batch N on one backend (and N+1 on another) while Python parses the next, so the two cores are
+both busy. Rows of a batch that go back in time for a meter could collide with rows of an
+earlier batch still in flight; such a batch waits until every earlier batch is committed, so the
+first row of a (meter, time) in the file is always the one kept. At most one batch per writer
+waits in the queue, which bounds memory.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter
+from datetime import datetime
+from typing import Callable
+
+import psycopg
+
+from ingest.metrics import IngestMetrics
+from ingest.parse import Reject
+from ingest.summary import Summary
+from ingest.writer import BatchResult, ReadingWriter, register_meters
+from timescale.rollups import refresh_rollups
+from wattwatch.errors import WattwatchError, first_line
+
+MAX_BACKOFF_SECONDS = 30.0
+Batch = tuple[list[tuple], list[int | None], list[str], list[Reject]]
+
+
+class BatchLoader:
+    """Writes batches for one source; every input row is counted exactly once in the summary.
+
+    `conn` registers meters and refreshes the rollups, and writes the batches itself unless
+    `writer_connections` are given (one writer thread each).
+    """
+
+    def __init__(self, conn: psycopg.Connection, source: str, summary: Summary, batch_rows: int, *,
+                 meter_timezone: str = "UTC", metrics: IngestMetrics | None = None,
+                 reconnect: Callable[[], psycopg.Connection] | None = None,
+                 on_batch: Callable[[Summary], None] | None = None,
+                 writer_connections: list[psycopg.Connection] = ()):
+        self.conn = conn
+        self.source = source
+        self.summary = summary
+        self.batch_rows = batch_rows
+        self.meter_timezone = meter_timezone
+        self.metrics = metrics
+        self.reconnect = reconnect
+        self.on_batch = on_batch
+        self.known_meters: set[str] = set()
+        self.rows: list[tuple] = []
+        self.lines: list[int | None] = []
+        self.raws: list[str] = []
+        self.rejects: list[Reject] = []
+        # Span of rows written since the rollups were last refreshed.
+        self.unrolled: tuple[datetime, datetime] | None = None
+        # Newest time per meter among batches handed out, to spot a batch that goes back in time.
+        self._newest_handed: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._queue: queue.Queue | None = None
+        self._threads: list[threading.Thread] = []
+        if writer_connections:
+            self._queue = queue.Queue(maxsize=len(writer_connections))
+            for number, connection in enumerate(writer_connections):
+                thread = threading.Thread(target=self._drain, args=(ReadingWriter(connection, source),),
+                                          name=f"ingest-writer-{number}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def add_row(self, row: tuple, line: int | None, raw: str) -> None:
+        self.rows.append(row)
+        self.lines.append(line)
+        self.raws.append(raw)
+        if len(self.rows) + len(self.rejects) >= self.batch_rows:
+            self.flush()
+
+    def add_reject(self, reject: Reject) -> None:
+        self.rejects.append(reject)
+        if len(self.rows) + len(self.rejects) >= self.batch_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending rows and rejects (or hand them to a writer thread)."""
+        if not self.rows and not self.rejects:
+            return
+        batch: Batch = (self.rows, self.lines, self.raws, self.rejects)
+        self.rows, self.lines, self.raws, self.rejects = [], [], [], []
+        self._with_retries(lambda: self._register_meters(batch[0]))
+        if self._queue is None:
+            self._store(ReadingWriter(self.conn, self.source), batch, reconnecting=True)
+            return
+        self._raise_writer_error()
+        if self._goes_back_in_time(batch[0]):
+            self._queue.join()  # earlier batches first, so the file's first row of a key wins
+            self._raise_writer_error()
+        self._queue.put(batch)
+
+    def close(self) -> None:
+        """Write what is pending and wait for the writers; re-raises a writer's error."""
+        self.flush()
+        if self._queue is not None:
+            for _ in self._threads:
+                self._queue.put(None)
+            for thread in self._threads:
+                thread.join()
+            self._queue = None
+        self._raise_writer_error()
+
+    def refresh_rollups(self) -> None:
+        """Bring the hourly and daily rollups up to date for what was written (after close)."""
+        if self.unrolled:
+            self._with_retries(lambda: refresh_rollups(self.conn, *self.unrolled))
+            self.unrolled = None
+
+    def _register_meters(self, rows: list[tuple]) -> None:
+        new = {row[0] for row in rows} - self.known_meters
+        if new:
+            register_meters(self.conn, new, self.meter_timezone)
+            self.known_meters |= new
+
+    def _goes_back_in_time(self, rows: list[tuple]) -> bool:
+        oldest: dict[str, datetime] = {}
+        newest: dict[str, datetime] = {}
+        for meter, moment, *_ in rows:
+            if meter not in oldest or moment < oldest[meter]:
+                oldest[meter] = moment
+            if meter not in newest or moment > newest[meter]:
+                newest[meter] = moment
+        back = any(meter in self._newest_handed and moment <= self._newest_handed[meter]
+                   for meter, moment in oldest.items())
+        for meter, moment in newest.items():
+            if meter not in self._newest_handed or moment > self._newest_handed[meter]:
+                self._newest_handed[meter] = moment
+        return back
+
+    def _raise_writer_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _drain(self, writer: ReadingWriter) -> None:
+        while (batch := self._queue.get()) is not None:
+            try:
+                if self._error is None:  # after a failure, only empty the queue
+                    self._store(writer, batch, reconnecting=False)
+            except BaseException as exc:  # handed to the parsing thread
+                self._error = exc
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def _store(self, writer: ReadingWriter, batch: Batch, reconnecting: bool) -> None:
+        rows, lines, raws, rejects = batch
+        started = time.perf_counter()
+        if reconnecting:
+            result = self._with_retries(lambda: ReadingWriter(self.conn, self.source).write(*batch))
+        else:
+            result = self._once(lambda: writer.write(*batch))
+        seconds = time.perf_counter() - started
+        self._account(rows, rejects, result, seconds)
+
+    def _account(self, rows: list[tuple], rejects: list[Reject], result: BatchResult,
+                 seconds: float) -> None:
+        rejected = Counter(r.reason for r in result.rejects)
+        newest: dict[str, float] = {}
+        with self._lock:
+            summary = self.summary
+            summary.read += len(rows) + len(rejects)
+            summary.loaded += result.loaded
+            summary.duplicates += result.duplicates
+            summary.rejected.update(rejected)
+            for meter, moment, *_ in rows:
+                summary.meters.add(meter)
+                stamp = moment.timestamp()
+                if stamp > newest.get(meter, float("-inf")):
+                    newest[meter] = stamp
+            if rows:
+                times = [row[1] for row in rows]
+                low, high = min(times), max(times)
+                summary.first_time = min(low, summary.first_time or low)
+                summary.last_time = max(high, summary.last_time or high)
+                self.unrolled = (min(low, self.unrolled[0]), max(high, self.unrolled[1])) \
+                    if self.unrolled else (low, high)
+            if self.metrics:
+                self.metrics.batch(result.loaded, result.duplicates, rejected, seconds, newest)
+            if self.on_batch:
+                self.on_batch(summary)
+
+    def _once(self, action: Callable[[], BatchResult]) -> BatchResult:
+        """Run a database action; a lost connection ends the load with a clear message."""
+        try:
+            return action()
+        except psycopg.OperationalError as exc:
+            if self.metrics:
+                self.metrics.connection_errors.inc()
+            raise WattwatchError(
+                f"database connection lost during the load ({first_line(exc)}); run the "
+                "same command again: rows already stored count as duplicates") from None
+
+    def _with_retries(self, action: Callable[[], object]):
+        """Run a database action on `self.conn`; when the caller can reconnect, a lost
+        connection is replaced with backoff and the action (a whole transaction) runs again."""
+        if self.reconnect is None:
+            return self._once(action)
+        backoff = 0.5
+        while True:
+            try:
+                return action()
+            except psycopg.OperationalError:
+                if self.metrics:
+                    self.metrics.connection_errors.inc()
+                time.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                try:
+                    self.conn = self.reconnect()
+                    self.known_meters.clear()
+                except WattwatchError:
+                    continue

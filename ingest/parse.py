@@ -1,0 +1,86 @@
+"""One input line to a reading row, or to a reject saying exactly what was wrong with it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from ingest.fields import FIELDS
+from ingest.layout import Layout, split_line
+from ingest.timestamps import LocalTimeResolver, NonexistentLocalTime
+
+FIELD_NAMES = list(FIELDS)
+MISSING = ("", "?")
+# Row layout shared with the writer: (meter_id, time, *FIELDS).
+COLUMNS = ["meter_id", "time", *FIELD_NAMES]
+
+
+@dataclass(frozen=True)
+class Reject:
+    line: int | None
+    raw: str
+    reason: str
+    detail: str
+    meter: str | None = None
+
+
+class LineParser:
+    """Parses lines of one file laid out as `layout`."""
+
+    def __init__(self, layout: Layout, meter: str | None, resolver: LocalTimeResolver,
+                 ranges: dict[str, tuple[float, float]], max_future: timedelta):
+        if layout.meter_column is None and not meter:
+            raise ValueError("a file without a meter column needs a fixed meter id")
+        self.layout = layout
+        self.meter = meter
+        self.to_utc = resolver.converter(layout.parse_time)
+        self.max_future = max_future
+        # (column, position in the row, field, low, high) for each mapped column.
+        self.targets = [(column, 2 + FIELD_NAMES.index(name), name, *ranges[name])
+                        for column, name in sorted(layout.fields.items())]
+        self.units = FIELDS
+
+    def latest_allowed(self) -> datetime:
+        return datetime.now(timezone.utc) + self.max_future
+
+    def parse(self, number: int, raw: str, latest: datetime) -> tuple | Reject:
+        """The row for line `number`, or why it was rejected. `latest`: newest time accepted."""
+        layout = self.layout
+        cells = split_line(raw, layout.separator)
+        if len(cells) != layout.n_columns:
+            return Reject(number, raw, "column_count",
+                          f"expected {layout.n_columns} fields separated by {layout.separator!r}, got {len(cells)}")
+        meter = self.meter if layout.meter_column is None else cells[layout.meter_column].strip()
+        if not meter:
+            return Reject(number, raw, "missing_meter", "the meter column is empty")
+        stamp = (cells[layout.time_columns[0]] if len(layout.time_columns) == 1 else
+                 " ".join(cells[i].strip() for i in layout.time_columns)).strip()
+        if not stamp:
+            return Reject(number, raw, "missing_time", "the time is empty", meter)
+        try:
+            moment = self.to_utc(stamp, meter)
+        except NonexistentLocalTime as exc:
+            return Reject(number, raw, "nonexistent_local_time", str(exc), meter)
+        except (ValueError, OverflowError):
+            return Reject(number, raw, "unparseable", f"time: cannot read {stamp!r} as a timestamp", meter)
+        if moment > latest:
+            return Reject(number, raw, "future_timestamp",
+                          f"time {moment.isoformat()} is later than {latest.isoformat(timespec='seconds')}", meter)
+        row = [meter, moment, None, None, None, None, None, None, None]
+        for column, position, name, low, high in self.targets:
+            text = cells[column]
+            try:
+                value = float(text)
+            except ValueError:
+                if text.strip() in MISSING:
+                    continue  # a gap: stored as NULL, never invented
+                return Reject(number, raw, "non_numeric", f"{name}: expected a number, got {text!r}", meter)
+            # The range check also fails for NaN and infinities; tell those apart afterwards.
+            if not low <= value <= high:
+                if not math.isfinite(value):
+                    return Reject(number, raw, "non_numeric", f"{name}: expected a finite number, got {text!r}", meter)
+                return Reject(number, raw, "out_of_range",
+                              f"{name}: {value:g} {self.units[name]} is outside [{low:g}, {high:g}]", meter)
+            row[position] = value
+        return tuple(row)
