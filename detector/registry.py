@@ -1,0 +1,119 @@
+"""The model registry (`models`): train, validate and store versioned models; load the newest
+active one of a meter; act on retrain requests and on models past their age."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import psycopg
+from psycopg.types.json import Jsonb
+
+from detector import readings
+from detector.models import DEFAULT_MODEL, make_model
+from wattwatch.errors import WattwatchError
+from wattwatch.settings import Settings
+
+MIN_TRAIN_READINGS = 2 * 24 * 60  # two days of one-minute readings
+VALIDATION_SHARE = 0.2
+
+
+@dataclass
+class ActiveModel:
+    version: int
+    detector: object
+    fields: list[str]
+
+
+def _default_end(conn: psycopg.Connection, meter_id: str) -> datetime | None:
+    row = conn.execute("SELECT max(time) FROM readings WHERE meter_id = %s", (meter_id,)).fetchone()
+    return row[0] + timedelta(microseconds=1) if row[0] else None
+
+
+def train(conn: psycopg.Connection, meter: readings.Meter, settings: Settings, *,
+          start: datetime | None = None, end: datetime | None = None,
+          algorithm: str = DEFAULT_MODEL, reason: str = "manual") -> int:
+    """Train on the meter's readings in [start, end) (default: the last detector_train_days
+    before its newest reading), validate on the window's last fifth with a model fitted on the
+    rest, store the new version as active and retire the meter's older ones. Returns the version."""
+    end = end or _default_end(conn, meter.meter_id)
+    if end is None:
+        raise WattwatchError(f"meter {meter.meter_id!r} has no readings to train on")
+    start = start or end - timedelta(days=settings.detector_train_days)
+    frame = readings.window(conn, meter, start, end)
+    fields = readings.fields_present(frame)
+    if len(frame) < MIN_TRAIN_READINGS or not fields:
+        raise WattwatchError(
+            f"meter {meter.meter_id!r} has {len(frame)} readings between {start:%Y-%m-%d %H:%M} "
+            f"and {end:%Y-%m-%d %H:%M}; training needs at least {MIN_TRAIN_READINGS}")
+    params = {"nominal_voltage_v": meter.nominal_voltage_v,
+              "alarm_rate": settings.detector_alarm_rate} if algorithm == DEFAULT_MODEL else {}
+    data = frame[fields]
+    split = int(len(data) * (1 - VALIDATION_SHARE))
+    held_out = make_model(algorithm, **params).fit(data.iloc[:split]).score(data)["is_anomaly"]
+    detector = make_model(algorithm, **params).fit(data)
+    metrics = {key: value for key, value in detector.metrics_.items() if key != "features"}
+    metrics["validation_anomaly_ratio"] = float(np.mean(held_out.to_numpy()[split:]))
+    metrics["validation_rows"] = len(data) - split
+    parameters = {**detector.get_params(), "fields": fields,
+                  "features": detector.metrics_.get("features")}
+    version = conn.execute(
+        "INSERT INTO models (meter_id, algorithm, parameters, train_from, train_to, threshold,"
+        " metrics, model, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING version",
+        (meter.meter_id, algorithm, Jsonb(parameters), frame.index[0], frame.index[-1],
+         detector.threshold_, Jsonb(metrics), pickle.dumps((detector, fields)), reason),
+    ).fetchone()[0]
+    conn.execute("UPDATE models SET status = 'retired' WHERE meter_id = %s AND status = 'active'"
+                 " AND version <> %s", (meter.meter_id, version))
+    return version
+
+
+def active_version(conn: psycopg.Connection, meter_id: str) -> int | None:
+    """Version of the newest active model for the meter (its own, else one shared by all)."""
+    row = conn.execute(
+        "SELECT version FROM models WHERE status = 'active' AND (meter_id = %s OR meter_id IS NULL)"
+        " ORDER BY meter_id IS NULL, trained_at DESC, version DESC LIMIT 1", (meter_id,)).fetchone()
+    return row[0] if row else None
+
+
+def load(conn: psycopg.Connection, version: int) -> ActiveModel:
+    blob = conn.execute("SELECT model FROM models WHERE version = %s", (version,)).fetchone()[0]
+    detector, fields = pickle.loads(blob)
+    return ActiveModel(version, detector, fields)
+
+
+def handle_retrain_requests(conn: psycopg.Connection, settings: Settings) -> list[int]:
+    """Train a new version for every pending request (all meters for a request without one)
+    and for every meter whose active model is older than detector_model_max_age_days."""
+    trained = []
+    pending = conn.execute("SELECT request_id, meter_id, reason FROM retrain_requests"
+                           " WHERE handled_at IS NULL ORDER BY requested_at").fetchall()
+    for request_id, meter_id, why in pending:
+        version = None
+        for meter in readings.meters(conn, meter_id):
+            version = _train_quietly(conn, meter, settings, f"retrain request: {why}")
+            trained += [version] if version else []
+        conn.execute("UPDATE retrain_requests SET handled_at = now(), model_version = %s"
+                     " WHERE request_id = %s", (version, request_id))
+    if settings.detector_model_max_age_days:
+        old = conn.execute(
+            "SELECT DISTINCT ON (meter_id) meter_id, trained_at < now() - %s * interval '1 day'"
+            " FROM models WHERE status = 'active' AND meter_id IS NOT NULL"
+            " ORDER BY meter_id, trained_at DESC", (settings.detector_model_max_age_days,)
+        ).fetchall()
+        for meter_id, too_old in old:
+            if too_old:
+                for meter in readings.meters(conn, meter_id):
+                    version = _train_quietly(conn, meter, settings, "age")
+                    trained += [version] if version else []
+    return trained
+
+
+def _train_quietly(conn, meter, settings, reason) -> int | None:
+    """Train, or None when the meter has too little data yet (it is retried later)."""
+    try:
+        return train(conn, meter, settings, reason=reason)
+    except WattwatchError:
+        return None
