@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     compress_after_days: int = Field(7, ge=0)
     # Where each service serves /metrics; compose sets 0.0.0.0 so Prometheus can reach it.
     metrics_address: str = "127.0.0.1"
+    # Detector: seconds between scoring cycles, days of history a model trains on, age (days)
+    # after which a model is retrained (0: never), the false-alarm rate its threshold is
+    # calibrated for, and readings scored per batch (bounds memory during a backfill).
+    detector_interval_seconds: float = Field(1.0, gt=0, le=3600)
+    detector_train_days: float = Field(28.0, gt=0, le=3660)
+    detector_model_max_age_days: float = Field(30.0, ge=0)
+    detector_alarm_rate: float = Field(1e-4, gt=0, lt=0.5)
+    detector_batch_rows: int = Field(250_000, ge=1_000, le=5_000_000)
     # Ingest: rows per COPY batch (one transaction each), how far ahead of now a timestamp may
     # be, and plausible ranges per field as JSON, e.g. {"voltage_v": [180, 260]} (merged with
     # the defaults in ingest/ranges.py).
