@@ -105,10 +105,10 @@ def detect_layout(first_lines: list[str], options: LayoutOptions) -> Layout:
     elif names:
         lowered = [n.lower() for n in names]
         named = [i for i, n in enumerate(lowered) if n in TIME_NAMES]
-        if named:
-            time_columns = named[:1]
-        elif "date" in lowered and "time" in lowered:  # the UCI layout: Date;Time;...
+        if "date" in lowered and "time" in lowered:  # the UCI layout: Date;Time;...
             time_columns = [lowered.index("date"), lowered.index("time")]
+        elif named:
+            time_columns = named[:1]
         else:
             raise WattwatchError(f"no time column found in the header {names}; name it with --time-column")
     else:
