@@ -27,7 +27,7 @@ ISOLATION = "isolation_forest"
 # Smallest tail scale per statistic, in its own unit, so that a statistic that never moved in
 # training (all zeros) does not make the least wobble infinitely rare.
 MIN_TAIL_SCALE = {"flat": 1.0, "sub_metering:physics": 1.0, "missing": 0.05, "gap": 1.0,
-                  ISOLATION: 0.01}
+                  "range": 0.05, ISOLATION: 0.01}
 DEFAULT_MIN_TAIL_SCALE = 0.5
 
 

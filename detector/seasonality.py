@@ -80,7 +80,7 @@ class Season:
 
     def slot_of(self, index: pd.Index) -> np.ndarray:
         if self.kind == "week":
-            return np.asarray(index.dayofweek * 24 + index.hour, dtype=np.int64)
+            return np.asarray(index.day_of_week * 24 + index.hour, dtype=np.int64)
         if self.kind == "day":
             return np.asarray(index.hour, dtype=np.int64)
         if self.kind == "steps":

@@ -100,8 +100,9 @@ def inject(frame: pd.DataFrame, kind: str, start: int, length: int, rng: np.rand
         _require(frame, kind, POWER)
         median = _level(frame, POWER, 0.5)
         high = _level(frame, POWER, 0.99) - median
-        if kind == "spike":  # a surge beyond the meter's busiest minutes, for a minute or two
-            magnitude = float(rng.uniform(1.0, 1.8) * high)
+        if kind == "spike":  # a surge 20-60% beyond the meter's busiest minutes, briefly
+            target = _level(frame, POWER, 0.999) * rng.uniform(1.2, 1.6)
+            magnitude = float(max(target - frame[POWER].iloc[rows].mean(), median))
         elif kind == "level_shift":  # a new always-on load (heater, stuck pump)
             magnitude = float(rng.uniform(2.0, 3.5) * median)
         else:  # a day-time load at an hour the meter is usually quiet

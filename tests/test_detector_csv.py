@@ -1,0 +1,68 @@
+"""`wattwatch detect score-csv`: step-indexed and timestamped files, UCI names, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.test_cli import run_cli
+from tests.test_detector_synthetic import household
+from wattwatch.cli import main
+
+UCI_NAMES = {"active_power_kw": "Global_active_power", "reactive_power_kw": "Global_reactive_power",
+             "voltage_v": "Voltage", "current_a": "Global_intensity",
+             "sub_metering_1_wh": "Sub_metering_1", "sub_metering_2_wh": "Sub_metering_2",
+             "sub_metering_3_wh": "Sub_metering_3"}
+
+
+def test_step_indexed_series_with_a_detected_period(tmp_path):
+    """No timestamps: the cycle (97 steps) is found from the data, and a broken cycle late in
+    the file is the most anomalous stretch."""
+    rng = np.random.default_rng(2)
+    steps = np.arange(6000)
+    value = 10 + 5 * np.sin(2 * np.pi * steps / 97) + rng.normal(0, 0.3, len(steps))
+    value[5000:5060] = 10 + rng.normal(0, 0.3, 60)  # the cycle stops for 60 steps
+    pd.DataFrame({"step": steps, "load": value, "site": "x"}).to_csv(tmp_path / "in.csv", index=False)
+    result = run_cli(["detect", "score-csv", str(tmp_path / "in.csv"), "--time-column", "step",
+                      "--columns", "load", "-o", str(tmp_path / "out.csv")])
+    assert result.returncode == 0, result.stderr
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert list(out.columns) == ["step", "load", "site", "anomaly_score", "is_anomaly",
+                                 "severity", "kind"]
+    assert out["anomaly_score"].between(0, 100).all()
+    assert 5000 <= out["anomaly_score"].idxmax() < 5075
+    flagged = out.index[out["is_anomaly"]]
+    assert len(flagged) and ((flagged >= 5000) & (flagged < 5075)).mean() >= 0.9
+
+
+def test_uci_columns_get_the_physical_checks(tmp_path):
+    frame = household(days=6, seed=3)
+    frame.iloc[5000:5005, frame.columns.get_loc("voltage_v")] = 262.0  # above 253 V
+    table = frame.rename(columns=UCI_NAMES)
+    table.insert(0, "date_time", frame.index.strftime("%Y-%m-%d %H:%M:%S"))
+    table.to_csv(tmp_path / "uci.csv", index=False)
+    result = run_cli(["detect", "score-csv", str(tmp_path / "uci.csv"), "--time-column",
+                      "date_time", "--columns", ",".join(UCI_NAMES.values()),
+                      "--train-fraction", "0.5", "-o", str(tmp_path / "out.csv")])
+    assert result.returncode == 0, result.stderr
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert (out.loc[5000:5004, "kind"] == "voltage_swell").all()
+    assert (out.loc[5000:5004, "severity"] == "critical").all()
+
+
+@pytest.mark.parametrize("content, args, message", [
+    ("t,v\n0,1\n1,x\n", ["--columns", "v"], "in.csv:3: column 'v' has 'x'; expected a number"),
+    ("t,v\n0,1\n", ["--columns", "w"], "no column 'w'; the header has t, v"),
+    ("t,v\nmonday,1\n", ["--columns", "v"], "in.csv:2: column 't' has 'monday'; expected a timestamp"),
+    ("t,v\n5,1\n4,2\n", ["--columns", "v"], "in.csv:3: time goes backwards"),
+    ("t,v\n0,1\n", ["--columns", "v", "--train-fraction", "1.5"], "between 0 and 1, got 1.5"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, capsys, content, args, message):
+    (tmp_path / "in.csv").write_text(content)
+    status = main(["detect", "score-csv", str(tmp_path / "in.csv"), "--time-column", "t",
+                   *args, "-o", str(tmp_path / "out.csv")])
+    stderr = capsys.readouterr().err
+    assert status == 1
+    assert message in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert not (tmp_path / "out.csv").exists()

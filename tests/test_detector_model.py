@@ -1,0 +1,162 @@
+"""The detector as a library: quality on injected anomalies against the baseline, causality,
+calibration, weekly cycles, kinds and explanations, period detection, evaluation helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from detector.calibration import SEVERITIES, TailCalibration, score_from_p, severities
+from detector.evaluation import event_scores, nab_normalised, nab_raw_score, runs
+from detector.models import RawIForest, SeasonalDetector, make_model
+from detector.seasonality import Season, detect_period
+from ingest.anomalies import inject_many
+from tests.test_detector_synthetic import household
+
+TRAIN_DAYS = 14
+
+
+@pytest.fixture(scope="module")
+def labelled():
+    """Four weeks of a synthetic house, two anomalies of every kind in the last two."""
+    frame = household(days=TRAIN_DAYS + 14, seed=11)
+    injected = inject_many(frame, np.random.default_rng(7), per_kind=2, min_gap=400,
+                           skip=TRAIN_DAYS * 1440 + 60)
+    truth = [(frame.index.get_loc(i.start), frame.index.get_loc(i.end), i.kind) for i in injected]
+    return frame, truth
+
+
+@pytest.fixture(scope="module")
+def scored(labelled):
+    frame, _ = labelled
+    train = frame.iloc[:TRAIN_DAYS * 1440]
+    default = SeasonalDetector().fit(train)
+    return default, default.score(frame), RawIForest().fit(train).score(frame)
+
+
+def _test_part(flags: np.ndarray, truth):
+    start = TRAIN_DAYS * 1440
+    return flags[start:], [(a - start, b - start, k) for a, b, k in truth]
+
+
+def test_default_model_finds_injected_anomalies_far_better_than_the_baseline(labelled, scored):
+    _, truth = labelled
+    _, default, baseline = scored
+    ours = event_scores(*_test_part(default["is_anomaly"].to_numpy(), truth))
+    theirs = event_scores(*_test_part(baseline["is_anomaly"].to_numpy(), truth))
+    assert ours.f1 >= 0.75, ours
+    assert ours.f1 >= 2 * theirs.f1, (ours, theirs)
+    # The kinds the physics and flat checks see are never missed.
+    for kind in ("outage", "flatline", "voltage_sag", "voltage_swell", "inconsistency"):
+        assert ours.recall_by_kind[kind] == 1.0, (kind, ours.recall_by_kind)
+
+
+def test_detected_readings_carry_the_kind_and_an_explaining_feature(labelled, scored):
+    _, truth = labelled
+    detector, default, _ = scored
+    names = set(detector.features_.names())
+    expected = {"outage": "outage", "flatline": "flatline", "voltage_sag": "voltage_sag",
+                "voltage_swell": "voltage_swell", "inconsistency": "inconsistency"}
+    for first, last, kind in truth:
+        flagged = default.iloc[first:last + 1]
+        flagged = flagged[flagged["is_anomaly"]]
+        assert flagged["top_feature"].isin(names).all()
+        assert (flagged["severity"] != "none").all()
+        if kind in expected and len(flagged):
+            assert flagged["kind"].value_counts().index[0] == expected[kind], (kind, flagged["kind"])
+    quiet = default[~default["is_anomaly"]]
+    assert quiet["kind"].isna().all() and (quiet["severity"] == "none").all()
+
+
+def test_scores_are_causal(labelled):
+    frame, _ = labelled
+    detector = SeasonalDetector().fit(frame.iloc[:TRAIN_DAYS * 1440])
+    cut = TRAIN_DAYS * 1440 + 3000
+    whole = detector.score(frame)
+    changed = frame.copy()
+    changed.iloc[cut:] = changed.iloc[cut:] * 3.0  # the future changes completely
+    again = detector.score(changed)
+    pd.testing.assert_series_equal(whole["score"].iloc[:cut], again["score"].iloc[:cut])
+    assert not whole["score"].iloc[cut:].equals(again["score"].iloc[cut:])
+
+
+def test_the_same_score_means_the_same_rarity_on_meters_of_any_size():
+    """Two meters 20 times apart in size, each scored on fresh normal data: the share of
+    readings at or above each score is about the same."""
+    small = household(days=21, seed=1)[["active_power_kw"]]
+    large = household(days=21, seed=2)[["active_power_kw"]] * 20
+    shares = []
+    for frame in (small, large):
+        scores = SeasonalDetector().fit(frame.iloc[:14 * 1440]).score(frame)["score"].iloc[14 * 1440:]
+        shares.append([float(np.mean(scores >= level)) for level in (10, 20, 30)])
+    for a, b in zip(*shares):
+        assert abs(a - b) <= 0.5 * max(a, b) + 0.002, shares
+
+
+def test_weekly_cycle_is_remembered():
+    """A weekend-shaped day on a Saturday is normal; the same weekend day moved to a Wednesday
+    is unusual for its time."""
+    frame = household(days=35, seed=4)[["active_power_kw"]]
+    detector = SeasonalDetector().fit(frame.iloc[:28 * 1440])
+    week = frame.iloc[28 * 1440:].copy()
+    saturday = week[week.index.day_of_week == 5]
+    wednesday = week.index.day_of_week == 2
+    moved = week.copy()
+    moved.loc[wednesday, "active_power_kw"] = saturday["active_power_kw"].to_numpy()
+    normal = detector.score(week)
+    unusual = detector.score(moved)
+    seasonal = ("active_power_kw:seasonal", "active_power_kw:level", "active_power_kw:floor")
+    on_saturday = normal.loc[week.index.day_of_week == 5]
+    assert not on_saturday.loc[on_saturday["is_anomaly"], "top_feature"].isin(seasonal).any()
+    on_wednesday = unusual.loc[wednesday]
+    flagged = on_wednesday.loc[on_wednesday["is_anomaly"]]
+    assert flagged["top_feature"].isin(seasonal).sum() >= 60  # an hour or more of the day
+    assert detector.metrics_["season"] == "week"
+
+
+def test_iforest_raw_flags_its_five_percent():
+    frame = household(days=7, seed=9)
+    result = make_model("iforest-raw").fit(frame).score(frame)
+    assert 0.04 <= result["is_anomaly"].mean() <= 0.06
+    with pytest.raises(ValueError, match="unknown model 'magic'"):
+        make_model("magic")
+
+
+def test_tail_calibration_orders_unseen_values_and_scores_map_rarity():
+    rng = np.random.default_rng(0)
+    stats = np.abs(rng.normal(size=(20_000, 1)))
+    calibration = TailCalibration([0.5]).fit(stats)
+    p = calibration.pvalues(np.array([[0.0], [2.0], [5.0], [8.0], [50.0]]))[:, 0]
+    assert p[0] > 0.5 and np.all(np.diff(p) < 0) and p[-1] > 0
+    assert 0.02 < p[1] < 0.08  # P(|N(0,1)| > 2) = 0.046
+    assert score_from_p(np.array([1e-4]))[0] == pytest.approx(50)
+    assert list(severities(np.array([40, 55, 70, 85, 95.0]), np.array([False, True, True, True, True]))) \
+        == list(SEVERITIES)
+
+
+def test_periods_are_detected_from_the_data():
+    steps = np.arange(5000)
+    rng = np.random.default_rng(1)
+    assert detect_period(np.sin(2 * np.pi * steps / 37) + rng.normal(0, 0.2, 5000)) == 37
+    daily = np.sin(2 * np.pi * steps / 24) + (steps % 168 >= 120) * 1.5 + rng.normal(0, 0.1, 5000)
+    assert detect_period(daily) == 168
+    assert detect_period(rng.normal(size=5000)) == 1
+    season = Season.choose(pd.RangeIndex(5000), np.sin(2 * np.pi * steps / 37))
+    assert (season.kind, season.period) == ("steps", 37)
+    assert list(season.slot_of(pd.Index([0, 37, 38]))) == [0, 0, 1]
+
+
+def test_event_scores_and_nab_scoring_by_hand():
+    flags = np.zeros(100, dtype=bool)
+    flags[[10, 11, 14, 50, 90]] = True
+    assert runs(flags, max_gap=2) == [(10, 14), (50, 50), (90, 90)]
+    scores = event_scores(flags, [(12, 20, "spike"), (60, 70, "drop")], max_gap=2, tolerance=0)
+    assert (scores.precision, scores.recall) == (pytest.approx(1 / 3), 0.5)
+    assert scores.recall_by_kind == {"drop": 0.0, "spike": 1.0}
+    # A detection at the very start of the only window scores close to 1; nothing found is -1.
+    early = np.zeros(100, dtype=bool)
+    early[40] = True
+    assert nab_raw_score(early, [(40, 59)], probation=10) == pytest.approx(0.987, abs=1e-3)
+    assert nab_raw_score(np.zeros(100, bool), [(40, 59)], probation=10) == -1.0
+    assert nab_normalised(-1.0, 1) == 0.0 and nab_normalised(1.0, 1) == 100.0
