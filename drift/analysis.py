@@ -100,15 +100,14 @@ def compare(feature: str, reference: Sample, current: Sample, *, mode: str = "li
 
     rng = np.random.default_rng(seed)
     reference_jitter = rng.random(len(reference.values))
-    reference_pit = baseline.pit(reference.values, reference.stratum, reference_jitter)
+    reference_pit = baseline.reference_pit(reference_jitter)
     current_pit = baseline.pit(current.values, current.stratum, rng.random(len(current.values)))
     shape = (DAY_PARTS, config.bins)
     n_cells = DAY_PARTS * config.bins
     reference_counts = cell_counts(_cell(reference_pit, reference.stratum, config.bins), n_cells)
     current_counts = cell_counts(_cell(current_pit, current.stratum, config.bins), n_cells)
     value = float(seasonal_psi(reference_counts.reshape(shape), current_counts.reshape(shape)))
-    held_out = baseline.held_out_pit(reference.values, reference.stratum, reference.day,
-                                     reference_jitter)
+    held_out = baseline.held_out_pit(reference.day, reference_jitter)
     known = ~np.isnan(held_out)
     day_counts = cell_counts(_cell(held_out[known], reference.stratum[known], config.bins), n_cells,
                              reference.day[known]).reshape(-1, *shape)

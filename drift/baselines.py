@@ -42,7 +42,7 @@ def local_calendar(epoch_seconds: np.ndarray, timezone: str) -> Calendar:
     if timezone != "UTC" and len(seconds):
         utc = pd.DatetimeIndex(pd.to_datetime(seconds, unit="s", utc=True))
         # Wall-clock seconds: the UTC offset of each instant (DST included) added on.
-        seconds = utc.tz_convert(timezone).tz_localize(None).asi8 // 1_000_000_000
+        seconds = utc.tz_convert(timezone).tz_localize(None).as_unit("s").asi8
     day = seconds // SECONDS_PER_DAY
     hour = (seconds % SECONDS_PER_DAY) // 3600
     weekend = (day + EPOCH_WEEKDAY) % 7 >= 5
@@ -58,7 +58,8 @@ class SeasonalBaseline:
     """The reference values of one feature, sorted within each stratum (hour of the day type).
 
     Values are sorted on a composite key (stratum + the value scaled into [0, 0.5]), so one
-    sort and two binary searches give each value's rank among its own stratum's reference values.
+    sort gives each reference value's rank among its own stratum's values, and binary searches
+    (of sorted queries: several times faster than of scattered ones) those of new values.
     """
 
     def __init__(self, values: np.ndarray, stratum: np.ndarray):
@@ -67,26 +68,28 @@ class SeasonalBaseline:
             raise ValueError("a baseline needs at least one reference value, got none")
         self.low_ = float(values.min())
         self.span_ = float(values.max()) - self.low_ or 1.0
-        keys = self._keys(values, stratum)
-        order = np.argsort(keys, kind="stable")
-        self.sorted_keys_ = keys[order]
+        self.stratum_ = stratum
+        self.keys_ = self._keys(values, stratum)
+        order = np.argsort(self.keys_)
+        self.sorted_keys_ = self.keys_[order]
         sorted_values = values[order]
         self.counts_ = np.bincount(stratum, minlength=STRATA)
         self.starts_ = np.cumsum(self.counts_) - self.counts_
-        # Median of each hour: mean of the two middle values (NaN for an hour without data).
+        # Each reference value's rank range among its stratum's values (ties share a range).
+        self.below_, self.not_above_ = _unsorted(order, *_tie_bounds(self.sorted_keys_))
+        self.below_ -= self.starts_[stratum]
+        self.not_above_ -= self.starts_[stratum]
+        # Median of each stratum: mean of the two middle values (NaN for a stratum without data).
         lower = self.starts_ + np.maximum(self.counts_ - 1, 0) // 2
         upper = self.starts_ + self.counts_ // 2
         safe = np.minimum([lower, upper], len(values) - 1)
         self.medians_ = np.where(self.counts_ > 0, (sorted_values[safe[0]] + sorted_values[safe[1]]) / 2,
                                  np.nan)
 
-    def _scaled(self, values: np.ndarray) -> np.ndarray:
-        # Values outside the reference range land just before or after their stratum's values
-        # (PIT 0 or 1), never in a neighbouring stratum: keys stay within stratum +- 0.2..0.7.
-        return np.clip((values - self.low_) / self.span_, -0.4, 1.4)
-
     def _keys(self, values: np.ndarray, stratum: np.ndarray) -> np.ndarray:
-        return stratum + 0.5 * self._scaled(values)
+        # Values outside the reference range land just before or after their stratum's values
+        # (PIT 0 or 1), never in a neighbouring stratum: keys stay within stratum -0.2..+0.7.
+        return stratum + 0.5 * np.clip((values - self.low_) / self.span_, -0.4, 1.4)
 
     def pit(self, values: np.ndarray, stratum: np.ndarray, jitter: np.ndarray) -> np.ndarray:
         """Share of the same stratum's reference values below each value, in [0, 1].
@@ -97,45 +100,71 @@ class SeasonalBaseline:
         a different bin at each hour, and a window with another mix of hours would look drifted.
         Strata without reference values give NaN.
         """
-        below, not_above = self._ranks(values, stratum)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (below + jitter * (not_above - below)) / self.counts_[stratum]
+        keys = self._keys(values, stratum)
+        order = np.argsort(keys)
+        sorted_keys = keys[order]
+        below, not_above = _unsorted(order, np.searchsorted(self.sorted_keys_, sorted_keys, "left"),
+                                     np.searchsorted(self.sorted_keys_, sorted_keys, "right"))
+        starts = self.starts_[stratum]
+        return _spread(below - starts, not_above - starts, jitter, self.counts_[stratum])
 
-    def held_out_pit(self, values: np.ndarray, stratum: np.ndarray, day: np.ndarray,
-                     jitter: np.ndarray) -> np.ndarray:
+    def reference_pit(self, jitter: np.ndarray) -> np.ndarray:
+        """PIT of the reference values themselves (in-sample), in their original order."""
+        return _spread(self.below_, self.not_above_, jitter, self.counts_[self.stratum_])
+
+    def held_out_pit(self, day: np.ndarray, jitter: np.ndarray) -> np.ndarray:
         """PIT of each reference value against the reference without its own day.
 
         A new day is judged against a baseline that never saw it; in-sample PIT values would be
         spread more evenly than that and make calibration too lenient. Leaving one day out
-        reproduces the new-day situation for every reference day with one extra sort. NaN where
-        the stratum holds no other day's values.
+        reproduces the new-day situation for every reference day with one extra sort: a
+        value's rank among the other days is its rank in the stratum minus its rank among its
+        own day's values of that stratum. NaN where the stratum holds no other day's values.
         """
         _, day_index = np.unique(day, return_inverse=True)
-        group = day_index.astype(np.int64) * STRATA + stratum
-        group_keys = group + 0.5 * self._scaled(values)
-        sorted_group_keys = np.sort(group_keys)
+        group = day_index.astype(np.int64) * STRATA + self.stratum_
+        group_keys = group + (self.keys_ - self.stratum_)
+        order = np.argsort(group_keys)
+        same_day_below, same_day_not_above = _unsorted(order, *_tie_bounds(group_keys[order]))
         group_counts = np.bincount(group, minlength=(day_index.max() + 1) * STRATA)
-        group_starts = np.cumsum(group_counts) - group_counts
-        same_day_below = np.searchsorted(sorted_group_keys, group_keys, side="left") - group_starts[group]
-        same_day_not_above = np.searchsorted(sorted_group_keys, group_keys, side="right") - group_starts[group]
-        below, not_above = self._ranks(values, stratum)
-        others = self.counts_[stratum] - group_counts[group]
-        below = below - same_day_below
-        not_above = not_above - same_day_not_above
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (below + jitter * (not_above - below)) / others
-
-    def _ranks(self, values: np.ndarray, stratum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """How many of the same stratum's reference values are below / not above each value."""
-        keys = self._keys(values, stratum)
-        starts = self.starts_[stratum]
-        return (np.searchsorted(self.sorted_keys_, keys, side="left") - starts,
-                np.searchsorted(self.sorted_keys_, keys, side="right") - starts)
+        group_starts = (np.cumsum(group_counts) - group_counts)[group]
+        return _spread(self.below_ - (same_day_below - group_starts),
+                       self.not_above_ - (same_day_not_above - group_starts), jitter,
+                       self.counts_[self.stratum_] - group_counts[group])
 
     def residuals(self, values: np.ndarray, stratum: np.ndarray) -> np.ndarray:
-        """Values minus their hour's reference median, in the feature's unit."""
+        """Values minus their stratum's reference median, in the feature's unit."""
         return values - self.medians_[stratum]
 
     def covered(self, stratum: np.ndarray, min_count: int) -> np.ndarray:
-        """Which readings fall in an hour the reference holds at least `min_count` values of."""
+        """Which readings fall in a stratum the reference holds at least `min_count` values of."""
         return self.counts_[stratum] >= min_count
+
+
+def _tie_bounds(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each position of a sorted array: where its run of equal keys starts and ends
+    (exclusive), i.e. how many keys are below it and not above it."""
+    n = len(sorted_keys)
+    positions = np.arange(n)
+    new_run = np.empty(n, dtype=bool)
+    new_run[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=new_run[1:])
+    starts = np.maximum.accumulate(np.where(new_run, positions, 0))
+    run_ends = np.append(positions[new_run][1:], n)  # end of each run, in run order
+    return starts, run_ends[np.cumsum(new_run) - 1]
+
+
+def _unsorted(order: np.ndarray, *sorted_arrays: np.ndarray) -> list[np.ndarray]:
+    """Arrays computed in sorted order, put back in the original order."""
+    result = []
+    for array in sorted_arrays:
+        back = np.empty_like(array)
+        back[order] = array
+        result.append(back)
+    return result
+
+
+def _spread(below: np.ndarray, not_above: np.ndarray, jitter: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """PIT from rank ranges: ties spread by the jitter; NaN where the count is 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (below + jitter * (not_above - below)) / count

@@ -45,17 +45,37 @@ def seasonal_psi(reference_counts: np.ndarray, current_counts: np.ndarray) -> np
 
 
 def ks(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
-    """Two-sample Kolmogorov-Smirnov statistic and p-value (the p-value is reported, never a
-    decision: at thousands of values every small difference is 'significant')."""
-    result = stats.ks_2samp(reference, current, method="asymp")
-    return float(result.statistic), float(result.pvalue)
+    """Two-sample Kolmogorov-Smirnov statistic and p-value, as scipy's ks_2samp(method='asymp')
+    (the p-value is reported, never a decision: at thousands of values every small difference
+    is 'significant'). The statistic is computed on sorted data, several times faster than
+    ks_2samp at tens of thousands of values; the p-value is scipy's kstwo distribution."""
+    reference_cdf, current_cdf, _ = _cdfs(reference, current)
+    statistic = float(np.max(np.abs(reference_cdf - current_cdf)))
+    larger, smaller = sorted([float(len(reference)), float(len(current))], reverse=True)
+    pvalue = float(np.clip(stats.kstwo.sf(statistic, np.round(larger * smaller / (larger + smaller))), 0, 1))
+    return statistic, pvalue
 
 
 def wasserstein_norm(reference: np.ndarray, current: np.ndarray, scale: float) -> float | None:
-    """Wasserstein-1 distance divided by `scale` (the baseline's standard deviation), so that
-    0.5 reads 'the distribution moved by half a baseline standard deviation'. None when the
-    baseline is constant (scale 0) and the current sample is not: no finite ratio exists."""
-    distance = float(stats.wasserstein_distance(reference, current))
+    """Wasserstein-1 distance (the area between the two empirical CDFs) divided by `scale`
+    (the baseline's standard deviation), so that 0.5 reads 'the distribution moved by half a
+    baseline standard deviation'. None when the baseline is constant (scale 0) and the current
+    sample is not: no finite ratio exists."""
+    reference_cdf, current_cdf, points = _cdfs(reference, current)
+    distance = float(np.sum(np.abs(reference_cdf - current_cdf)[:-1] * np.diff(points)))
     if scale > 0:
         return distance / scale
     return 0.0 if distance == 0 else None
+
+
+def _cdfs(reference: np.ndarray, current: np.ndarray):
+    """Both empirical CDFs at every distinct observed value (sorted), and those values: one
+    sort of both samples together, then running counts at the end of each run of equal values."""
+    both = np.concatenate([reference, current])
+    order = np.argsort(both)
+    points = both[order]
+    from_reference = order < len(reference)
+    run_end = np.append(points[1:] != points[:-1], True)
+    reference_cdf = np.cumsum(from_reference)[run_end] / len(reference)
+    current_cdf = np.cumsum(~from_reference)[run_end] / len(current)
+    return reference_cdf, current_cdf, points[run_end]

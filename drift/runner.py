@@ -3,7 +3,9 @@ judge each feature, store the run."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from collections import deque
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -33,11 +35,41 @@ def run_pass(conn: psycopg.Connection, settings, *, mode: str, current_to: datet
                                      models=models, given=reference))
              for meter, tz in known]
     report = RunReport(mode=mode, run_at=run_at)
-    for (meter, tz, windows), (reference_data, current_data) in _read_ahead(conn, plans):
-        report.meters.append(MeterDrift(meter, windows, judge_meter(
-            tz, reference_data, current_data, mode=mode, config=config)))
+    with _judges(settings.drift_workers) as judges:
+        # At most `workers` meters wait for judging beyond the one being read: memory stays
+        # bounded whatever the number of meters.
+        waiting = deque()
+        for (meter, tz, windows), (reference_data, current_data) in _read_ahead(conn, plans):
+            waiting.append((meter, windows, judges.submit(
+                judge_meter, tz, reference_data, current_data, mode=mode, config=config)))
+            while len(waiting) > settings.drift_workers:
+                report.meters.append(_judged(*waiting.popleft()))
+        report.meters.extend(_judged(*item) for item in waiting)
     store(conn, report)
     return report
+
+
+def _judged(meter: str, windows, future) -> MeterDrift:
+    return MeterDrift(meter, windows, future.result())
+
+
+def _judges(workers: int) -> Executor:
+    """Processes that judge meters in parallel (numpy work holds the GIL between calls), or the
+    calling thread itself for one worker."""
+    if workers == 1:
+        return _InlineExecutor()
+    # spawn, not fork: the service has threads (the /metrics server) that fork would copy.
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+class _InlineExecutor(Executor):
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
+            future.set_exception(exc)
+        return future
 
 
 def judge_meter(tz: str, reference_data, current_data, *, mode: str,

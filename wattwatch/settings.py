@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     drift_calibration_resamples: int = Field(200, ge=20, le=100_000)
     drift_min_values: int = Field(720, ge=10)
     drift_min_reference_days: int = Field(7, ge=2)
+    drift_workers: int = Field(2, ge=1, le=64)  # processes judging meters in parallel
     drift_light_at: str = Field("02:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     drift_full_day: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
                             "sunday"] = "sunday"
