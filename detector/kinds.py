@@ -19,13 +19,16 @@ def classify(features: Features, top: np.ndarray, pvalues: np.ndarray, rows: np.
     """Kind of each reading in `rows` (indices), given the index of its top feature."""
     names = features.names
     physics = names.index("current_a:physics") if "current_a:physics" in names else None
+    # A stuck meter is a flatline whatever else its frozen values look like.
+    flat = [j for j, name in enumerate(names) if name.endswith(":flat")]
+    stuck = (pvalues[:, flat] < PHYSICS_FAILS).any(axis=1) if flat else np.zeros(len(pvalues), bool)
     kinds = np.empty(len(rows), dtype=object)
     for out, row in enumerate(rows):
         name = names[top[row]]
         column, _, stat = name.partition(":")
         if name in ("missing", "gap"):
             kinds[out] = "outage"
-        elif stat == "flat":
+        elif stat == "flat" or stuck[row]:
             kinds[out] = "flatline"
         elif column == "voltage_v":
             delta = features.voltage_delta[row] if features.voltage_delta is not None else 0.0

@@ -1,11 +1,11 @@
 """The detector's Prometheus metrics (served by `detect run` on port 9102 by default).
 
-    wattwatch_detector_scored_readings_total{meter="m1"} 1440.0
+    wattwatch_detector_scored_readings_total{meter_id="m1"} 1440.0
     wattwatch_detector_anomalies_total{severity="high",kind="spike"} 3.0
-    wattwatch_detector_incidents_total{meter="m1"} 2.0
-    wattwatch_detector_scoring_lag_seconds{meter="m1"} 0.41
+    wattwatch_detector_incidents_total{meter_id="m1"} 2.0
+    wattwatch_detector_scoring_lag_seconds{meter_id="m1"} 0.41
     wattwatch_detector_batch_duration_seconds_bucket{le="0.1"} 12.0
-    wattwatch_detector_model_info{meter="m1",version="3",algorithm="seasonal-iforest"} 1.0
+    wattwatch_detector_model_info{meter_id="m1",version="3",algorithm="seasonal-iforest"} 1.0
     wattwatch_detector_cycles_total 57.0
 """
 
@@ -17,21 +17,21 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 class DetectorMetrics:
     def __init__(self, registry: CollectorRegistry):
         self.scored = Counter("wattwatch_detector_scored_readings", "Readings scored and written",
-                              ["meter"], registry=registry)
+                              ["meter_id"], registry=registry)
         self.anomalies = Counter("wattwatch_detector_anomalies", "Anomalous readings written",
                                  ["severity", "kind"], registry=registry)
         self.incidents = Counter("wattwatch_detector_incidents",
-                                 "Incidents opened or extended", ["meter"], registry=registry)
+                                 "Incidents opened or extended", ["meter_id"], registry=registry)
         self.lag = Gauge("wattwatch_detector_scoring_lag_seconds",
                          "Seconds from the newest scored reading's insert to its score being "
-                         "committed, at the last batch", ["meter"], registry=registry)
+                         "committed, at the last batch", ["meter_id"], registry=registry)
         self.batch = Histogram("wattwatch_detector_batch_duration_seconds",
                                "Time to read, score and write one batch",
                                buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
                                registry=registry)
         self.model = Gauge("wattwatch_detector_model_info",
                            "1 for the model version each meter is scored with",
-                           ["meter", "version", "algorithm"], registry=registry)
+                           ["meter_id", "version", "algorithm"], registry=registry)
         self.cycles = Counter("wattwatch_detector_cycles", "Scoring cycles completed",
                               registry=registry)
 

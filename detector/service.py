@@ -34,15 +34,15 @@ log = logging.getLogger("wattwatch.detector")
 LATE_COMMIT = timedelta(seconds=10)
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 COPY_TRAILER = struct.pack(">h", -1)
-# One binary COPY row of the staging table: 7 fields, each a length and a big-endian value.
+# One binary COPY row of the staging table: 8 fields, each a length and a big-endian value.
 ROW = np.dtype([("n", ">i2"), ("l0", ">i4"), ("time_us", ">i8"), ("l1", ">i4"), ("score", ">f4"),
                 ("l2", ">i4"), ("anomaly", "u1"), ("l3", ">i4"), ("severity", ">i2"),
                 ("l4", ">i4"), ("kind", ">i2"), ("l5", ">i4"), ("top", ">i2"),
-                ("l6", ">i4"), ("expected", ">f8")])
-LENGTHS = {"n": 7, "l0": 8, "l1": 4, "l2": 1, "l3": 2, "l4": 2, "l5": 2, "l6": 8}
+                ("l6", ">i4"), ("expected", ">f8"), ("l7", ">i4"), ("recheck", "u1")])
+LENGTHS = {"n": 8, "l0": 8, "l1": 4, "l2": 1, "l3": 2, "l4": 2, "l5": 2, "l6": 8, "l7": 1}
 
 
-def _copy_rows(result: pd.DataFrame, names: list[str]) -> bytes:
+def _copy_rows(result: pd.DataFrame, names: list[str], recheck: np.ndarray) -> bytes:
     """The scores as one binary COPY payload; texts travel as codes (0 = NULL) decoded by SQL."""
     rows = np.zeros(len(result), dtype=ROW)
     for field, length in LENGTHS.items():
@@ -54,6 +54,7 @@ def _copy_rows(result: pd.DataFrame, names: list[str]) -> bytes:
     rows["kind"] = pd.Categorical(result["kind"], categories=KINDS).codes + 1
     rows["top"] = pd.Categorical(result["top_feature"], categories=names).codes + 1
     rows["expected"] = result["expected"].to_numpy(float)
+    rows["recheck"] = recheck
     return COPY_HEADER + rows.tobytes() + COPY_TRAILER
 
 
@@ -124,7 +125,8 @@ class Scorer:
                      newest: datetime) -> int:
         row = self.conn.execute("SELECT ingested_at FROM detector_watermarks WHERE meter_id = %s",
                                 (meter.meter_id,)).fetchone()
-        since = row[0] - LATE_COMMIT if row else datetime.min.replace(tzinfo=timezone.utc)
+        mark = row[0] if row else datetime.min.replace(tzinfo=timezone.utc)
+        since = mark - LATE_COMMIT if row else mark
         written = 0
         position = self._next_new(meter, since, newest, None)
         while position is not None:
@@ -134,7 +136,11 @@ class Scorer:
                 frame = pd.concat([context, chunk])
                 result = model.detector.score(frame[model.fields]).iloc[len(context):]
                 fresh = (chunk["ingested_at"] > since).to_numpy()
-                written += self._write(meter, model, result[fresh], chunk["active_power_kw"][fresh])
+                # Readings from before the watermark may already have a score, perhaps from
+                # an older model version: they are written only if they have none.
+                recheck = (chunk["ingested_at"] <= mark).to_numpy()[fresh]
+                written += self._write(meter, model, result[fresh],
+                                       chunk["active_power_kw"][fresh], recheck)
                 last = chunk.index[-1]
             self.metrics.batch.observe(time.monotonic() - started)
             lag = datetime.now(timezone.utc) - chunk["ingested_at"].max()
@@ -169,25 +175,31 @@ class Scorer:
             (meter.meter_id, position, model.detector.context_rows), meter.timezone)
         return chunk, context
 
-    def _write(self, meter, model, result: pd.DataFrame, actual: pd.Series) -> int:
+    def _write(self, meter, model, result: pd.DataFrame, actual: pd.Series,
+               recheck: np.ndarray) -> int:
         """Insert the scores (never over existing ones) and the incidents of those inserted."""
         if result.empty:
             return 0
         names = model.detector.features_.names() if hasattr(model.detector, "features_") else []
         self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS detector_batch (time_us bigint,"
                           " score real, is_anomaly boolean, severity smallint, kind smallint,"
-                          " top smallint, expected double precision) ON COMMIT DELETE ROWS")
+                          " top smallint, expected double precision, recheck boolean)"
+                          " ON COMMIT DELETE ROWS")
         with self.conn.cursor().copy("COPY detector_batch FROM STDIN WITH (FORMAT binary)") as copy:
-            copy.write(_copy_rows(result, names))
+            copy.write(_copy_rows(result, names, recheck))
         inserted = self.conn.execute(
             "WITH written AS (INSERT INTO anomaly_scores (time, meter_id, model_version, score,"
             " is_anomaly, severity, kind, top_feature, expected_active_power_kw)"
             " SELECT timestamptz 'epoch' + time_us * interval '1 microsecond', %s, %s, score,"
             " is_anomaly, (%s::text[])[severity], (%s::text[])[kind], (%s::text[])[top],"
-            " nullif(expected, 'NaN') FROM detector_batch"
+            " nullif(expected, 'NaN') FROM detector_batch b WHERE CASE WHEN recheck THEN NOT"
+            " EXISTS (SELECT FROM anomaly_scores s WHERE s.meter_id = %s"
+            " AND s.time = timestamptz 'epoch' + b.time_us * interval '1 microsecond')"
+            " ELSE true END"
             " ON CONFLICT DO NOTHING RETURNING time, is_anomaly)"
             " SELECT count(*), array_agg(time) FILTER (WHERE is_anomaly) FROM written",
-            (meter.meter_id, model.version, list(SEVERITIES), list(KINDS), names)).fetchone()
+            (meter.meter_id, model.version, list(SEVERITIES), list(KINDS), names,
+             meter.meter_id)).fetchone()
         count, anomalous_times = inserted
         self.metrics.scored.labels(meter.meter_id).inc(count)
         if anomalous_times:

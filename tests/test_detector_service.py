@@ -1,0 +1,240 @@
+"""The detector against the real TimescaleDB and Prometheus, as the wattwatch_jobs role:
+registry, backfill, exactly-once scores after a crash, late readings, retraining, incidents
+with cost, metrics, daily patterns."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import numpy as np
+import psycopg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from detector import registry
+from detector.metrics import DetectorMetrics
+from detector.patterns import store_patterns
+from detector.readings import copy_frame, meters
+from detector.service import Scorer, run
+from exporters.metrics import serve_metrics
+from ingest.anomalies import inject_many
+from tests.conftest import prometheus_query, settings_for
+from tests.test_cli import run_cli
+from tests.test_detector_synthetic import household
+
+TRAIN_DAYS = 4
+TARIFF = 0.25
+
+
+def _add_meter(db_url: str, meter_id: str, frame) -> None:
+    with psycopg.connect(db_url) as conn:
+        conn.execute("INSERT INTO meters (meter_id, timezone, tariff_per_kwh, currency)"
+                     " VALUES (%s, 'Europe/Paris', %s, 'EUR')", (meter_id, TARIFF))
+        copy_frame(conn, meter_id, frame)
+
+
+@pytest.fixture(scope="module")
+def jobs(role_url):
+    """Settings and a connection as the jobs role (what compose runs the detector as)."""
+    settings = settings_for(role_url("wattwatch_jobs"), detector_batch_rows=5000)
+    with psycopg.connect(role_url("wattwatch_jobs")) as conn:
+        yield settings, conn
+
+
+def _meter(conn, meter_id):
+    return meters(conn, meter_id)[0]
+
+
+def _train(conn, settings, meter_id, frame, reason="initial"):
+    with conn.transaction():
+        return registry.train(conn, _meter(conn, meter_id), settings, start=frame.index[0],
+                              end=frame.index[TRAIN_DAYS * 1440], reason=reason)
+
+
+@pytest.fixture(scope="module")
+def house(db_url, jobs):
+    """Eight days of a house with anomalies after the training days, trained and backfilled."""
+    settings, conn = jobs
+    frame = household(days=8, seed=21)
+    injected = inject_many(frame, np.random.default_rng(4), per_kind=1, min_gap=300,
+                           skip=TRAIN_DAYS * 1440 + 60)
+    _add_meter(db_url, "house", frame)
+    version = _train(conn, settings, "house", frame)
+    written = run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True)
+    return frame, injected, version, written
+
+
+def test_training_stores_a_validated_versioned_model(house, jobs):
+    _, conn = jobs[1], jobs[1]
+    frame, _, version, _ = house
+    row = conn.execute("SELECT meter_id, algorithm, train_from, train_to, threshold, metrics,"
+                       " parameters, status, reason FROM models WHERE version = %s",
+                       (version,)).fetchone()
+    meter_id, algorithm, start, end, threshold, metrics, parameters, status, reason = row
+    assert (meter_id, algorithm, status, reason) == ("house", "seasonal-iforest", "active", "initial")
+    assert start == frame.index[0] and end < frame.index[TRAIN_DAYS * 1440]
+    assert 50 <= threshold <= 100
+    assert metrics["train_rows"] == TRAIN_DAYS * 1440 and 0 <= metrics["validation_anomaly_ratio"] < 0.01
+    assert "voltage_v" in parameters["fields"] and "voltage_v:band" in parameters["features"]
+    assert registry.load(conn, version).detector.threshold_ == threshold
+
+
+def test_backfill_scores_every_reading_once_with_incidents_and_cost(house, jobs):
+    conn = jobs[1]
+    frame, injected, version, written = house
+    assert written == len(frame)
+    count, distinct, anomalies = conn.execute(
+        "SELECT count(*), count(DISTINCT time), count(*) FILTER (WHERE is_anomaly)"
+        " FROM anomaly_scores WHERE meter_id = 'house'").fetchone()
+    assert count == distinct == len(frame)
+    incidents = conn.execute(
+        "SELECT start_time, end_time, n_readings, severity, kind, excess_energy_kwh,"
+        " estimated_cost, currency FROM anomaly_incidents WHERE meter_id = 'house'"
+        " ORDER BY start_time").fetchall()
+    assert sum(i[2] for i in incidents) == anomalies
+    for start, end, n, severity, kind, excess, cost, currency in incidents:
+        assert severity in ("low", "medium", "high", "critical") and kind and currency == "EUR"
+        assert cost == pytest.approx(excess * TARIFF)
+    # Every outage, flatline and voltage anomaly injected lies in an incident, and its flagged
+    # readings carry its kind.
+    for injection in injected:
+        if injection.kind in ("outage", "voltage_sag", "voltage_swell", "flatline"):
+            assert any(i[0] <= injection.end and i[1] >= injection.start for i in incidents)
+            kind = conn.execute(
+                "SELECT kind FROM anomaly_scores WHERE meter_id = 'house' AND is_anomaly"
+                " AND time BETWEEN %s AND %s GROUP BY kind ORDER BY count(*) DESC LIMIT 1",
+                (injection.start, injection.end)).fetchone()
+            assert kind == (injection.kind,), injection
+    # The level shift's incidents used more energy than expected.
+    shift = next(i for i in injected if i.kind == "level_shift")
+    during = [i[5] for i in incidents if i[0] <= shift.end and i[1] >= shift.start]
+    assert during and sum(during) > 0
+    # Nothing is pending: another pass writes nothing and rewrites nothing.
+    before = conn.execute("SELECT max(scored_at) FROM anomaly_scores").fetchone()[0]
+    conn.commit()
+    assert run(conn, jobs[0], DetectorMetrics(CollectorRegistry()), once=True) == 0
+    assert conn.execute("SELECT max(scored_at), count(*) FROM anomaly_scores"
+                        " WHERE meter_id = 'house'").fetchone() == (before, len(frame))
+
+
+def test_crash_in_the_middle_then_restart_leaves_no_duplicate_or_gap(db_url, jobs, monkeypatch):
+    settings, conn = jobs
+    frame = household(days=6, seed=5)
+    _add_meter(db_url, "crashy", frame)
+    _train(conn, settings, "crashy", frame)
+    original = Scorer._write
+    calls = []
+
+    def crash_on_second_batch(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ConnectionError("simulated crash")
+        return original(self, *args)
+
+    monkeypatch.setattr(Scorer, "_write", crash_on_second_batch)
+    with pytest.raises(ConnectionError):
+        run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True)
+    conn.rollback()
+    partial = conn.execute("SELECT count(*) FROM anomaly_scores WHERE meter_id = 'crashy'").fetchone()[0]
+    assert partial == settings.detector_batch_rows < len(frame)
+    monkeypatch.setattr(Scorer, "_write", original)
+    run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True)
+    count, distinct, anomalies = conn.execute(
+        "SELECT count(*), count(DISTINCT time), count(*) FILTER (WHERE is_anomaly)"
+        " FROM anomaly_scores WHERE meter_id = 'crashy'").fetchone()
+    assert count == distinct == len(frame)
+    incident_readings = conn.execute("SELECT coalesce(sum(n_readings), 0) FROM anomaly_incidents"
+                                     " WHERE meter_id = 'crashy'").fetchone()[0]
+    assert incident_readings == anomalies
+
+
+def test_late_reading_is_scored_and_a_retrain_request_makes_a_new_version(db_url, house, jobs):
+    settings, conn = jobs
+    frame, _, version, _ = house
+    late = frame.iloc[[-1]].copy()
+    late.index = late.index + timedelta(minutes=1)  # newest first ...
+    older = frame.iloc[[100]].copy()
+    with psycopg.connect(db_url) as owner:
+        owner.execute("DELETE FROM anomaly_scores WHERE meter_id = 'house' AND time = %s",
+                      (older.index[0],))  # ... and an old reading that arrives late
+        owner.execute("DELETE FROM readings WHERE meter_id = 'house' AND time = %s",
+                      (older.index[0],))
+        copy_frame(owner, "house", late)
+        copy_frame(owner, "house", older)
+    conn.execute("INSERT INTO retrain_requests (meter_id, reason, requested_by)"
+                 " VALUES ('house', 'critical drift on voltage_v', 'drift')")
+    conn.commit()
+    old_scores = conn.execute("SELECT count(*), max(scored_at) FROM anomaly_scores"
+                              " WHERE model_version = %s", (version,)).fetchone()
+    conn.commit()
+    assert run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True) == 2
+    new_version, reason = conn.execute(
+        "SELECT version, reason FROM models WHERE meter_id = 'house' AND status = 'active'").fetchone()
+    assert new_version > version and reason == "retrain request: critical drift on voltage_v"
+    assert conn.execute("SELECT status FROM models WHERE version = %s", (version,)).fetchone() == ("retired",)
+    assert conn.execute("SELECT handled_at IS NOT NULL, model_version FROM retrain_requests").fetchone() \
+        == (True, new_version)
+    scored = conn.execute("SELECT time FROM anomaly_scores WHERE model_version = %s ORDER BY time",
+                          (new_version,)).fetchall()
+    assert [t for (t,) in scored] == [older.index[0], late.index[0]]
+    assert conn.execute("SELECT count(*), max(scored_at) FROM anomaly_scores WHERE model_version = %s",
+                        (version,)).fetchone() == old_scores
+    conn.commit()
+
+
+def test_metrics_reach_prometheus(db_url, jobs, stack, scrape_target):
+    settings, conn = jobs
+    frame = household(days=5, seed=8)
+    sag = 200.0 + np.random.default_rng(0).normal(0, 0.5, 30)  # a sag to be counted
+    frame.iloc[-30:, frame.columns.get_loc("voltage_v")] = sag.round(2)
+    _add_meter(db_url, "metered", frame)
+    _train(conn, settings, "metered", frame)
+    metrics_registry = CollectorRegistry()
+    metrics = DetectorMetrics(metrics_registry)
+    port = serve_metrics(metrics_registry, 0)
+    Scorer(conn, settings, metrics).cycle()
+    scrape_target("detector", port)
+    base = stack["prometheus_url"]
+    scored = prometheus_query(base, 'wattwatch_detector_scored_readings_total{meter_id="metered"}')
+    assert float(scored[0]["value"][1]) == len(frame)
+    sags = prometheus_query(base, 'sum(wattwatch_detector_anomalies_total{kind="voltage_sag"})')
+    assert float(sags[0]["value"][1]) >= 25
+    info = prometheus_query(base, 'wattwatch_detector_model_info{meter_id="metered"}')
+    assert info[0]["metric"]["algorithm"] == "seasonal-iforest"
+    batches = prometheus_query(base, "wattwatch_detector_batch_duration_seconds_count")
+    assert float(batches[0]["value"][1]) >= len(frame) / settings.detector_batch_rows
+    lag = prometheus_query(base, 'wattwatch_detector_scoring_lag_seconds{meter_id="metered"}')
+    assert 0 <= float(lag[0]["value"][1]) < 600
+
+
+def test_daily_patterns_single_out_an_atypical_day(db_url, jobs):
+    settings, conn = jobs
+    frame = household(days=28, seed=13)[["active_power_kw"]]
+    odd = frame.index.normalize() == frame.index.normalize()[20 * 1440]
+    frame.loc[odd, "active_power_kw"] = 2.5  # a day at full load around the clock
+    _add_meter(db_url, "patterned", frame)
+    with conn.transaction():
+        summary = store_patterns(conn, _meter(conn, "patterned"), days=60)
+    rows = conn.execute("SELECT day, cluster, is_atypical FROM daily_patterns"
+                        " WHERE meter_id = 'patterned' ORDER BY day").fetchall()
+    atypical = [day for day, _, flag in rows if flag]
+    assert frame.index[20 * 1440].tz_convert("Europe/Paris").date() in atypical
+    assert len(atypical) <= 6 and len({c for _, c, _ in rows if c >= 0}) >= 1
+    profiles = conn.execute("SELECT cluster, count(*) FROM daily_pattern_profiles"
+                            " WHERE meter_id = 'patterned' GROUP BY cluster").fetchall()
+    assert all(n == 24 for _, n in profiles)
+    assert "typical pattern" in summary
+
+
+def test_cli_run_once_and_train_as_the_jobs_role(role_url):
+    env = {"WATTWATCH_DATABASE_URL": role_url("wattwatch_jobs")}
+    trained = run_cli(["detect", "train", "--meter", "house", "--reason", "manual"], env=env,
+                      timeout=120)
+    assert trained.returncode == 0, trained.stderr
+    assert "model version" in trained.stdout
+    ran = run_cli(["detect", "run", "--once"], env=env, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert "readings scored" in ran.stdout
+    missing = run_cli(["detect", "train", "--meter", "nowhere"], env=env)
+    assert missing.returncode == 1 and "no meter 'nowhere'" in missing.stderr
