@@ -102,19 +102,15 @@ def compare(feature: str, reference: Sample, current: Sample, *, mode: str = "li
     reference_jitter = rng.random(len(reference.values))
     reference_pit = baseline.reference_pit(reference_jitter)
     current_pit = baseline.pit(current.values, current.stratum, rng.random(len(current.values)))
-    shape = (DAY_PARTS, config.bins)
-    n_cells = DAY_PARTS * config.bins
-    reference_counts = cell_counts(_cell(reference_pit, reference.stratum, config.bins), n_cells)
-    current_counts = cell_counts(_cell(current_pit, current.stratum, config.bins), n_cells)
-    value = float(seasonal_psi(reference_counts.reshape(shape), current_counts.reshape(shape)))
+    reference_counts = _cell_counts(reference_pit, reference.stratum, config.bins)
+    value = float(seasonal_psi(reference_counts, _cell_counts(current_pit, current.stratum, config.bins)))
+    # Null PSI: held-out reference days, as many as the current window's readings make.
     held_out = baseline.held_out_pit(reference.day, reference_jitter)
     known = ~np.isnan(held_out)
-    day_counts = cell_counts(_cell(held_out[known], reference.stratum[known], config.bins), n_cells,
-                             reference.day[known]).reshape(-1, *shape)
-    values_per_day = len(reference.values) / len(np.unique(reference.day))
-    threshold = psi_threshold(reference_counts.reshape(shape), day_counts, len(current.values) / values_per_day,
-                              resamples=config.resamples, false_alarm_rate=config.false_alarm_rate,
-                              rng=rng)
+    day_counts = _cell_counts(held_out[known], reference.stratum[known], config.bins, reference.day[known])
+    current_days = len(current.values) / (len(reference.values) / len(np.unique(reference.day)))
+    threshold = psi_threshold(reference_counts, day_counts, current_days, resamples=config.resamples,
+                              false_alarm_rate=config.false_alarm_rate, rng=rng)
     status = config.bands.band(value) if value >= threshold else "stable"
     result = dict(feature=feature, reference_n=len(reference.values), current_n=len(current.values),
                   status=status, psi=value, psi_threshold=threshold)
@@ -127,7 +123,10 @@ def compare(feature: str, reference: Sample, current: Sample, *, mode: str = "li
     return FeatureDrift(**result)
 
 
-def _cell(pit: np.ndarray, stratum: np.ndarray, bins: int) -> np.ndarray:
-    """(part of day, quantile bin) cell of each value, flattened; bin k holds the baseline's
-    k-th of `bins` equal shares of that stratum."""
-    return day_part(stratum).astype(np.int64) * bins + np.minimum((pit * bins).astype(np.int64), bins - 1)
+def _cell_counts(pit: np.ndarray, stratum: np.ndarray, bins: int, day: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """Counts per (part of day, quantile bin), or per (day, part, bin) when `day` is given.
+    Bin k holds the k-th of `bins` equal shares of each stratum's reference values."""
+    cells = day_part(stratum).astype(np.int64) * bins + np.minimum((pit * bins).astype(np.int64), bins - 1)
+    counts = cell_counts(cells, DAY_PARTS * bins, day)
+    return counts.reshape(DAY_PARTS, bins) if day is None else counts.reshape(-1, DAY_PARTS, bins)

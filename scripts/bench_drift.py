@@ -12,6 +12,10 @@ Two measurements, printed separately (an extrapolation is labelled as one):
 
     .venv/bin/python scripts/bench_drift.py --meters 1000
     .venv/bin/python scripts/bench_drift.py --meters 100 --db-meters 20 --admin-url postgresql://...
+    .venv/bin/python scripts/bench_drift.py --meters 0 --quality-runs 100
+
+3. with --quality-runs: false alarms on unchanged held-out days of the UCI household and the
+   statuses reached by injected changes (drift/evaluation.py).
 
 Peak memory is the process's maximum resident set size.
 """
@@ -147,11 +151,42 @@ def bench_database(admin_url: str, meters: int, seed: int) -> None:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def measure_quality(runs: int, seed: int) -> None:
+    """False alarms on unchanged held-out days and detections of injected changes, on the UCI
+    household (drift/evaluation.py explains the held-out design)."""
+    from drift.evaluation import INJECTIONS, false_alarms, held_out_split, judge_all, load_uci
+    from drift.status import ORDER
+    from ingest.datasets import uci_household_csv
+
+    calendar, values = load_uci(uci_household_csv())
+    for half_days in (False, True):
+        measured = false_alarms(calendar, values, runs, np.random.default_rng(seed + half_days), half_days)
+        label = "half days (12 h of each current day)" if half_days else "whole days"
+        print(f"unchanged data, {label}, {runs} runs x {len(FIELDS)} features: "
+              f"{100 * measured.stable_share:.1f}% of features stable, "
+              f"{100 * measured.meters_stable / runs:.1f}% of runs with every feature stable; "
+              f"whole-window PSI >= 0.1 on {100 * measured.whole_window_alarms / len(measured.statuses):.1f}%")
+    for injection in INJECTIONS.values():
+        rng = np.random.default_rng(seed)
+        bands, others_stable = [], 0
+        for _ in range(runs):
+            reference, current = held_out_split(calendar, rng, 7)
+            changed = injection.apply(values[current], calendar.stratum[current] % 24, values[reference])
+            judged = judge_all(calendar, values[reference], reference, changed, current)
+            bands += [judged[feature].status for feature in injection.changes]
+            others_stable += all(d.status == "stable" for f, d in judged.items() if f not in injection.changes)
+        counts = {band: bands.count(band) for band in ORDER if bands.count(band)}
+        print(f"injected {injection.name} ({injection.description}), {runs} runs: changed features' "
+              f"statuses {counts}; every other feature stable in {100 * others_stable / runs:.0f}% of runs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--meters", type=int, default=1000, help="meters judged in memory")
     parser.add_argument("--db-meters", type=int, default=0, help="meters loaded and run through the database")
     parser.add_argument("--admin-url", help="superuser URL of a TimescaleDB server (for --db-meters)")
+    parser.add_argument("--quality-runs", type=int, default=0,
+                        help="also measure false alarms and detections on the UCI household (runs each)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     if args.meters:
@@ -160,6 +195,8 @@ def main() -> None:
         if not args.admin_url:
             parser.error("--db-meters needs --admin-url")
         bench_database(args.admin_url, args.db_meters, args.seed)
+    if args.quality_runs:
+        measure_quality(args.quality_runs, args.seed)
 
 
 if __name__ == "__main__":
