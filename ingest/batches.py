@@ -90,7 +90,7 @@ class BatchLoader:
             return
         batch: Batch = (self.rows, self.lines, self.raws, self.rejects)
         self.rows, self.lines, self.raws, self.rejects = [], [], [], []
-        self._with_retries(lambda: self._register_meters(batch[0]))
+        self.with_retries(lambda: self._register_meters(batch[0]))
         if self._queue is None:
             self._store(ReadingWriter(self.conn, self.source), batch, reconnecting=True)
             return
@@ -114,7 +114,7 @@ class BatchLoader:
     def refresh_rollups(self) -> None:
         """Bring the hourly and daily rollups up to date for what was written (after close)."""
         if self.unrolled:
-            self._with_retries(lambda: refresh_rollups(self.conn, *self.unrolled))
+            self.with_retries(lambda: refresh_rollups(self.conn, *self.unrolled))
             self.unrolled = None
 
     def _register_meters(self, rows: list[tuple]) -> None:
@@ -158,7 +158,7 @@ class BatchLoader:
         rows, lines, raws, rejects = batch
         started = time.perf_counter()
         if reconnecting:
-            result = self._with_retries(lambda: ReadingWriter(self.conn, self.source).write(*batch))
+            result = self.with_retries(lambda: ReadingWriter(self.conn, self.source).write(*batch))
         else:
             result = self._once(lambda: writer.write(*batch))
         seconds = time.perf_counter() - started
@@ -202,7 +202,7 @@ class BatchLoader:
                 f"database connection lost during the load ({first_line(exc)}); run the "
                 "same command again: rows already stored count as duplicates") from None
 
-    def _with_retries(self, action: Callable[[], object]):
+    def with_retries(self, action: Callable[[], object]):
         """Run a database action on `self.conn`; when the caller can reconnect, a lost
         connection is replaced with backoff and the action (a whole transaction) runs again."""
         if self.reconnect is None:
@@ -219,5 +219,6 @@ class BatchLoader:
                 try:
                     self.conn = self.reconnect()
                     self.known_meters.clear()
+                    self.summary.reconnects += 1
                 except WattwatchError:
                     continue

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from exporters.metrics import DEFAULT_PORTS
+from wattwatch.arguments import timestamp
 from wattwatch.errors import WattwatchError
 from wattwatch.settings import load_settings
 
@@ -76,6 +78,83 @@ def cmd_file(args: argparse.Namespace) -> None:
                          else summaries[0].as_dict(), indent=2))
 
 
+def _stop_on_signals():
+    """An event set by SIGINT or SIGTERM, so a live load ends after writing what it holds."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def _report(summary, as_json: bool) -> None:
+    print(json.dumps(summary.as_dict(), indent=2) if as_json else summary.format())
+
+
+def cmd_replay(args: argparse.Namespace) -> None:
+    from ingest.load import LoadOptions
+    from ingest.replay import replay_file
+    from timescale.connect import connect
+
+    settings = load_settings()
+    if not args.path.is_file():
+        raise WattwatchError(f"{args.path}: no such file")
+    metrics = _metrics(args, settings)
+    stop = _stop_on_signals()
+    options = LoadOptions(meter=args.meter, timezone=args.timezone, layout=layout_options(args))
+    with connect(settings) as conn:
+        summary = replay_file(conn, args.path, options, settings, args.speed,
+                              reconnect=lambda: connect(settings), metrics=metrics, stop=stop)
+    _report(summary, args.json)
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from ingest.simulate import simulate_history, simulate_live
+    from timescale.connect import connect
+
+    if (args.start is None) != (args.end is None):
+        raise WattwatchError("--from and --to go together: both for a history, neither for live")
+    if args.start is not None and args.end <= args.start:
+        raise WattwatchError(f"--to {args.end.isoformat()} is not after --from {args.start.isoformat()}")
+    settings = load_settings()
+    if args.start is None and args.metrics_port is None:
+        args.metrics_port = DEFAULT_PORTS["ingest"]
+    metrics = _metrics(args, settings)
+    common = dict(meters=args.meters, step_seconds=args.interval, seed=args.seed,
+                  prefix=args.prefix, anomaly_rate=args.anomaly_rate, metrics=metrics)
+    with connect(settings) as conn:
+        if args.start is not None:
+            summary = simulate_history(conn, settings, start=args.start, end=args.end, **common)
+        else:
+            summary = simulate_live(conn, settings, reconnect=lambda: connect(settings),
+                                    stop=_stop_on_signals(), duration=args.duration, **common)
+    _report(summary, args.json)
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+    return parse
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {text!r}")
+    return value
+
+
 def add_layout_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--meter", help="meter id for files without a meter column")
     parser.add_argument("--timezone", default="UTC",
@@ -111,3 +190,40 @@ def register(commands: argparse._SubParsersAction) -> None:
     file.add_argument("--metrics-port", type=int, metavar="PORT",
                       help="serve Prometheus metrics on this port while loading")
     file.set_defaults(func=cmd_file)
+
+    replay = sub.add_parser(
+        "replay", help="stream a file as if its meters were live",
+        description="Stream a file into readings as if live: the first reading is stored at the "
+        "start, later ones at start + (time - first time) / speed, each written when its moment "
+        "comes. Reconnects with backoff when the database goes away; Ctrl-C stops cleanly.")
+    replay.add_argument("path", type=Path, metavar="PATH")
+    replay.add_argument("--speed", type=_positive(float), default=1.0,
+                        help="N times real time (default 1)")
+    add_layout_arguments(replay)
+    replay.add_argument("--json", action="store_true", help="print the closing summary as JSON")
+    replay.add_argument("--metrics-port", type=int, default=DEFAULT_PORTS["ingest"], metavar="PORT",
+                        help=f"Prometheus metrics port (default {DEFAULT_PORTS['ingest']}; 0: any free port)")
+    replay.set_defaults(func=cmd_replay)
+
+    simulate = sub.add_parser(
+        "simulate", help="synthetic meters, live or as a labelled history",
+        description="Synthetic meters with daily and weekly cycles, appliance events, noise and "
+        "injected anomalies of every kind, recorded in injected_anomalies. Live (default): one "
+        "reading per meter every --interval seconds until stopped. With --from/--to: that history "
+        "at bulk speed. The same --seed gives the same data in both modes.")
+    simulate.add_argument("--meters", type=_positive(int), default=10, help="number of meters (default 10)")
+    simulate.add_argument("--interval", type=_positive(int), default=60, metavar="S",
+                          help="seconds between readings (default 60)")
+    simulate.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    simulate.add_argument("--from", dest="start", type=timestamp, metavar="TS",
+                          help="start of a history to write (ISO 8601 with offset)")
+    simulate.add_argument("--to", dest="end", type=timestamp, metavar="TS", help="end of that history")
+    simulate.add_argument("--anomaly-rate", type=_rate, default=0.2, metavar="P",
+                          help="probability that a meter's block of 1440 readings holds an anomaly (default 0.2)")
+    simulate.add_argument("--prefix", default="sim", help="meter id prefix (default sim: sim-0000, ...)")
+    simulate.add_argument("--duration", type=_positive(float), metavar="SECONDS",
+                          help="live mode: stop after this many seconds (default: run until stopped)")
+    simulate.add_argument("--json", action="store_true", help="print the closing summary as JSON")
+    simulate.add_argument("--metrics-port", type=int, metavar="PORT",
+                          help=f"Prometheus metrics port (live default {DEFAULT_PORTS['ingest']}; 0: any free port)")
+    simulate.set_defaults(func=cmd_simulate)

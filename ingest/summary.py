@@ -22,6 +22,7 @@ class Summary:
     dst_nonexistent: int = 0
     ignored_columns: list[str] = field(default_factory=list)
     layout: str = ""
+    reconnects: int = 0
 
     @property
     def rejected_total(self) -> int:
@@ -45,6 +46,7 @@ class Summary:
             "last_time": self.last_time.isoformat() if self.last_time else None,
             "dst_ambiguous": self.dst_ambiguous, "dst_nonexistent": self.dst_nonexistent,
             "ignored_columns": self.ignored_columns, "layout": self.layout,
+            "reconnects": self.reconnects,
         }
 
     def format(self) -> str:
@@ -63,6 +65,8 @@ class Summary:
         if self.dst_ambiguous or self.dst_nonexistent:
             lines.append(f"  daylight saving: {self.dst_ambiguous} ambiguous local times resolved, "
                          f"{self.dst_nonexistent} nonexistent rejected")
+        if self.reconnects:
+            lines.append(f"  database connection lost and replaced {self.reconnects} time(s)")
         if self.ignored_columns:
             lines.append(f"  columns ignored: {', '.join(self.ignored_columns)}")
         return "\n".join(lines)
