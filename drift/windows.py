@@ -30,16 +30,17 @@ def model_windows(conn: psycopg.Connection) -> dict[str | None, tuple[int, datet
 def windows_for(meter_id: str, *, current_from: datetime, current_to: datetime,
                 reference_days: float, models: dict, given: tuple[datetime, datetime] | None = None
                 ) -> Windows:
-    """The windows for one meter. A model's training window is cut at the start of the current
-    window (comparing data with itself would hide drift); when nothing is left of it, the
-    configured reference window is used instead."""
+    """The windows for one meter. Against a model's training window, the current window starts
+    no earlier than the end of training: drift is what the model has not seen, and data are
+    never compared with themselves. So just after a retrain (trained up to now) the current
+    window is short, the meter is insufficient_data until enough new readings arrive, and a
+    change the new model has learnt is not reported again."""
     if given is not None:
         return Windows(*given, current_from, current_to, "given")
     model = models.get(meter_id) or models.get(None)
     if model is not None:
         version, start, end = model
-        end = min(end, current_from)
-        if end > start:
-            return Windows(start, end, current_from, current_to, f"model {version}")
+        return Windows(start, end, min(max(current_from, end), current_to), current_to,
+                       f"model {version}")
     return Windows(current_from - timedelta(days=reference_days), current_from, current_from,
                    current_to, "configured")

@@ -122,6 +122,16 @@ def test_reference_window_defaults_to_the_active_model(jobs_env, conn):
         period = by_meter(drift_once(jobs_env, "--meter", "house"))["house"]["analysis_period"]
         assert period["baseline"] == f"{train_from.isoformat()} to {train_to.isoformat()}"
         assert period["baseline_source"] == f"model {version}"
+        # A model trained into the current window: only what it has not seen is judged.
+        conn.execute("UPDATE models SET train_to = %s WHERE version = %s",
+                     [CURRENT_FROM + timedelta(days=3), version])
+        period = by_meter(drift_once(jobs_env, "--meter", "house"))["house"]["analysis_period"]
+        assert period["current"] == f"{(CURRENT_FROM + timedelta(days=3)).isoformat()} to {CURRENT_TO.isoformat()}"
+        # Trained up to the end: nothing new to judge yet.
+        conn.execute("UPDATE models SET train_to = %s WHERE version = %s", [CURRENT_TO, version])
+        fresh = by_meter(drift_once(jobs_env, "--meter", "house"))["house"]
+        assert fresh["overall_status"] == "insufficient_data"
+        assert {m["current_n"] for m in fresh["metrics"].values()} == {0}
         given = drift_once(jobs_env, "--meter", "house", "--reference-from", START.isoformat(),
                            "--reference-to", (START + timedelta(days=14)).isoformat())
         assert by_meter(given)["house"]["analysis_period"]["baseline_source"] == "given"
