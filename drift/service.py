@@ -32,9 +32,11 @@ def serve(settings, run: Callable[[str], RunReport], *, first_mode: str, port: i
         started = time.monotonic()
         try:
             report = run(mode)
-        except (WattwatchError, psycopg.Error) as exc:
+        except Exception as exc:  # noqa: BLE001 - one failed pass must not stop the service
             metrics.failed(mode)
-            print(f"drift: {mode} run failed: {first_line(exc)}", file=sys.stderr, flush=True)
+            reason = first_line(exc) if isinstance(exc, (WattwatchError, psycopg.Error)) \
+                else f"{type(exc).__name__}: {first_line(exc)}"
+            print(f"drift: {mode} run failed: {reason}", file=sys.stderr, flush=True)
             return
         metrics.publish(report, time.monotonic() - started)
         print(summary(report), flush=True)

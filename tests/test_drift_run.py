@@ -4,11 +4,15 @@ jobs role, drift_reports and retrain requests, and the service scraped by the re
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import time
+import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
+import psycopg
 import pytest
 
 from ingest.fields import FIELDS, field_for
@@ -30,7 +34,6 @@ def loaded(db_url, uci_csv):
     frame.columns = ["time"] + [field_for(column) for column in frame.columns[1:]]
     frame["time"] = pd.to_datetime(frame["time"]).dt.tz_localize("UTC")
     frame = frame[(frame["time"] >= START) & (frame["time"] < CURRENT_TO)]
-    import psycopg
     with psycopg.connect(db_url, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO meters (meter_id, timezone) VALUES ('house', 'UTC'), "
                     "('house-volt', 'UTC'), ('sparse', 'UTC')")
@@ -149,11 +152,9 @@ def test_user_errors_are_one_line(jobs_env):
 
 
 def test_service_publishes_results_that_prometheus_scrapes(jobs_env, stack, scrape_target):
-    env = {**jobs_env}
-    import os
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WATTWATCH_")}
     service = subprocess.Popen([WATTWATCH, "drift", "run", "--metrics-port", "0", *WINDOW_ARGS],
-                               env={**clean, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**clean, **jobs_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     try:
         first = service.stdout.readline()
@@ -177,6 +178,29 @@ def test_service_publishes_results_that_prometheus_scrapes(jobs_env, stack, scra
         last = prometheus_query(base, 'wattwatch_drift_last_run_timestamp_seconds{mode="light"}')
         assert abs(float(last[0]["value"][1]) - time.time()) < 300
         assert prometheus_query(base, 'wattwatch_drift_runs_total{mode="light"}')[0]["value"][1] == "1"
+    finally:
+        service.terminate()
+        service.wait(timeout=10)
+
+
+def test_service_survives_a_failed_pass_and_counts_it(tmp_path):
+    with socket.socket() as sock:  # a port nobody listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WATTWATCH_")}
+    env = {**clean, "WATTWATCH_DATABASE_URL": f"postgresql://u:p@127.0.0.1:{dead}/x",
+           "WATTWATCH_CONNECT_ATTEMPTS": "1", "WATTWATCH_CONNECT_TIMEOUT_SECONDS": "1"}
+    service = subprocess.Popen([WATTWATCH, "drift", "run", "--metrics-port", "0"], env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(service.stdout.readline().rsplit(":", 1)[1].split("/")[0])
+        error = service.stderr.readline()
+        assert error.startswith(f"drift: light run failed: cannot connect to the database at u@127.0.0.1:{dead}/x")
+        assert service.poll() is None  # still serving
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            exposition = response.read().decode()
+        assert 'wattwatch_drift_run_errors_total{mode="light"} 1.0' in exposition
+        assert 'wattwatch_drift_runs_total{mode="light"} 0.0' in exposition
     finally:
         service.terminate()
         service.wait(timeout=10)
