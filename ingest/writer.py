@@ -33,10 +33,16 @@ class BatchResult:
     rejects: list[Reject] = field(default_factory=list)
 
 
-def _differences(stored: tuple, new: tuple) -> str:
-    diffs = [f"{name} {a!r} stored, {b!r} here"
-             for name, a, b in zip(FIELD_NAMES, stored, new) if a != b]
-    return "; ".join(diffs)
+def _sort_out(result: BatchResult, row: tuple, line: int | None, raw: str, first: tuple,
+              where: str) -> None:
+    """A row whose (meter, time) came before: a duplicate if the values match, else a conflict."""
+    if first == row[2:]:
+        result.duplicates += 1
+        return
+    diffs = "; ".join(f"{name} {a!r} stored, {b!r} here"
+                      for name, a, b in zip(FIELD_NAMES, first, row[2:]) if a != b)
+    result.rejects.append(Reject(line, raw, "conflict", f"meter {row[0]} at {row[1].isoformat()} "
+                                 f"{where} with other values: {diffs}", row[0]))
 
 
 def register_meters(conn: psycopg.Connection, meters: set[str], timezone: str) -> None:
@@ -84,13 +90,9 @@ class ReadingWriter:
             if seen is None:
                 first[key] = index
                 keep.append(index)
-            elif rows[seen][2:] == row[2:]:
-                result.duplicates += 1
             else:
-                result.rejects.append(Reject(
-                    lines[index], raws[index], "conflict",
-                    f"meter {row[0]} at {row[1].isoformat()} already read on line {lines[seen]} with "
-                    f"other values: {_differences(rows[seen][2:], row[2:])}", row[0]))
+                _sort_out(result, row, lines[index], raws[index], rows[seen][2:],
+                          f"already read on line {lines[seen]}")
         if len(keep) == len(rows):
             return rows, lines, raws
         return [rows[i] for i in keep], [lines[i] for i in keep], [raws[i] for i in keep]
@@ -143,14 +145,7 @@ class ReadingWriter:
                     stored=sql.SQL(", ").join(sql.Identifier("r", f) for f in FIELD_NAMES)),
                 (unseen,)).fetchall()
         for index, _visible, *values in skipped:
-            row = rows[index]
-            if tuple(values) == row[2:]:
-                result.duplicates += 1
-            else:
-                result.rejects.append(Reject(
-                    lines[index], raws[index], "conflict",
-                    f"meter {row[0]} at {row[1].isoformat()} is already stored with other values: "
-                    f"{_differences(tuple(values), row[2:])}", row[0]))
+            _sort_out(result, rows[index], lines[index], raws[index], tuple(values), "is already stored")
 
     def _write_rejects(self, rejects: list[Reject]) -> None:
         if not rejects:

@@ -167,6 +167,14 @@ def scrape_target(stack):
         (targets / f"{job}.json").write_text("[]\n")
 
 
+def prometheus_wait(base: str, expr: str, timeout: float = 60) -> list[dict]:
+    """Evaluate `expr` until it returns something (scrapes come every 15 s); the result."""
+    deadline = time.monotonic() + timeout
+    while not (result := prometheus_query(base, expr)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return result
+
+
 def prometheus_query(base: str, expr: str) -> list[dict]:
     """Evaluate a PromQL expression on the real Prometheus; the result vector."""
     url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})

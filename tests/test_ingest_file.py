@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import prometheus_query
+from tests.conftest import prometheus_query, prometheus_wait
 from tests.test_cli import WATTWATCH, run_cli
 
 UTC = timezone.utc
@@ -278,12 +278,7 @@ def test_metrics_reach_prometheus(make_database, tmp_path, stack, scrape_target)
         load_file(conn, path, LoadOptions(), settings_for(db_url), metrics)
     scrape_target("ingest", port)
     base = stack["prometheus_url"]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        rejected = prometheus_query(base, 'sum(wattwatch_ingest_rejected_rows_total{job="ingest"})')
-        if rejected:
-            break
-        time.sleep(0.5)
+    rejected = prometheus_wait(base, 'sum(wattwatch_ingest_rejected_rows_total{job="ingest"})')
     assert rejected[0]["value"][1] == str(len(EXPECTED_REJECTS))
     loaded = prometheus_query(base, 'wattwatch_ingest_rows_total{job="ingest",outcome="loaded"}')
     assert loaded[0]["value"][1] == "3"
