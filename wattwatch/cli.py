@@ -15,10 +15,9 @@ from typing import Callable
 from wattwatch import __version__
 from wattwatch.errors import WattwatchError
 
-COMMAND_MODULES = ["timescale.cli", "ingest.cli", "drift.cli", "detector.cli"]
+COMMAND_MODULES = ["timescale.cli", "ingest.cli", "drift.cli", "detector.cli", "exporters.cli"]
 # Subcommands that later releases fill; until then they say so and fail.
 PLANNED = {
-    "export": "serve the KPI exporter's Prometheus metrics",
     "demo": "run the whole stack natively with demo data",
 }
 
