@@ -36,13 +36,15 @@ class BatchLoader:
 
     `conn` registers meters and refreshes the rollups, and writes the batches itself unless
     `writer_connections` are given (one writer thread each).
+    With `refresh_each_batch` the writer threads also bring the rollups of each batch up to date.
     """
 
     def __init__(self, conn: psycopg.Connection, source: str, summary: Summary, batch_rows: int, *,
                  meter_timezone: str = "UTC", metrics: IngestMetrics | None = None,
                  reconnect: Callable[[], psycopg.Connection] | None = None,
                  on_batch: Callable[[Summary], None] | None = None,
-                 writer_connections: list[psycopg.Connection] = ()):
+                 writer_connections: list[psycopg.Connection] = (),
+                 refresh_each_batch: bool = False):
         self.conn = conn
         self.source = source
         self.summary = summary
@@ -51,6 +53,9 @@ class BatchLoader:
         self.metrics = metrics
         self.reconnect = reconnect
         self.on_batch = on_batch
+        # Writer threads refresh the rollups of each batch they store (apache mode, where the
+        # rollups are tables); otherwise refresh_rollups() covers what was written.
+        self.refresh_each_batch = refresh_each_batch
         self.known_meters: set[str] = set()
         self.rows: list[tuple] = []
         self.lines: list[int | None] = []
@@ -161,6 +166,11 @@ class BatchLoader:
             result = self.with_retries(lambda: ReadingWriter(self.conn, self.source).write(*batch))
         else:
             result = self._once(lambda: writer.write(*batch))
+            if self.refresh_each_batch and rows:
+                # After the commit, so the last refresh of any bucket sees every batch in it
+                # (refreshes take turns on an advisory lock); it overlaps with parsing.
+                times = [row[1] for row in rows]
+                self._once(lambda: refresh_rollups(writer.conn, min(times), max(times)))
         seconds = time.perf_counter() - started
         self._account(rows, rejects, result, seconds)
 
@@ -184,8 +194,9 @@ class BatchLoader:
                 low, high = min(times), max(times)
                 summary.first_time = min(low, summary.first_time or low)
                 summary.last_time = max(high, summary.last_time or high)
-                self.unrolled = (min(low, self.unrolled[0]), max(high, self.unrolled[1])) \
-                    if self.unrolled else (low, high)
+                if not (self.refresh_each_batch and self._queue is not None):
+                    self.unrolled = (min(low, self.unrolled[0]), max(high, self.unrolled[1])) \
+                        if self.unrolled else (low, high)
             if self.metrics:
                 self.metrics.batch(result.loaded, result.duplicates, rejected, seconds, newest)
             if self.on_batch:

@@ -20,6 +20,7 @@ from ingest.source import open_text
 from ingest.summary import Summary
 from ingest.timestamps import LocalTimeResolver
 from timescale.connect import connect
+from timescale.migrate import schema_mode
 from wattwatch.errors import WattwatchError
 from wattwatch.settings import Settings
 
@@ -74,10 +75,13 @@ def load_file(conn: psycopg.Connection, path: Path, options: LoadOptions, settin
         summary.ignored_columns = layout.ignored
         parser = LineParser(layout, options.meter, resolver, plausible_ranges(settings),
                             timedelta(seconds=settings.ingest_max_future_seconds))
+        tables = schema_mode(conn) == "apache"  # rollups are tables the load keeps current
+        conn.commit()  # end that read's transaction: meters are registered in their own
         writers = [connect(settings) for _ in range(settings.ingest_writers)]
         loader = BatchLoader(conn, source, summary, settings.ingest_batch_rows,
                              meter_timezone=options.timezone, metrics=metrics, on_batch=on_batch,
-                             writer_connections=writers)
+                             writer_connections=writers,
+                             refresh_each_batch=tables)
         latest = parser.latest_allowed()
         try:
             for number, raw in chain(head, lines):

@@ -18,6 +18,7 @@ from ingest.synthetic import (
     register_simulated_meters, simulate_block,
 )
 from timescale.connect import connect
+from timescale.migrate import schema_mode
 from wattwatch.settings import Settings
 
 
@@ -33,10 +34,13 @@ def simulate_history(conn: psycopg.Connection, settings: Settings, *, meters: in
     source = source_of(seed)
     summary = Summary(source=source)
     register_simulated_meters(conn, prefix, meters)
+    tables = schema_mode(conn) == "apache"  # rollups are tables the load keeps current
+    conn.commit()  # end that read's transaction: labels are written in their own
     writers = [connect(settings) for _ in range(settings.ingest_writers)]
     try:
         loader = BatchLoader(conn, source, summary, settings.ingest_batch_rows, metrics=metrics,
-                             on_batch=on_batch, writer_connections=writers)
+                             on_batch=on_batch, writer_connections=writers,
+                             refresh_each_batch=tables)
         for block in blocks_between(start, end, step_seconds):
             for meter in range(meters):
                 name = meter_id(prefix, meter)

@@ -15,17 +15,17 @@ def refresh_rollups(conn: psycopg.Connection, start: datetime, end: datetime) ->
     apache: the job-maintained tables are rewritten by refresh_readings_rollups().
     timescale: continuous aggregates are refreshed; this must run outside a transaction.
     """
-    if schema_mode(conn) == "timescale":
-        previous = conn.autocommit
-        conn.autocommit = True
-        try:
-            for view in ("readings_hourly", "readings_daily"):
-                conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, start, end))
-        finally:
-            conn.autocommit = previous
-        return "continuous aggregates refreshed"
-    with conn.transaction():
-        rows = conn.execute(
-            "SELECT refresh_readings_rollups(%s, %s)", (start, end)
-        ).fetchone()[0]
-    return f"{rows} rollup rows rewritten"
+    with conn.transaction():  # committed here, unless the caller holds a transaction open
+        if schema_mode(conn) != "timescale":
+            rows = conn.execute(
+                "SELECT refresh_readings_rollups(%s, %s)", (start, end)
+            ).fetchone()[0]
+            return f"{rows} rollup rows rewritten"
+    previous = conn.autocommit
+    conn.autocommit = True
+    try:
+        for view in ("readings_hourly", "readings_daily"):
+            conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, start, end))
+    finally:
+        conn.autocommit = previous
+    return "continuous aggregates refreshed"
