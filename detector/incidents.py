@@ -37,49 +37,52 @@ def record(conn: psycopg.Connection, meter, version: int, anomalies: pd.DataFram
     anomalies = anomalies.sort_index()
     gap = INCIDENT_GAP * step
     hours = step / timedelta(hours=1)
-    touched = 0
+    # The incidents this batch may extend: those within a gap of its span (usually the last).
+    nearby = conn.execute(
+        "SELECT incident_id, start_time, end_time, peak_score, excess_energy_kwh"
+        " FROM anomaly_incidents WHERE meter_id = %s AND model_version = %s AND end_time >= %s"
+        " AND start_time <= %s ORDER BY start_time FOR UPDATE",
+        (meter.meter_id, version, anomalies.index[0] - gap, anomalies.index[-1] + gap)).fetchall()
+    new_rows = []
     for rows in _groups(anomalies.index, gap):
         part = anomalies.iloc[rows]
         start, end = part.index[0].to_pydatetime(), part.index[-1].to_pydatetime()
         peak = int(part["score"].to_numpy().argmax())
         peak_score = float(part["score"].iloc[peak])
         excess = float(np.nansum(part["actual"].to_numpy() - part["expected"].to_numpy()) * hours)
-        kind = Counter(part["kind"]).most_common(1)[0][0]
         severity = severities(np.array([peak_score]), np.array([True]))[0]
-        existing = conn.execute(
-            "SELECT incident_id, peak_score, excess_energy_kwh FROM anomaly_incidents"
-            " WHERE meter_id = %s AND model_version = %s AND end_time >= %s AND start_time <= %s"
-            " ORDER BY start_time LIMIT 1 FOR UPDATE",
-            (meter.meter_id, version, start - gap, end + gap)).fetchone()
+        top_feature = part["top_feature"].iloc[peak]
+        existing = next((i for i in nearby if i[2] >= start - gap and i[1] <= end + gap), None)
         if existing is None:
-            conn.execute(
+            kind = Counter(part["kind"]).most_common(1)[0][0]
+            new_rows.append((meter.meter_id, version, start, end, len(part), peak_score, severity,
+                             kind, top_feature, excess, _cost(excess, meter), meter.currency))
+            continue
+        incident_id, _, _, old_peak, old_excess = existing
+        total = (old_excess or 0.0) + excess
+        higher = peak_score > old_peak
+        conn.execute(
+            "UPDATE anomaly_incidents SET start_time = least(start_time, %s),"
+            " end_time = greatest(end_time, %s), n_readings = n_readings + %s,"
+            " peak_score = greatest(peak_score, %s),"
+            " severity = CASE WHEN %s THEN %s ELSE severity END,"
+            " top_feature = CASE WHEN %s THEN %s ELSE top_feature END,"
+            " kind = (SELECT kind FROM anomaly_scores WHERE meter_id = %s AND model_version = %s"
+            "   AND is_anomaly AND time BETWEEN least(anomaly_incidents.start_time, %s)"
+            "   AND greatest(anomaly_incidents.end_time, %s)"
+            "   GROUP BY kind ORDER BY count(*) DESC, kind LIMIT 1),"
+            " excess_energy_kwh = %s, estimated_cost = %s, updated_at = now()"
+            " WHERE incident_id = %s",
+            (start, end, len(part), peak_score, higher, severity, higher, top_feature,
+             meter.meter_id, version, start, end, total, _cost(total, meter), incident_id))
+    if new_rows:
+        with conn.cursor() as cursor:
+            cursor.executemany(
                 "INSERT INTO anomaly_incidents (meter_id, model_version, start_time, end_time,"
                 " n_readings, peak_score, severity, kind, top_feature, excess_energy_kwh,"
                 " estimated_cost, currency) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (meter_id, model_version, start_time) DO NOTHING",
-                (meter.meter_id, version, start, end, len(part), peak_score, severity, kind,
-                 part["top_feature"].iloc[peak], excess, _cost(excess, meter), meter.currency))
-        else:
-            incident_id, old_peak, old_excess = existing
-            total = (old_excess or 0.0) + excess
-            higher = peak_score > old_peak
-            conn.execute(
-                "UPDATE anomaly_incidents SET start_time = least(start_time, %s),"
-                " end_time = greatest(end_time, %s), n_readings = n_readings + %s,"
-                " peak_score = greatest(peak_score, %s),"
-                " severity = CASE WHEN %s THEN %s ELSE severity END,"
-                " top_feature = CASE WHEN %s THEN %s ELSE top_feature END,"
-                " kind = (SELECT kind FROM anomaly_scores WHERE meter_id = %s AND model_version = %s"
-                "   AND is_anomaly AND time BETWEEN least(anomaly_incidents.start_time, %s)"
-                "   AND greatest(anomaly_incidents.end_time, %s)"
-                "   GROUP BY kind ORDER BY count(*) DESC, kind LIMIT 1),"
-                " excess_energy_kwh = %s, estimated_cost = %s, updated_at = now()"
-                " WHERE incident_id = %s",
-                (start, end, len(part), peak_score, higher, severity, higher,
-                 part["top_feature"].iloc[peak], meter.meter_id, version, start, end,
-                 total, _cost(total, meter), incident_id))
-        touched += 1
-    return touched
+                " ON CONFLICT (meter_id, model_version, start_time) DO NOTHING", new_rows)
+    return len(_groups(anomalies.index, gap))
 
 
 def _cost(kwh: float, meter) -> float | None:

@@ -13,11 +13,12 @@ import psycopg
 from ingest.fields import FIELDS
 
 COLUMNS = list(FIELDS)
-# Times as integer microseconds: COPY ... csv parsed by pandas moves millions of rows a second,
-# where fetching Python tuples would not.
-SELECT = ("SELECT (extract(epoch FROM time) * 1e6)::bigint, "
-          "(extract(epoch FROM ingested_at) * 1e6)::bigint, " + ", ".join(COLUMNS) +
+SELECT = ("SELECT (extract(epoch FROM time) * 1e6)::bigint AS t,"
+          " (extract(epoch FROM ingested_at) * 1e6)::bigint AS i, " + ", ".join(COLUMNS) +
           " FROM readings")
+# Readings travel as one binary array per column: far faster than a Python tuple per row.
+AS_ARRAYS = ("SELECT array_agg(t ORDER BY t), array_agg(i ORDER BY t), " +
+             ", ".join(f"array_agg({c} ORDER BY t)" for c in COLUMNS) + " FROM ({}) AS rows")
 
 
 @dataclass(frozen=True)
@@ -38,22 +39,15 @@ def meters(conn: psycopg.Connection, meter_id: str | None = None) -> list[Meter]
 
 
 def query_frame(conn: psycopg.Connection, query: str, params: tuple, timezone: str) -> pd.DataFrame:
-    """The rows of `query` (a SELECT of SELECT's columns) as a frame indexed by local time (the
-    meter's zone, for its cycles), with `ingested_at` (UTC) and our field columns."""
-    buffer = io.BytesIO()
-    with conn.cursor().copy(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", params) as copy:
-        for block in copy:
-            buffer.write(block)
-    buffer.seek(0)
-    names = ["time", "ingested_at", *COLUMNS]
-    if not buffer.getbuffer().nbytes:
-        frame = pd.DataFrame({name: pd.Series(dtype=float) for name in names})
-    else:
-        frame = pd.read_csv(buffer, header=None, names=names,
-                            dtype={name: float for name in COLUMNS})
-    frame.index = pd.DatetimeIndex(
-        pd.to_datetime(frame.pop("time").astype("int64"), unit="us", utc=True)).tz_convert(timezone)
-    frame["ingested_at"] = pd.to_datetime(frame["ingested_at"].astype("int64"), unit="us", utc=True)
+    """The rows of `query` (a SELECT of SELECT's columns) as a frame in time order, indexed by
+    local time (the meter's zone, for its cycles), with `ingested_at` (UTC) and our fields."""
+    arrays = conn.cursor(binary=True).execute(AS_ARRAYS.format(query), params).fetchone()
+    times = np.array(arrays[0] or [], dtype=np.int64)
+    frame = pd.DataFrame({c: np.array(a or [], dtype=float) for c, a in zip(COLUMNS, arrays[2:])},
+                         index=pd.DatetimeIndex(pd.to_datetime(times, unit="us", utc=True))
+                         .tz_convert(timezone))
+    frame.insert(0, "ingested_at", pd.to_datetime(np.array(arrays[1] or [], dtype=np.int64),
+                                                  unit="us", utc=True))
     return frame
 
 

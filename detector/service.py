@@ -11,7 +11,9 @@ re-reads them, and the conflict clause keeps every score written exactly once.
 from __future__ import annotations
 
 import logging
+import queue
 import struct
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -24,6 +26,7 @@ from detector.calibration import SEVERITIES
 from detector.kinds import KINDS
 from detector.metrics import DetectorMetrics
 from detector.seasonality import epoch_ns
+from timescale.connect import connect
 from wattwatch.errors import WattwatchError
 from wattwatch.settings import Settings
 
@@ -40,6 +43,21 @@ ROW = np.dtype([("n", ">i2"), ("l0", ">i4"), ("time_us", ">i8"), ("l1", ">i4"), 
                 ("l4", ">i4"), ("kind", ">i2"), ("l5", ">i4"), ("top", ">i2"),
                 ("l6", ">i4"), ("expected", ">f8"), ("l7", ">i4"), ("recheck", "u1")])
 LENGTHS = {"n": 8, "l0": 8, "l1": 4, "l2": 1, "l3": 2, "l4": 2, "l5": 2, "l6": 8, "l7": 1}
+
+
+SCORE_COLUMNS = ("INSERT INTO anomaly_scores (time, meter_id, model_version, score, is_anomaly,"
+                 " severity, kind, top_feature, expected_active_power_kw)"
+                 " SELECT timestamptz 'epoch' + time_us * interval '1 microsecond', %s, %s,"
+                 " score, is_anomaly, (%s::text[])[severity], (%s::text[])[kind],"
+                 " (%s::text[])[top], nullif(expected, 'NaN') FROM detector_batch b")
+INSERT_SCORES = SCORE_COLUMNS
+# The careful path: rows that may have a score already (a restart, a late reading behind the
+# watermark) are skipped, whatever model version scored them.
+INSERT_UNSCORED = (
+    "WITH written AS (" + SCORE_COLUMNS + " WHERE CASE WHEN recheck THEN NOT EXISTS (SELECT FROM"
+    " anomaly_scores s WHERE s.meter_id = %s AND s.time = timestamptz 'epoch' + b.time_us *"
+    " interval '1 microsecond') ELSE true END ON CONFLICT DO NOTHING RETURNING time, is_anomaly)"
+    " SELECT count(*), array_agg(time) FILTER (WHERE is_anomaly) FROM written")
 
 
 def _copy_rows(result: pd.DataFrame, names: list[str], recheck: np.ndarray) -> bytes:
@@ -67,6 +85,17 @@ class Scorer:
         self.metrics = metrics
         self.models: dict[str, registry.ActiveModel] = {}
         self.algorithms: dict[str, tuple] = {}
+        self._write_conn: psycopg.Connection | None = None
+
+    def write_connection(self) -> psycopg.Connection:
+        """The connection scores are written on (opened on first use, kept)."""
+        if self._write_conn is None or self._write_conn.closed:
+            self._write_conn = connect(self.settings)
+        return self._write_conn
+
+    def close(self) -> None:
+        if self._write_conn is not None:
+            self._write_conn.close()
 
     def cycle(self) -> int:
         """Act on retrain requests, then score what is pending for every meter; rows written."""
@@ -127,25 +156,24 @@ class Scorer:
                                 (meter.meter_id,)).fetchone()
         mark = row[0] if row else datetime.min.replace(tzinfo=timezone.utc)
         since = mark - LATE_COMMIT if row else mark
-        written = 0
-        position = self._next_new(meter, since, newest, None)
-        while position is not None:
-            started = time.monotonic()
-            with self.conn.transaction():
-                chunk, context = self._read(meter, model, position, newest)
+        writer = _Writer(self)
+        try:
+            position = self._next_new(meter, since, newest, None)
+            while position is not None:
+                started = time.monotonic()
+                with self.conn.transaction():
+                    chunk, context = self._read(meter, model, position, newest)
                 frame = pd.concat([context, chunk])
                 result = model.detector.score(frame[model.fields]).iloc[len(context):]
                 fresh = (chunk["ingested_at"] > since).to_numpy()
                 # Readings from before the watermark may already have a score, perhaps from
                 # an older model version: they are written only if they have none.
                 recheck = (chunk["ingested_at"] <= mark).to_numpy()[fresh]
-                written += self._write(meter, model, result[fresh],
-                                       chunk["active_power_kw"][fresh], recheck)
-                last = chunk.index[-1]
-            self.metrics.batch.observe(time.monotonic() - started)
-            lag = datetime.now(timezone.utc) - chunk["ingested_at"].max()
-            self.metrics.lag.labels(meter.meter_id).set(max(lag.total_seconds(), 0.0))
-            position = self._next_new(meter, since, newest, last)
+                writer.put((meter, model, result[fresh], chunk["active_power_kw"][fresh],
+                            recheck, started, chunk["ingested_at"].max()))
+                position = self._next_new(meter, since, newest, chunk.index[-1])
+        finally:
+            written = writer.close()
         with self.conn.transaction():
             self.conn.execute(
                 "INSERT INTO detector_watermarks (meter_id, ingested_at) VALUES (%s, %s)"
@@ -170,36 +198,36 @@ class Scorer:
             " ORDER BY time LIMIT %s",
             (meter.meter_id, position, newest, self.settings.detector_batch_rows), meter.timezone)
         context = readings.query_frame(
-            self.conn, "SELECT * FROM (" + readings.SELECT + " WHERE meter_id = %s AND time < %s"
-            " ORDER BY time DESC LIMIT %s) AS previous ORDER BY 1",
+            self.conn, readings.SELECT + " WHERE meter_id = %s AND time < %s"
+            " ORDER BY time DESC LIMIT %s",
             (meter.meter_id, position, model.detector.context_rows), meter.timezone)
         return chunk, context
 
-    def _write(self, meter, model, result: pd.DataFrame, actual: pd.Series,
-               recheck: np.ndarray) -> int:
+    def _write(self, conn: psycopg.Connection, meter, model, result: pd.DataFrame,
+               actual: pd.Series, recheck: np.ndarray) -> int:
         """Insert the scores (never over existing ones) and the incidents of those inserted."""
         if result.empty:
             return 0
         names = model.detector.features_.names() if hasattr(model.detector, "features_") else []
-        self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS detector_batch (time_us bigint,"
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS detector_batch (time_us bigint,"
                           " score real, is_anomaly boolean, severity smallint, kind smallint,"
                           " top smallint, expected double precision, recheck boolean)"
                           " ON COMMIT DELETE ROWS")
-        with self.conn.cursor().copy("COPY detector_batch FROM STDIN WITH (FORMAT binary)") as copy:
+        with conn.cursor().copy("COPY detector_batch FROM STDIN WITH (FORMAT binary)") as copy:
             copy.write(_copy_rows(result, names, recheck))
-        inserted = self.conn.execute(
-            "WITH written AS (INSERT INTO anomaly_scores (time, meter_id, model_version, score,"
-            " is_anomaly, severity, kind, top_feature, expected_active_power_kw)"
-            " SELECT timestamptz 'epoch' + time_us * interval '1 microsecond', %s, %s, score,"
-            " is_anomaly, (%s::text[])[severity], (%s::text[])[kind], (%s::text[])[top],"
-            " nullif(expected, 'NaN') FROM detector_batch b WHERE CASE WHEN recheck THEN NOT"
-            " EXISTS (SELECT FROM anomaly_scores s WHERE s.meter_id = %s"
-            " AND s.time = timestamptz 'epoch' + b.time_us * interval '1 microsecond')"
-            " ELSE true END"
-            " ON CONFLICT DO NOTHING RETURNING time, is_anomaly)"
-            " SELECT count(*), array_agg(time) FILTER (WHERE is_anomaly) FROM written",
-            (meter.meter_id, model.version, list(SEVERITIES), list(KINDS), names,
-             meter.meter_id)).fetchone()
+        params = (meter.meter_id, model.version, list(SEVERITIES), list(KINDS), names)
+        if self._span_is_free(conn, meter, result, recheck):
+            try:
+                with conn.transaction():  # a savepoint: a racing writer sends us below
+                    conn.execute(INSERT_SCORES, params)
+                anomalous_times = result.index[result["is_anomaly"].to_numpy()]
+                inserted = (len(result), list(anomalous_times))
+            except psycopg.errors.UniqueViolation:
+                inserted = None
+        else:
+            inserted = None
+        if inserted is None:
+            inserted = conn.execute(INSERT_UNSCORED, (*params, meter.meter_id)).fetchone()
         count, anomalous_times = inserted
         self.metrics.scored.labels(meter.meter_id).inc(count)
         if anomalous_times:
@@ -207,10 +235,19 @@ class Scorer:
             anomalies["actual"] = actual.loc[anomalies.index].to_numpy()
             for (severity, kind), n in anomalies.groupby(["severity", "kind"]).size().items():
                 self.metrics.anomalies.labels(severity, kind).inc(n)
-            touched = incidents.record(self.conn, meter, model.version, anomalies,
+            touched = incidents.record(conn, meter, model.version, anomalies,
                                        self._step(model))
             self.metrics.incidents.labels(meter.meter_id).inc(touched)
         return count
+
+    def _span_is_free(self, conn: psycopg.Connection, meter, result: pd.DataFrame, recheck: np.ndarray) -> bool:
+        """True when no score of the meter exists in the batch's time span (a first scoring,
+        the common case): the scores then go in without per-row conflict checks."""
+        if recheck.any():
+            return False
+        return not conn.execute(
+            "SELECT EXISTS (SELECT FROM anomaly_scores WHERE meter_id = %s AND time BETWEEN %s"
+            " AND %s)", (meter.meter_id, result.index[0], result.index[-1])).fetchone()[0]
 
     @staticmethod
     def _step(model: registry.ActiveModel) -> timedelta:
@@ -218,14 +255,60 @@ class Scorer:
         return timedelta(microseconds=step_ns / 1000) if step_ns else timedelta(minutes=1)
 
 
+class _Writer:
+    """Writes scored batches, in order and each in its own transaction, on a second connection
+    while the scorer reads and scores the next batch: the database and Python work at once."""
+
+    def __init__(self, scorer: Scorer):
+        self.scorer = scorer
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.written = 0
+        self.thread = threading.Thread(target=self._loop, name="detector-writer", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # keep draining so the scorer never blocks; it re-raises the error
+            meter, model, result, actual, recheck, started, newest = item
+            try:
+                conn = self.scorer.write_connection()
+                with conn.transaction():
+                    self.written += self.scorer._write(conn, meter, model, result, actual, recheck)
+            except BaseException as exc:  # noqa: BLE001 - handed to the scorer's thread
+                self.error = exc
+                continue
+            metrics = self.scorer.metrics
+            metrics.batch.observe(time.monotonic() - started)
+            lag = datetime.now(timezone.utc) - newest
+            metrics.lag.labels(meter.meter_id).set(max(lag.total_seconds(), 0.0))
+
+    def put(self, item: tuple) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(item)
+
+    def close(self) -> int:
+        """Wait for every batch to be committed; rows written, or the writer's error."""
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.written
+
+
 def run(conn: psycopg.Connection, settings: Settings, metrics: DetectorMetrics, *,
         once: bool = False) -> int:
     """Score until interrupted (with once: one cycle, everything pending when it starts)."""
     scorer = Scorer(conn, settings, metrics)
     total = 0
-    while True:
-        started = time.monotonic()
-        total += scorer.cycle()
-        if once:
-            return total
-        time.sleep(max(0.0, settings.detector_interval_seconds - (time.monotonic() - started)))
+    try:
+        while True:
+            started = time.monotonic()
+            total += scorer.cycle()
+            if once:
+                return total
+            time.sleep(max(0.0, settings.detector_interval_seconds - (time.monotonic() - started)))
+    finally:
+        scorer.close()
