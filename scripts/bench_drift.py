@@ -70,8 +70,10 @@ def binary_copy(meter: str, seconds: np.ndarray, values: np.ndarray) -> bytes:
     return SIGNATURE + b"\0" * 8 + rows.tobytes() + b"\xff\xff"
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mb() -> str:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return f"{own:.0f} MB (largest worker process: {children:.0f} MB)"
 
 
 def bench_judging(meters: int, seed: int) -> None:
@@ -94,7 +96,7 @@ def bench_judging(meters: int, seed: int) -> None:
     print(f"  feature statuses: {statuses}")
     if meters < 1000:
         print(f"  EXTRAPOLATION (not measured): 1000 meters would take about {judging / meters * 1000:.0f} s")
-    print(f"  peak resident memory so far: {peak_rss_mb():.0f} MB")
+    print(f"  peak resident memory so far: {peak_rss_mb()}")
 
 
 def bench_database(admin_url: str, meters: int, seed: int) -> None:
@@ -145,7 +147,7 @@ def bench_database(admin_url: str, meters: int, seed: int) -> None:
         print(f"  meters per overall status: "
               f"{ {s: sum(m.status == s for m in report.meters) for s in {m.status for m in report.meters}} }")
         print(f"  EXTRAPOLATION (not measured): 1000 meters would take about {elapsed / meters * 1000:.0f} s")
-        print(f"  peak resident memory so far: {peak_rss_mb():.0f} MB")
+        print(f"  peak resident memory so far: {peak_rss_mb()}")
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
