@@ -1,0 +1,182 @@
+"""What the Grafana tests share: the provisioning files and dashboards, every query in them, a
+database holding simulated data with anomalies, drift and rejects, and the real services
+running as processes for Prometheus to scrape."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+import yaml
+from prometheus_client import CollectorRegistry
+
+from detector.metrics import DetectorMetrics
+from detector.readings import meters
+from detector.registry import train
+from detector.service import run as detect
+from drift.runner import run_pass
+from ingest.simulate import simulate_history
+from tests.conftest import settings_for
+from tests.test_cli import WATTWATCH, run_cli
+
+PROJECT = Path(__file__).resolve().parent.parent
+GRAFANA = PROJECT / "grafana"
+DASHBOARDS = {path.stem: json.loads(path.read_text()) for path in sorted((GRAFANA / "dashboards").glob("*.json"))}
+DATASOURCES = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "datasources.yaml").read_text())
+UIDS = {source["uid"]: source for source in DATASOURCES["datasources"]}
+BUILTIN_UIDS = {"-- Grafana --", "-- Mixed --", "-- Dashboard --"}
+
+PREFIX, SEED, METERS, DAYS = "sim", 5, 3, 6
+DRIFTED_METER, SURGE_METER = "sim-0001", "sim-0002"
+# What the services are told (small windows: the data holds six days).
+TRAIN_DAYS = 3
+JOBS_ENV = {"WATTWATCH_DETECTOR_TRAIN_DAYS": str(TRAIN_DAYS), "WATTWATCH_DRIFT_MIN_VALUES": "100",
+            "WATTWATCH_DRIFT_MIN_REFERENCE_DAYS": "2", "WATTWATCH_DRIFT_WORKERS": "1"}
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query of a dashboard: where it is, what it is for, its text."""
+    dashboard: str
+    where: str          # panel title, variable name or annotation name
+    role: str           # time_series, table, annotation, variable, heatmap
+    text: str
+    interval: timedelta | None = None  # the panel's minimum interval
+
+    def __str__(self) -> str:
+        return f"{self.dashboard}: {self.where}"
+
+
+def _min_interval(panel: dict) -> timedelta | None:
+    from tests.grafana_macros import parse_interval
+
+    return parse_interval(panel["interval"]) if panel.get("interval") else None
+
+
+def _uid(datasource: dict | None, panel: dict | None = None) -> str | None:
+    source = datasource or (panel or {}).get("datasource") or {}
+    return source.get("uid")
+
+
+def sql_queries() -> list[Query]:
+    found = []
+    for name, board in DASHBOARDS.items():
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                if _uid(target.get("datasource"), panel) == "timescaledb":
+                    role = "heatmap" if panel["type"] == "heatmap" else target["format"]
+                    found.append(Query(name, f"{panel['title']} {target['refId']}", role,
+                                       target["rawSql"], _min_interval(panel)))
+        for variable in board["templating"]["list"]:
+            if variable["type"] == "query" and _uid(variable.get("datasource")) == "timescaledb":
+                found.append(Query(name, f"${variable['name']}", "variable", variable["query"]))
+        for annotation in board["annotations"]["list"]:
+            if _uid(annotation.get("datasource")) == "timescaledb":
+                found.append(Query(name, annotation["name"], "annotation", annotation["target"]["rawSql"]))
+    return found
+
+
+def promql_queries() -> list[Query]:
+    return [Query(name, f"{panel['title']} {target['refId']}", "promql", target["expr"])
+            for name, board in DASHBOARDS.items() for panel in board["panels"]
+            for target in panel.get("targets", [])
+            if _uid(target.get("datasource"), panel) == "prometheus"]
+
+
+def promql_for_prometheus(expr: str) -> str:
+    """Grafana's Prometheus variables at a 15 s scrape interval, for an instant query."""
+    return expr.replace("$__rate_interval", "1m").replace("$__interval", "15s").replace("$__range", "1h")
+
+
+def seed(db_url: str) -> datetime:
+    """Six days of three simulated meters with labelled anomalies up to now, a voltage shift on
+    one meter in the last day, a labelled surge on another six hours ago, every reading scored
+    by models trained on the first three days, a full
+    drift run of the last day against the five before, and two rejected rows. Returns `end`,
+    the time the simulated history stops."""
+    end = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    settings = settings_for(db_url, detector_train_days=TRAIN_DAYS, drift_min_values=100,
+                            drift_min_reference_days=2, drift_workers=1)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        simulate_history(conn, settings, meters=METERS, step_seconds=60, seed=SEED,
+                         start=end - timedelta(days=DAYS), end=end, prefix=PREFIX, anomaly_rate=0.6)
+        conn.execute("UPDATE readings SET voltage_v = voltage_v + 9 WHERE meter_id = %s AND time >= %s",
+                     (DRIFTED_METER, end - timedelta(days=1)))
+        # A surge six hours ago, labelled: the default day of the energy dashboard has an incident.
+        surge = (end - timedelta(hours=6), end - timedelta(hours=5, minutes=31))
+        conn.execute("UPDATE readings SET active_power_kw = active_power_kw + 6, current_a = current_a + 26 "
+                     "WHERE meter_id = %s AND time BETWEEN %s AND %s", (SURGE_METER, *surge))
+        conn.execute("INSERT INTO injected_anomalies (meter_id, start_time, end_time, kind, magnitude, source) "
+                     "VALUES (%s, %s, %s, 'spike', 6, 'tests')", (SURGE_METER, *surge))
+        conn.execute("SELECT refresh_readings_rollups(%s, %s)", (end - timedelta(days=1), end))
+        for meter in meters(conn):  # trained on the first half: the surge and the shift are new
+            with conn.transaction():
+                train(conn, meter, settings, start=end - timedelta(days=DAYS),
+                      end=end - timedelta(days=DAYS - TRAIN_DAYS), reason="initial")
+        detect(conn, settings, DetectorMetrics(CollectorRegistry()), once=True)
+        run_pass(conn, settings, mode="full", current_to=end, current_days=1,
+                 reference=(end - timedelta(days=DAYS), end - timedelta(days=1)))
+    return end
+
+
+def reject_rows(ingest_url: str, directory: Path) -> None:
+    """Load a file whose two data rows are rejected (a non-number, a time that is not one)."""
+    path = directory / "bad.csv"
+    path.write_text("time,active_power_kw\n2024-01-01T00:00:00Z,lots\nyesterday,1.0\n")
+    loaded = run_cli(["ingest", "file", "--meter", f"{PREFIX}-0000", str(path)],
+                     {"WATTWATCH_DATABASE_URL": ingest_url})
+    assert loaded.returncode == 0, loaded.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_services(role_url, end: datetime) -> Iterator[dict[str, int]]:
+    """ingest (live simulator), detector, drift and exporter as processes, each as its role,
+    serving /metrics on free ports; yields job -> port and stops them all at the end."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WATTWATCH_")}
+    ports = {job: free_port() for job in ("ingest", "detector", "drift", "exporter")}
+    window = ["--current-to", end.isoformat(), "--current-days", "1",
+              "--reference-from", (end - timedelta(days=DAYS)).isoformat(),
+              "--reference-to", (end - timedelta(days=1)).isoformat()]
+    commands = {
+        "ingest": ("wattwatch_ingest", ["ingest", "simulate", "--meters", str(METERS), "--interval", "1",
+                                        "--seed", str(SEED), "--prefix", PREFIX]),
+        "detector": ("wattwatch_jobs", ["detect", "run"]),
+        "drift": ("wattwatch_jobs", ["drift", "run", "--mode", "full", *window]),
+        "exporter": ("wattwatch_reader", ["export"]),
+    }
+    processes = []
+    try:
+        for job, (role, args) in commands.items():
+            env = {**clean, **JOBS_ENV, "WATTWATCH_DATABASE_URL": role_url(role)}
+            processes.append(subprocess.Popen([WATTWATCH, *args, "--metrics-port", str(ports[job])],
+                                              env=env, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.PIPE, text=True))
+        yield ports
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=20)
+
+
+def scrape_all(stack: dict, scrape_target, ports: dict[str, int]) -> None:
+    """Point Prometheus at every service at once, then wait for each to be up."""
+    targets = Path(stack["prometheus_targets"])
+    for job, port in ports.items():
+        (targets / f"{job}.json").write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"]}]))
+    for job, port in ports.items():
+        scrape_target(job, port)
