@@ -31,10 +31,6 @@ def score_from_p(p: np.ndarray) -> np.ndarray:
     return np.clip(-POINTS_PER_DECADE * np.log10(np.maximum(p, 1e-300)), 0.0, 100.0)
 
 
-def p_from_score(score: float) -> float:
-    return 10.0 ** (-score / POINTS_PER_DECADE)
-
-
 def severities(scores: np.ndarray, anomalous: np.ndarray) -> np.ndarray:
     """Severity name of each score; 'none' where the reading is not anomalous."""
     out = np.full(len(scores), "none", dtype=object)
