@@ -151,15 +151,20 @@ def test_user_errors_are_one_line(jobs_env):
     assert usage.returncode == 2 and "expected a positive number of days, got '-3'" in usage.stderr
 
 
-def test_service_publishes_results_that_prometheus_scrapes(jobs_env, stack, scrape_target):
+def start_service(env: dict, *args: str, cwd=None) -> tuple[subprocess.Popen, int]:
+    """`wattwatch drift run` as a service on a free port, with only the given WATTWATCH_*
+    variables; returns the process and the port it announced."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WATTWATCH_")}
-    service = subprocess.Popen([WATTWATCH, "drift", "run", "--metrics-port", "0", *WINDOW_ARGS],
-                               env={**clean, **jobs_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    service = subprocess.Popen([WATTWATCH, "drift", "run", "--metrics-port", "0", *args], env={**clean, **env},
+                               cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = service.stdout.readline()
+    assert first.startswith("drift: serving metrics on http://127.0.0.1:"), first
+    return service, int(first.rsplit(":", 1)[1].split("/")[0])
+
+
+def test_service_publishes_results_that_prometheus_scrapes(jobs_env, stack, scrape_target):
+    service, port = start_service(jobs_env, *WINDOW_ARGS)
     try:
-        first = service.stdout.readline()
-        assert first.startswith("drift: serving metrics on http://127.0.0.1:"), first
-        port = int(first.rsplit(":", 1)[1].split("/")[0])
         summary = service.stdout.readline()  # the start-up pass is done once this is printed
         assert summary.startswith("drift: light run ") and "1 critical" in summary, summary
         scrape_target("drift", port)
@@ -187,13 +192,10 @@ def test_service_survives_a_failed_pass_and_counts_it(tmp_path):
     with socket.socket() as sock:  # a port nobody listens on once closed
         sock.bind(("127.0.0.1", 0))
         dead = sock.getsockname()[1]
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("WATTWATCH_")}
-    env = {**clean, "WATTWATCH_DATABASE_URL": f"postgresql://u:p@127.0.0.1:{dead}/x",
-           "WATTWATCH_CONNECT_ATTEMPTS": "1", "WATTWATCH_CONNECT_TIMEOUT_SECONDS": "1"}
-    service = subprocess.Popen([WATTWATCH, "drift", "run", "--metrics-port", "0"], env=env, cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    service, port = start_service({"WATTWATCH_DATABASE_URL": f"postgresql://u:p@127.0.0.1:{dead}/x",
+                                   "WATTWATCH_CONNECT_ATTEMPTS": "1",
+                                   "WATTWATCH_CONNECT_TIMEOUT_SECONDS": "1"}, cwd=tmp_path)
     try:
-        port = int(service.stdout.readline().rsplit(":", 1)[1].split("/")[0])
         error = service.stderr.readline()
         assert error.startswith(f"drift: light run failed: cannot connect to the database at u@127.0.0.1:{dead}/x")
         assert service.poll() is None  # still serving
