@@ -33,6 +33,11 @@ DASHBOARDS = {path.stem: json.loads(path.read_text()) for path in sorted((GRAFAN
 DATASOURCES = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "datasources.yaml").read_text())
 UIDS = {source["uid"]: source for source in DATASOURCES["datasources"]}
 BUILTIN_UIDS = {"-- Grafana --", "-- Mixed --", "-- Dashboard --"}
+ALERTING = GRAFANA / "provisioning" / "alerting"
+ALERT_RULES = [rule for group in yaml.safe_load((ALERTING / "rules.yaml").read_text())["groups"]
+               for rule in group["rules"]]
+THRESHOLDS = {"gt": lambda v, p: v > p[0], "lt": lambda v, p: v < p[0],
+              "within_range": lambda v, p: p[0] < v < p[1], "outside_range": lambda v, p: v < p[0] or v > p[1]}
 
 PREFIX, SEED, METERS, DAYS = "sim", 5, 3, 6
 DRIFTED_METER, SURGE_METER = "sim-0001", "sim-0002"
@@ -85,10 +90,33 @@ def sql_queries() -> list[Query]:
 
 
 def promql_queries() -> list[Query]:
-    return [Query(name, f"{panel['title']} {target['refId']}", "promql", target["expr"])
-            for name, board in DASHBOARDS.items() for panel in board["panels"]
-            for target in panel.get("targets", [])
-            if _uid(target.get("datasource"), panel) == "prometheus"]
+    """PromQL of every dashboard panel and of every Prometheus-based alert rule."""
+    panels = [Query(name, f"{panel['title']} {target['refId']}", "promql", target["expr"])
+              for name, board in DASHBOARDS.items() for panel in board["panels"]
+              for target in panel.get("targets", [])
+              if _uid(target.get("datasource"), panel) == "prometheus"]
+    rules = [Query("alert rules", rule["title"], "alert", alert_query(rule)["model"]["expr"])
+             for rule in ALERT_RULES if alert_query(rule)["datasourceUid"] == "prometheus"]
+    return panels + rules
+
+
+def alert_query(rule: dict) -> dict:
+    """The data source query of a rule (refId A, the input of its reduce step)."""
+    (query,) = [step for step in rule["data"] if step["datasourceUid"] != "__expr__"]
+    return query
+
+
+def firing(rule: dict, series: list[tuple[dict, float]]) -> list[dict]:
+    """Labels of the series for which the rule's condition holds: its reduce (last value of an
+    instant result: the value; dropNN drops NaN) then its threshold, as Grafana chains them."""
+    steps = {step["refId"]: step["model"] for step in rule["data"]}
+    threshold = steps[rule["condition"]]
+    reduce = steps[threshold["expression"]]
+    assert reduce["type"] == "reduce" and reduce["reducer"] == "last"
+    evaluator = threshold["conditions"][0]["evaluator"]
+    check = THRESHOLDS[evaluator["type"]]
+    return [labels for labels, value in series
+            if value == value and check(value, evaluator["params"])]
 
 
 def promql_for_prometheus(expr: str) -> str:

@@ -15,7 +15,7 @@ import yaml
 from tests.conftest import prometheus_wait
 from tests.grafana_macros import expand, parse_interval
 from tests.grafana_stack import (
-    BUILTIN_UIDS, DASHBOARDS, GRAFANA, PREFIX, UIDS, promql_for_prometheus, promql_queries,
+    ALERT_RULES, BUILTIN_UIDS, DASHBOARDS, DRIFTED_METER, GRAFANA, PREFIX, UIDS, firing, promql_for_prometheus, promql_queries,
     reject_rows, running_services, scrape_all, seed, sql_queries,
 )
 
@@ -213,10 +213,25 @@ def test_power_panel_reads_the_rollups_with_the_raw_averages(reader, db_url, dat
     assert daily[0][2] == pytest.approx(sum(r[2] for r in raw) / 1440)
 
 
-def test_every_promql_expression_has_results_from_the_running_services(data, role_url, stack, scrape_target):
+def test_every_promql_expression_has_results_from_the_running_services_and_alerts_fire_right(data, reader, role_url, stack, scrape_target):
     assert PROMQL_QUERIES
     with running_services(role_url, data) as ports:
         scrape_all(stack, scrape_target, ports)
+        results = {}
         for query in PROMQL_QUERIES:
             expr = promql_for_prometheus(query.text)
-            assert prometheus_wait(stack["prometheus_url"], expr, timeout=90), f"{query}: {expr} is empty"
+            results[query.where] = prometheus_wait(stack["prometheus_url"], expr, timeout=90)
+            assert results[query.where], f"{query}: {expr} is empty"
+    # The Prometheus alert rules' chains on those results: critical drift fires for the meter
+    # whose voltage was shifted and for exactly the meters the drift reports call critical;
+    # every job is up and every meter sends readings, so nothing else fires.
+    rules = {rule["title"]: rule for rule in ALERT_RULES}
+    def fired(title):
+        series = [(r["metric"], float(r["value"][1])) for r in results[title]]
+        return firing(rules[title], series)
+    critical = [row[0] for row in reader.execute(
+        "SELECT DISTINCT meter_id FROM drift_reports WHERE status = 'critical' ORDER BY 1")]
+    assert DRIFTED_METER in critical
+    assert sorted(labels["meter_id"] for labels in fired("Critical drift")) == critical
+    assert fired("Job down") == []
+    assert fired("Ingest stalled") == []
