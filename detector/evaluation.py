@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detector.incidents import INCIDENT_GAP
+
 
 def runs(flags: np.ndarray, max_gap: int = 0) -> list[tuple[int, int]]:
     """(first, last) positions of runs of True, merging runs separated by <= max_gap Falses."""
@@ -29,9 +31,10 @@ class EventScores:
     false_events: int
 
 
-def event_scores(flags: np.ndarray, truth: list[tuple[int, int, str]], *, max_gap: int = 10,
-                 tolerance: int = 15) -> EventScores:
-    """Events are runs of flagged readings (gaps up to max_gap merged). A labelled anomaly
+def event_scores(flags: np.ndarray, truth: list[tuple[int, int, str]], *,
+                 max_gap: int = INCIDENT_GAP, tolerance: int = 15) -> EventScores:
+    """Events are runs of flagged readings (gaps up to max_gap merged, as `detect run` merges
+    anomalous readings into incidents). A labelled anomaly
     (first, last, kind) is found when an event overlaps [first, last + tolerance]; an event
     overlapping no labelled anomaly is a false one."""
     events = runs(flags, max_gap)

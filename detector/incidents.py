@@ -19,7 +19,7 @@ from detector.calibration import severities
 from detector.seasonality import epoch_ns
 
 # Anomalous readings at most this many reading steps apart belong to the same incident.
-INCIDENT_GAP = 10
+INCIDENT_GAP = 60
 
 
 def _groups(times: pd.DatetimeIndex, gap: timedelta) -> list[slice]:
