@@ -45,6 +45,16 @@ def held_out_split(calendar: Calendar, rng: np.random.Generator, current_days: i
     return in_period & ~current, current
 
 
+def consecutive_split(calendar: Calendar, rng: np.random.Generator, reference_days: int = 28,
+                      current_days: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of a real time-ordered comparison: `current_days` whole days right after
+    `reference_days` days. Real change (holidays, heating) shows up here, as it should."""
+    first = rng.integers(calendar.day[0] + 1, calendar.day[-1] - reference_days - current_days)
+    boundary = first + reference_days
+    return ((calendar.day >= first) & (calendar.day < boundary),
+            (calendar.day >= boundary) & (calendar.day < boundary + current_days))
+
+
 def judge_all(calendar: Calendar, reference_values: np.ndarray, reference: np.ndarray,
               current_values: np.ndarray, current: np.ndarray, mode: str = "light"
               ) -> dict[str, FeatureDrift]:

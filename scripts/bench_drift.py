@@ -156,7 +156,8 @@ def bench_database(admin_url: str, meters: int, seed: int) -> None:
 def measure_quality(runs: int, seed: int) -> None:
     """False alarms on unchanged held-out days and detections of injected changes, on the UCI
     household (drift/evaluation.py explains the held-out design)."""
-    from drift.evaluation import INJECTIONS, false_alarms, held_out_split, judge_all, load_uci
+    from drift.evaluation import (INJECTIONS, consecutive_split, false_alarms, held_out_split,
+                                  judge_all, load_uci)
     from drift.status import ORDER
     from ingest.datasets import uci_household_csv
 
@@ -168,6 +169,14 @@ def measure_quality(runs: int, seed: int) -> None:
               f"{100 * measured.stable_share:.1f}% of features stable, "
               f"{100 * measured.meters_stable / runs:.1f}% of runs with every feature stable; "
               f"whole-window PSI >= 0.1 on {100 * measured.whole_window_alarms / len(measured.statuses):.1f}%")
+    rng = np.random.default_rng(seed)
+    judged = [judge_all(calendar, values[reference], reference, values[current], current)
+              for reference, current in (consecutive_split(calendar, rng) for _ in range(runs))]
+    statuses = [d.status for run in judged for d in run.values()]
+    print(f"real consecutive weeks (7 days after 28), {runs} runs: "
+          f"{ {status: statuses.count(status) for status in ORDER + ('insufficient_data',) if statuses.count(status)} } "
+          f"over all features; every feature stable in "
+          f"{100 * sum(all(d.status == 'stable' for d in run.values()) for run in judged) / runs:.0f}% of runs")
     for injection in INJECTIONS.values():
         rng = np.random.default_rng(seed)
         bands, others_stable = [], 0
