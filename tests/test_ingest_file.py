@@ -297,3 +297,23 @@ def test_metrics_reach_prometheus(make_database, tmp_path, stack, scrape_target)
     assert float(last[0]["value"][1]) == datetime(2026, 1, 5, 0, 12, tzinfo=UTC).timestamp()
     batches = prometheus_query(base, 'wattwatch_ingest_batch_duration_seconds_count{job="ingest"}')
     assert float(batches[0]["value"][1]) >= 1
+
+
+def test_database_unavailable_at_start_is_one_line_after_bounded_retries(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = tmp_path / "bad.csv"
+    path.write_text(BAD_FILE)
+    started = time.monotonic()
+    result = run_cli(["ingest", "file", str(path)], {
+        "WATTWATCH_DATABASE_URL": f"postgresql://wattwatch_ingest:pw@127.0.0.1:{port}/wattwatch",
+        "WATTWATCH_CONNECT_ATTEMPTS": "3", "WATTWATCH_CONNECT_TIMEOUT_SECONDS": "2"})
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(
+        f"wattwatch ingest: cannot connect to the database at wattwatch_ingest@127.0.0.1:{port}/wattwatch "
+        "after 3 attempt(s)")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert time.monotonic() - started < 30
