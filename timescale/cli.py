@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from wattwatch.arguments import timestamp
 from wattwatch.settings import load_settings
@@ -55,6 +56,23 @@ def cmd_dictionary(args: argparse.Namespace) -> None:
         sys.stdout.write(render(conn))
 
 
+def cmd_backup(args: argparse.Namespace) -> None:
+    from timescale.backup import backup
+
+    settings = load_settings()
+    done = backup(settings.database_url.get_secret_value(), args.path, settings.pg_bin_dir)
+    print(f"backed up to {done.path} ({done.size_bytes / 1e6:.1f} MB) in {done.seconds:.1f} s")
+
+
+def cmd_restore(args: argparse.Namespace) -> None:
+    from timescale.backup import restore
+
+    settings = load_settings()
+    done = restore(settings.database_url.get_secret_value(), args.path, settings.pg_bin_dir)
+    print(f"restored {done.path} in {done.seconds:.1f} s; run `wattwatch db migrate` if this "
+          "wattwatch has newer migrations than the backup")
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     db = commands.add_parser("db", help="database schema and maintenance",
                              description="Database schema, status and maintenance.")
@@ -87,3 +105,17 @@ def register(commands: argparse._SubParsersAction) -> None:
         "dictionary", help="print the data dictionary (Markdown) from the schema's comments",
         description="Print the data dictionary, generated from the schema's comments, as Markdown.")
     dictionary.set_defaults(func=cmd_dictionary)
+    backup = db_commands.add_parser(
+        "backup", help="dump the database to a file (pg_dump custom format)",
+        description="Dump the whole database with pg_dump's custom format, hypertables and "
+        "TimescaleDB's catalog included. The file appears only once the dump is complete. "
+        "pg_dump comes from WATTWATCH_PG_BIN_DIR or PATH (the server's major version or newer).")
+    backup.add_argument("path", type=Path, metavar="FILE")
+    backup.set_defaults(func=cmd_backup)
+    restore = db_commands.add_parser(
+        "restore", help="restore a backup into an empty database, the TimescaleDB way",
+        description="Restore a `db backup` file into the empty database of WATTWATCH_DATABASE_URL: "
+        "timescaledb_pre_restore(), pg_restore, timescaledb_post_restore(). The server must run "
+        "the backup's TimescaleDB version.")
+    restore.add_argument("path", type=Path, metavar="FILE")
+    restore.set_defaults(func=cmd_restore)

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     compress_after_days: int = Field(7, ge=0)
     # Where each service serves /metrics; compose sets 0.0.0.0 so Prometheus can reach it.
     metrics_address: str = "127.0.0.1"
+    # Directory of the pg_dump and pg_restore that `db backup` / `db restore` run (their major
+    # version must be the server's or newer); unset: the ones on PATH.
+    pg_bin_dir: str | None = None
     # Detector: seconds between scoring cycles, days of history a model trains on, age (days)
     # after which a model is retrained (0: never), the false-alarm rate its threshold is
     # calibrated for, and readings scored per batch (bounds memory during a backfill).
