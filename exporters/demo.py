@@ -1,0 +1,227 @@
+"""`wattwatch demo`: the compose stack as native processes, for machines without Docker.
+
+TimescaleDB and Prometheus come from scripts/stack.py (the test stack); a fresh database gets
+the migrations and a labelled history of simulated meters, with a model per meter trained on the
+first half; then the live simulator, the detector, the drift service and the KPI exporter run as
+processes, each as its own role, and Prometheus scrapes them. Grafana is started when a
+grafana-server binary is installed; otherwise the demo says how to point one at
+grafana/provisioning. Ctrl-C stops everything and removes the stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from wattwatch.errors import WattwatchError
+
+PROJECT = Path(__file__).resolve().parent.parent
+STACK = PROJECT / "scripts" / "stack.py"
+GRAFANA = PROJECT / "grafana"
+CACHE = Path(os.environ.get("WATTWATCH_CACHE_DIR", Path.home() / ".cache" / "wattwatch"))
+DATABASE = "wattwatch_demo"
+PREFIX, SEED = "demo", 42
+ROLES = ("wattwatch_reader", "wattwatch_ingest", "wattwatch_jobs")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def seed_history(conn, settings, *, meters: int, days: int, end: datetime, prefix: str = PREFIX,
+                 seed: int = SEED, anomaly_rate: float = 0.3) -> None:
+    """`days` of labelled simulated history up to `end`, and a model per meter trained on its
+    first half, so the second half is scored as new data (`conn` in autocommit)."""
+    from detector.readings import meters as registered
+    from detector.registry import train
+    from ingest.simulate import simulate_history
+
+    start = end - timedelta(days=days)
+    simulate_history(conn, settings, meters=meters, step_seconds=60, seed=seed, start=start, end=end,
+                     prefix=prefix, anomaly_rate=anomaly_rate)
+    for meter in registered(conn):
+        with conn.transaction():
+            train(conn, meter, settings, start=start, end=start + timedelta(days=days / 2),
+                  reason="initial")
+
+
+class Demo:
+    def __init__(self, state: Path, meters: int, days: int):
+        self.state, self.meters, self.days = state, meters, days
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.stack: dict | None = None
+
+    def start(self) -> dict[str, str]:
+        if not STACK.exists():
+            raise WattwatchError(f"{STACK} not found: wattwatch demo runs from a source checkout")
+        started = subprocess.run([sys.executable, str(STACK), "up", "--state", str(self.state)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if started.returncode != 0:
+            raise WattwatchError(f"the native stack did not start: {started.stderr.strip().splitlines()[-1:]}")
+        self.stack = json.loads(started.stdout)
+        urls = self._database()
+        self._services(urls)
+        links = {"Prometheus": self.stack["prometheus_url"]}
+        links.update(self._grafana(urls["wattwatch_reader"]))
+        return links
+
+    def _database(self) -> dict[str, str]:
+        """A fresh demo database, migrated, seeded; the URL of each role (random passwords)."""
+        import psycopg
+        from psycopg import sql
+
+        from timescale.connect import connect_url, with_database
+        from timescale.migrate import migrate
+        from wattwatch.settings import Settings
+
+        admin = self.stack["database_url"]
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+        owner = with_database(admin, DATABASE)
+        passwords = {role: secrets.token_hex(12) for role in ROLES}
+        settings = Settings(_env_file=None, database_url=owner, detector_train_days=self.days / 2,
+                            **{f"{role.removeprefix('wattwatch_')}_password": pw for role, pw in passwords.items()})
+        print(f"demo: loading {self.days} days of {self.meters} simulated meters and training their models",
+              flush=True)
+        with connect_url(owner, autocommit=True) as conn:
+            migrate(conn, settings)
+            seed_history(conn, settings, meters=self.meters, days=self.days,
+                         end=datetime.now(timezone.utc).replace(second=0, microsecond=0))
+        return {role: with_database(admin, DATABASE, role, pw) for role, pw in passwords.items()}
+
+    def _services(self, urls: dict[str, str]) -> None:
+        """The live simulator, detector, drift service and exporter, scraped by Prometheus."""
+        from exporters.metrics import DEFAULT_PORTS
+
+        commands = {
+            "ingest": ("wattwatch_ingest", ["ingest", "simulate", "--meters", str(self.meters),
+                                            "--seed", str(SEED), "--prefix", PREFIX]),
+            "detector": ("wattwatch_jobs", ["detect", "run"]),
+            "drift": ("wattwatch_jobs", ["drift", "run"]),
+            "exporter": ("wattwatch_reader", ["export"]),
+        }
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("WATTWATCH_")}
+        logs = self.state / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        targets = Path(self.stack["prometheus_targets"])
+        for job, (role, args) in commands.items():
+            port = free_port()
+            env = {**clean, "WATTWATCH_DATABASE_URL": urls[role],
+                   "WATTWATCH_DETECTOR_TRAIN_DAYS": str(self.days / 2),
+                   "WATTWATCH_DRIFT_CURRENT_DAYS": str(min(7, self.days / 2))}
+            with (logs / f"{job}.log").open("w") as log:
+                self.processes[job] = subprocess.Popen(
+                    [sys.executable, "-m", "wattwatch.cli", *args, "--metrics-port", str(port)],
+                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            (targets / f"{job}.json").write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"]}]))
+            print(f"demo: {job} running as {role}, metrics on port {port} (default {DEFAULT_PORTS[job]}), "
+                  f"log {logs / (job + '.log')}", flush=True)
+
+    def _grafana_env(self, reader_url: str) -> dict[str, str]:
+        import psycopg
+
+        params = psycopg.conninfo.conninfo_to_dict(reader_url)
+        return {"WATTWATCH_GRAFANA_DATABASE_ADDRESS": f"{params['host']}:{params['port']}",
+                "WATTWATCH_GRAFANA_DATABASE_NAME": DATABASE,
+                "WATTWATCH_GRAFANA_PROMETHEUS_URL": self.stack["prometheus_url"],
+                "WATTWATCH_GRAFANA_DASHBOARDS_DIR": str(GRAFANA / "dashboards"),
+                "WATTWATCH_READER_PASSWORD": params["password"],
+                "WATTWATCH_ALERT_WEBHOOK_URL": os.environ.get("WATTWATCH_ALERT_WEBHOOK_URL",
+                                                              "http://127.0.0.1:9/alerts")}
+
+    def _grafana(self, reader_url: str) -> dict[str, str]:
+        """Start Grafana where it is installed; otherwise say how to run one against the demo."""
+        env = self._grafana_env(reader_url)
+        binary = shutil.which("grafana-server") or shutil.which("grafana")
+        if binary is None:
+            exports = " ".join(f"{k}={v}" for k, v in env.items())
+            print("demo: Grafana is not installed here, so it is not started. To see the dashboards, "
+                  f"run a Grafana 11 with GF_PATHS_PROVISIONING={GRAFANA / 'provisioning'} and {exports}",
+                  flush=True)
+            return {}
+        port = free_port()
+        home = next((p for p in (Path("/usr/share/grafana"), Path(binary).resolve().parent.parent)
+                     if (p / "conf" / "defaults.ini").exists()), None)
+        if home is None:
+            print(f"demo: {binary} found but not its home (conf/defaults.ini); Grafana not started", flush=True)
+            return {}
+        data = self.state / "grafana"
+        env.update({"GF_PATHS_PROVISIONING": str(GRAFANA / "provisioning"), "GF_PATHS_DATA": str(data),
+                    "GF_PATHS_LOGS": str(data / "logs"), "GF_SERVER_HTTP_ADDR": "127.0.0.1",
+                    "GF_SERVER_HTTP_PORT": str(port), "GF_AUTH_ANONYMOUS_ENABLED": "true",
+                    "GF_AUTH_ANONYMOUS_ORG_ROLE": "Viewer",
+                    "GF_SECURITY_ADMIN_PASSWORD": os.environ.get("GRAFANA_ADMIN_PASSWORD", secrets.token_hex(8))})
+        args = [binary, "server"] if Path(binary).name == "grafana" else [binary]
+        with (self.state / "logs" / "grafana.log").open("w") as log:
+            self.processes["grafana"] = subprocess.Popen([*args, "--homepath", str(home)],
+                                                         env={**os.environ, **env}, stdout=log,
+                                                         stderr=subprocess.STDOUT, start_new_session=True)
+        return {"Grafana": f"http://127.0.0.1:{port}"}
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self.stack is not None:
+            subprocess.run([sys.executable, str(STACK), "down", "--state", str(self.state)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def failed(self) -> str | None:
+        """The name of a service that exited on its own, if any."""
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                return name
+        return None
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    demo = Demo(args.state.resolve(), args.meters, args.days)
+    try:
+        links = demo.start()
+        shown = ", ".join(f"{name} {url}" for name, url in links.items())
+        print(f"demo: ready: {shown}. Ctrl-C stops everything.", flush=True)
+        while (failed := demo.failed()) is None:
+            time.sleep(1)
+        raise WattwatchError(f"the {failed} service stopped; see {demo.state / 'logs' / failed}.log")
+    except KeyboardInterrupt:
+        print("demo: stopping", flush=True)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        demo.stop()
+    print("demo: stopped", flush=True)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser(
+        "demo", help="run the whole stack natively with demo data",
+        description="The compose stack as native processes, for machines without Docker: "
+        "TimescaleDB and Prometheus from scripts/stack.py, a labelled history of simulated meters, "
+        "the live simulator, detector, drift service and KPI exporter, and Grafana when it is "
+        "installed. Prints the URLs; Ctrl-C stops everything and removes the stack. Runs as root "
+        "from a source checkout (scripts/stack.py install must have been run).")
+    demo.add_argument("--meters", type=int, default=5, help="simulated meters (default 5)")
+    demo.add_argument("--days", type=int, default=14,
+                      help="days of history loaded first; models train on the first half (default 14)")
+    demo.add_argument("--state", type=Path, default=CACHE / "stacks" / "demo",
+                      help="directory for the stack's state and the services' logs")
+    demo.set_defaults(func=cmd_demo)
