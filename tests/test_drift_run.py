@@ -52,11 +52,13 @@ def loaded(db_url, uci_csv):
 
 @pytest.fixture(scope="module")
 def jobs_env(loaded, role_url):
-    return {"WATTWATCH_DATABASE_URL": role_url("wattwatch_jobs")}
+    # One judging process keeps each CLI run quick; the first full run uses two (the pool).
+    return {"WATTWATCH_DATABASE_URL": role_url("wattwatch_jobs"), "WATTWATCH_DRIFT_WORKERS": "1"}
 
 
-def drift_once(env, *args) -> dict:
-    result = run_cli(["drift", "run", "--once", "--json", *WINDOW_ARGS, *args], env, timeout=120)
+def drift_once(env, *args, workers: int = 1) -> dict:
+    result = run_cli(["drift", "run", "--once", "--json", *WINDOW_ARGS, *args],
+                     {**env, "WATTWATCH_DRIFT_WORKERS": str(workers)}, timeout=120)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -66,7 +68,7 @@ def by_meter(report: dict) -> dict:
 
 
 def test_full_run_reports_stores_and_requests_retraining_once(jobs_env, conn):
-    report = drift_once(jobs_env, "--mode", "full")
+    report = drift_once(jobs_env, "--mode", "full", workers=2)
     assert report["mode"] == "full" and report["overall_status"] == "critical"
     meters = by_meter(report)
     assert set(meters) == {"house", "house-volt", "sparse"}
