@@ -36,6 +36,7 @@ import pandas as pd
 from detector.seasonality import Season, epoch_ns
 
 ROLLING_WINDOW = 30
+MAX_FLAT_RUN = 240
 ALL_STATISTICS = ("seasonal", "level", "rolling", "change", "flat")
 FIELD_STATISTICS = {
     "reactive_power_kw": ("seasonal", "flat"),
@@ -139,7 +140,9 @@ class ContextFeatures:
             longest = np.nanmax(run_lengths(values))
             # A column flat for most of its training window is flat by nature: not judged on it.
             if longest < 0.5 * len(values):
-                self.flat_caps_[column] = 4.0 * longest
+                # Runs are counted up to 4x the longest seen, at most MAX_FLAT_RUN readings:
+                # longer is stuck anyway, and the cap bounds the history a score needs.
+                self.flat_caps_[column] = min(4.0 * longest, MAX_FLAT_RUN)
         primary = frame[self.primary_].to_numpy(float)
         self.primary_q001_, self.primary_q999_ = (float(q) for q in
                                                   np.nanquantile(primary, [0.001, 0.999]))
@@ -187,7 +190,8 @@ class ContextFeatures:
     @property
     def context_rows(self) -> int:
         """Readings before the first one to score that the features need to be exact."""
-        longest_flat = max(self.flat_caps_.values(), default=0.0)
+        longest_flat = max((self.flat_caps_[c] for c in self.columns_
+                            if "flat" in self._statistics(c)), default=0.0)
         return int(max(self.rolling_window, self.level_window_, longest_flat)) + 1
 
     def _statistics(self, column: str) -> list[str]:
