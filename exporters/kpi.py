@@ -61,13 +61,14 @@ LEFT JOIN LATERAL (SELECT bucket, active_power_kw_avg FROM readings_hourly
 ANOMALIES_24H = """
 SELECT severity, count(*) FROM anomaly_scores
 WHERE is_anomaly AND time >= now() - interval '24 hours' GROUP BY severity"""
-# A meter is in critical drift when any feature's latest report (within the last 8 days, so a
-# weekly full run always counts) is critical.
+# A meter is in critical drift when a feature's latest report (of the last 8 days, so a weekly
+# full run always counts) is critical: the few recent critical reports that no later report of
+# the same meter and feature replaced (partial index of migration 0032).
 CRITICAL_DRIFT = """
-SELECT count(DISTINCT meter_id) FROM (
-    SELECT DISTINCT ON (meter_id, feature) meter_id, status FROM drift_reports
-    WHERE run_at >= now() - interval '8 days' ORDER BY meter_id, feature, run_at DESC) latest
-WHERE status = 'critical'"""
+SELECT count(DISTINCT c.meter_id) FROM drift_reports c
+WHERE c.status = 'critical' AND c.run_at >= now() - interval '8 days'
+  AND NOT EXISTS (SELECT 1 FROM drift_reports n WHERE n.meter_id = c.meter_id
+                  AND n.feature = c.feature AND n.run_at > c.run_at)"""
 JOB_ACTIVITY = """
 SELECT (SELECT max(updated_at) FROM detector_watermarks),
        (SELECT max(run_at) FROM drift_reports WHERE run_at >= now() - interval '8 days')"""
