@@ -19,11 +19,9 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from detector.metrics import DetectorMetrics
-from detector.readings import meters
-from detector.registry import train
 from detector.service import run as detect
 from drift.runner import run_pass
-from ingest.simulate import simulate_history
+from exporters.demo import seed_history
 from tests.conftest import settings_for
 from tests.test_cli import WATTWATCH, run_cli
 
@@ -134,8 +132,9 @@ def seed(db_url: str) -> datetime:
     settings = settings_for(db_url, detector_train_days=TRAIN_DAYS, drift_min_values=100,
                             drift_min_reference_days=2, drift_workers=1)
     with psycopg.connect(db_url, autocommit=True) as conn:
-        simulate_history(conn, settings, meters=METERS, step_seconds=60, seed=SEED,
-                         start=end - timedelta(days=DAYS), end=end, prefix=PREFIX, anomaly_rate=0.6)
+        # Models learn the first three days: the shift and the surge below are new to them.
+        seed_history(conn, settings, meters=METERS, days=DAYS, end=end, prefix=PREFIX, seed=SEED,
+                     anomaly_rate=0.6)
         conn.execute("UPDATE readings SET voltage_v = voltage_v + 9 WHERE meter_id = %s AND time >= %s",
                      (DRIFTED_METER, end - timedelta(days=1)))
         # A surge six hours ago, labelled: the default day of the energy dashboard has an incident.
@@ -145,10 +144,6 @@ def seed(db_url: str) -> datetime:
         conn.execute("INSERT INTO injected_anomalies (meter_id, start_time, end_time, kind, magnitude, source) "
                      "VALUES (%s, %s, %s, 'spike', 6, 'tests')", (SURGE_METER, *surge))
         conn.execute("SELECT refresh_readings_rollups(%s, %s)", (end - timedelta(days=1), end))
-        for meter in meters(conn):  # trained on the first half: the surge and the shift are new
-            with conn.transaction():
-                train(conn, meter, settings, start=end - timedelta(days=DAYS),
-                      end=end - timedelta(days=DAYS - TRAIN_DAYS), reason="initial")
         detect(conn, settings, DetectorMetrics(CollectorRegistry()), once=True)
         run_pass(conn, settings, mode="full", current_to=end, current_days=1,
                  reference=(end - timedelta(days=DAYS), end - timedelta(days=1)))
