@@ -86,14 +86,17 @@ def load_uci(url: str) -> datetime:
     with psycopg.connect(url, autocommit=True) as conn:
         version = conn.execute("INSERT INTO models (meter_id, algorithm, reason) VALUES "
                                "('uci', 'bench', 'bench') RETURNING version").fetchone()[0]
-        # A deterministic score per reading; 0.1% of readings are anomalies.
+        # A deterministic score per reading distributed as the detector's calibrated scores
+        # are on normal data (12.5 * -log10 p, p uniform), with 1 reading in 1,000 anomalous.
         conn.execute("""
             INSERT INTO anomaly_scores (time, meter_id, model_version, score, is_anomaly, severity, kind)
-            SELECT time, meter_id, %(v)s, s, s >= 99.9,
-                   CASE WHEN s >= 99.97 THEN 'critical' WHEN s >= 99.94 THEN 'high'
-                        WHEN s >= 99.9 THEN 'medium' ELSE 'none' END,
-                   CASE WHEN s >= 99.9 THEN (ARRAY['spike', 'drop', 'level_shift'])[1 + (extract(epoch FROM time)::bigint / 60) %% 3] END
-            FROM (SELECT time, meter_id, (abs(hashtext(time::text)) %% 100000) / 1000.0 AS s FROM readings) r""",
+            SELECT time, meter_id, %(v)s, s, s >= 37.5,
+                   CASE WHEN s >= 50 THEN 'critical' WHEN s >= 43 THEN 'high'
+                        WHEN s >= 37.5 THEN 'medium' ELSE 'none' END,
+                   CASE WHEN s >= 37.5 THEN (ARRAY['spike', 'drop', 'level_shift'])[1 + (extract(epoch FROM time)::bigint / 60) %% 3] END
+            FROM (SELECT time, meter_id,
+                         least(100, 12.5 * -log(((abs(hashtext(time::text)) %% 1000000) + 1) / 1000000.0)) AS s
+                  FROM readings) r""",
                      {"v": version})
         conn.execute("""
             INSERT INTO anomaly_incidents (meter_id, model_version, start_time, end_time, n_readings,

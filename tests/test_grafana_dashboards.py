@@ -92,7 +92,7 @@ def test_dashboard_uids_are_unique_and_the_issue_panels_exist():
     assert len({b["uid"] for b in DASHBOARDS.values()}) == len(DASHBOARDS)
     titles = {name: {p["title"] for p in b["panels"]} for name, b in DASHBOARDS.items()}
     assert {"Active power", "Voltage and the EN 50160 band", "Current", "Sub-meter breakdown"} <= titles["energy-overview"]
-    assert {"Incidents", "Anomalous readings by kind", "Score distribution", "Top meters",
+    assert {"Incidents", "Anomalous readings by kind", "Elevated scores", "Top meters",
             "Detection against injected anomalies"} <= titles["anomalies"]
     assert {"PSI per feature", "KS statistic per feature", "Normalised Wasserstein per feature",
             "Current status per meter and feature", "Last run"} <= titles["drift"]
