@@ -44,7 +44,7 @@ sys.path.insert(0, str(PROJECT))
 from exporters.kpi import KpiCollector  # noqa: E402
 from ingest.datasets import uci_household_csv  # noqa: E402
 from tests.grafana_macros import expand, parse_interval  # noqa: E402
-from tests.grafana_stack import DASHBOARDS, sql_queries  # noqa: E402
+from tests.grafana_stack import DASHBOARDS, sql_queries, variables  # noqa: E402
 from timescale.connect import with_database  # noqa: E402
 from timescale.migrate import migrate  # noqa: E402
 from wattwatch.settings import Settings  # noqa: E402
@@ -119,14 +119,6 @@ def load_uci(url: str) -> datetime:
                      {"f": FEATURES})
         conn.execute("VACUUM ANALYZE")
         return conn.execute("SELECT max(time) FROM readings").fetchone()[0]
-
-
-def variables(board: dict, reader) -> dict[str, list[str]]:
-    values = {}
-    for variable in board["templating"]["list"]:
-        values[variable["name"]] = ([row[0] for row in reader.execute(variable["query"])]
-                                    if variable["type"] == "query" else variable["query"].split(","))
-    return values
 
 
 def bench_dashboards(reader_url: str, end: datetime, repeat: int) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -21,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from detector.metrics import DetectorMetrics
 from detector.service import run as detect
 from drift.runner import run_pass
-from exporters.demo import seed_history
+from exporters.demo import free_port, seed_history
 from tests.conftest import settings_for
 from tests.test_cli import WATTWATCH, run_cli
 
@@ -31,6 +30,8 @@ DASHBOARDS = {path.stem: json.loads(path.read_text()) for path in sorted((GRAFAN
 DATASOURCES = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "datasources.yaml").read_text())
 UIDS = {source["uid"]: source for source in DATASOURCES["datasources"]}
 BUILTIN_UIDS = {"-- Grafana --", "-- Mixed --", "-- Dashboard --"}
+# PostgreSQL type oids of the columns Grafana reads as numbers: int8, int2, int4, float4, float8, numeric.
+NUMERIC_TYPES = {20, 21, 23, 700, 701, 1700}
 ALERTING = GRAFANA / "provisioning" / "alerting"
 ALERT_RULES = [rule for group in yaml.safe_load((ALERTING / "rules.yaml").read_text())["groups"]
                for rule in group["rules"]]
@@ -117,6 +118,16 @@ def firing(rule: dict, series: list[tuple[dict, float]]) -> list[dict]:
             if value == value and check(value, evaluator["params"])]
 
 
+def variables(board: dict, reader) -> dict[str, list[str]]:
+    """Every variable of a dashboard set to All, Grafana's default: a query variable's values are
+    its query's __value column (run as `reader`), a custom one's its options."""
+    values = {}
+    for variable in board["templating"]["list"]:
+        values[variable["name"]] = ([row[0] for row in reader.execute(variable["query"])]
+                                    if variable["type"] == "query" else variable["query"].split(","))
+    return values
+
+
 def promql_for_prometheus(expr: str) -> str:
     """Grafana's Prometheus variables at a 15 s scrape interval, for an instant query."""
     return expr.replace("$__rate_interval", "1m").replace("$__interval", "15s").replace("$__range", "1h")
@@ -157,12 +168,6 @@ def reject_rows(ingest_url: str, directory: Path) -> None:
     loaded = run_cli(["ingest", "file", "--meter", f"{PREFIX}-0000", str(path)],
                      {"WATTWATCH_DATABASE_URL": ingest_url})
     assert loaded.returncode == 0, loaded.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager

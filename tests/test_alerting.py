@@ -13,13 +13,12 @@ import pytest
 import yaml
 
 from tests.grafana_macros import expand
-from tests.grafana_stack import ALERT_RULES, ALERTING, UIDS, alert_query, firing
+from tests.grafana_stack import ALERT_RULES, ALERTING, NUMERIC_TYPES, UIDS, alert_query, firing
 from tests.test_compose import env_example
 
 RULES = {rule["title"]: rule for rule in ALERT_RULES}
 CONTACT_POINTS = yaml.safe_load((ALERTING / "contact-points.yaml").read_text())["contactPoints"]
 POLICIES = yaml.safe_load((ALERTING / "policies.yaml").read_text())["policies"]
-NUMERIC_TYPES = {20, 21, 23, 700, 701, 1700}
 
 
 def test_the_issue_rules_exist_with_unique_uids():

@@ -15,12 +15,12 @@ import yaml
 from tests.conftest import prometheus_wait
 from tests.grafana_macros import expand, parse_interval
 from tests.grafana_stack import (
-    ALERT_RULES, BUILTIN_UIDS, DASHBOARDS, DRIFTED_METER, GRAFANA, PREFIX, UIDS, firing, promql_for_prometheus, promql_queries,
-    reject_rows, running_services, scrape_all, seed, sql_queries,
+    ALERT_RULES, BUILTIN_UIDS, DASHBOARDS, DRIFTED_METER, GRAFANA, NUMERIC_TYPES, PREFIX, UIDS, firing,
+    promql_for_prometheus, promql_queries, reject_rows, running_services, scrape_all, seed,
+    sql_queries, variables,
 )
 
 TIMESTAMPTZ, TEXT = 1184, 25
-NUMERIC_TYPES = {20, 21, 23, 700, 701, 1700}  # int8, int2, int4, float4, float8, numeric
 # (range, interval) pairs: Grafana's interval is about range / panel width, floored by the
 # panel's minimum interval.
 RANGES = [(timedelta(hours=1), timedelta(seconds=5)), (timedelta(hours=6), timedelta(seconds=30)),
@@ -135,18 +135,6 @@ def reader(data, role_url):
     with psycopg.connect(role_url("wattwatch_reader"), autocommit=True) as conn:
         conn.execute("SET statement_timeout = '20s'")
         yield conn
-
-
-def variables(board: dict, reader) -> dict[str, list[str]]:
-    """Every variable set to All, as Grafana's default: a query variable's values are its
-    query's __value column, a custom one's its options."""
-    values = {}
-    for variable in board["templating"]["list"]:
-        if variable["type"] == "query":
-            values[variable["name"]] = [row[0] for row in reader.execute(variable["query"])]
-        else:
-            values[variable["name"]] = variable["query"].split(",")
-    return values
 
 
 def default_range(board: dict) -> timedelta:
