@@ -69,7 +69,8 @@ class Demo:
         started = subprocess.run([sys.executable, str(STACK), "up", "--state", str(self.state)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if started.returncode != 0:
-            raise WattwatchError(f"the native stack did not start: {started.stderr.strip().splitlines()[-1:]}")
+            last = (started.stderr.strip().splitlines() or [f"exit {started.returncode}"])[-1]
+            raise WattwatchError(f"the native stack did not start: {last}")
         self.stack = json.loads(started.stdout)
         urls = self._database()
         self._services(urls)
