@@ -6,6 +6,7 @@ Prometheus rules are evaluated against the running services in test_grafana_dash
 from __future__ import annotations
 
 import re
+import subprocess
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -136,3 +137,18 @@ def test_anomaly_rate_fires_for_the_burst_not_for_the_usual_rate(reader):
     assert series["m-steady"] == pytest.approx(1 / 1.0)        # 1 in the hour, floor of 1 an hour
     assert series["m-surge"] == pytest.approx(30 / 1.0)
     assert firing(rule, list(sql_series(rule, reader))) == [{"meter": "m-surge"}]
+
+
+def test_prometheus_rules_pass_promtool_check_and_their_unit_tests():
+    prometheus = ALERTING.parents[2] / "prometheus"
+    checked = subprocess.run(["promtool", "check", "rules", str(prometheus / "rules" / "wattwatch.yml")],
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = subprocess.run(["promtool", "test", "rules", str(prometheus / "rules.test.yml")],
+                            capture_output=True, text=True)
+    assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
+    config = yaml.safe_load((prometheus / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["rules/*.yml"]
+    for group in yaml.safe_load((prometheus / "rules" / "wattwatch.yml").read_text())["groups"]:
+        for rule in group["rules"]:
+            assert rule["labels"]["severity"] in ("warning", "critical") and rule["annotations"]["summary"]
