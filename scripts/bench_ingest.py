@@ -80,22 +80,26 @@ def run_psql(url: str, path: Path) -> float:
     return time.perf_counter() - started
 
 
-def measure(admin_url: str, path: Path, repeat: int) -> dict:
+def fresh_database(admin_url: str) -> str:
+    """An empty migrated database with the twin table (TRUNCATE of thousands of chunks would
+    run out of lock slots, and every attempt should create its chunks alike)."""
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute("DROP DATABASE IF EXISTS wattwatch_bench_ingest WITH (FORCE)")
         admin.execute("CREATE DATABASE wattwatch_bench_ingest")
     url = with_database(admin_url, "wattwatch_bench_ingest")
+    subprocess.run([shutil.which("wattwatch", path=str(Path(sys.executable).parent)) or "wattwatch",
+                    "db", "migrate"], env=dict(os.environ, WATTWATCH_DATABASE_URL=url),
+                   check=True, capture_output=True)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(TWIN)
+    return url
+
+
+def measure(admin_url: str, path: Path, repeat: int) -> dict:
+    ours, theirs, rss, rows = [], [], 0, 0
     try:
-        subprocess.run([shutil.which("wattwatch", path=str(Path(sys.executable).parent)) or "wattwatch",
-                        "db", "migrate"], env=dict(os.environ, WATTWATCH_DATABASE_URL=url),
-                       check=True, capture_output=True)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(TWIN)
-        ours, theirs, rss, rows = [], [], 0, 0
         for attempt in range(repeat):
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("TRUNCATE readings, copy_twin, readings_hourly, readings_daily")
-                conn.execute("CHECKPOINT")
+            url = fresh_database(admin_url)
             order = ("ours", "psql") if attempt % 2 == 0 else ("psql", "ours")
             for who in order:
                 if who == "ours":
@@ -106,8 +110,8 @@ def measure(admin_url: str, path: Path, repeat: int) -> dict:
                     rss = max(rss, peak)
                 else:
                     theirs.append(run_psql(url, path))
-        with psycopg.connect(url) as conn:
-            assert conn.execute("SELECT count(*) FROM copy_twin").fetchone()[0] == rows
+            with psycopg.connect(url) as conn:
+                assert conn.execute("SELECT count(*) FROM copy_twin").fetchone()[0] == rows
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute("DROP DATABASE IF EXISTS wattwatch_bench_ingest WITH (FORCE)")

@@ -10,22 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Callable
 
 from wattwatch import __version__
 from wattwatch.errors import WattwatchError
 
-COMMAND_MODULES = ["timescale.cli", "ingest.cli", "drift.cli", "detector.cli", "exporters.cli", "exporters.demo"]
-# Subcommands that later releases fill; until then they say so and fail.
-PLANNED = {
-}
-
-
-def _planned(name: str) -> Callable[[argparse.Namespace], None]:
-    def run(args: argparse.Namespace) -> None:
-        raise WattwatchError(f"'wattwatch {name}' is not available in wattwatch {__version__} yet")
-
-    return run
+COMMAND_MODULES = ["timescale.cli", "ingest.cli", "detector.cli", "drift.cli", "exporters.cli",
+                   "exporters.demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,12 +28,6 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(commands)
-    for name, summary in PLANNED.items():
-        planned = commands.add_parser(name, help=f"{summary} (not available yet)",
-                                      description=f"{summary.capitalize()}. Not available in "
-                                      f"wattwatch {__version__} yet: the command exits with status 1.")
-        planned.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        planned.set_defaults(func=_planned(name))
     return parser
 
 
