@@ -78,7 +78,7 @@ def cmd_patterns(args: argparse.Namespace) -> None:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from detector.models import DEFAULT_MODEL, MODELS
+    from detector.algorithms import ALGORITHMS, DEFAULT_MODEL
 
     detect = commands.add_parser(
         "detect", help="train anomaly models and score readings",
@@ -95,7 +95,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                        "WATTWATCH_DETECTOR_TRAIN_DAYS before --to)")
     train.add_argument("--to", dest="end", type=timestamp, metavar="TS",
                        help="end of the training window (default: after the newest reading)")
-    train.add_argument("--model", choices=sorted(MODELS), default=DEFAULT_MODEL)
+    train.add_argument("--model", choices=sorted(ALGORITHMS), default=DEFAULT_MODEL)
     train.add_argument("--reason", default="manual", help="why (stored with the model)")
     train.set_defaults(func=cmd_train)
 
@@ -119,7 +119,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="column of timestamps or of integer steps")
     score.add_argument("--columns", required=True, help="comma-separated columns to score")
     score.add_argument("--train-fraction", type=float, default=0.15)
-    score.add_argument("--model", choices=sorted(MODELS), default=DEFAULT_MODEL)
+    score.add_argument("--model", choices=sorted(ALGORITHMS), default=DEFAULT_MODEL)
     score.add_argument("--nominal-voltage", type=float, default=230.0,
                        help="nominal voltage for the EN 50160 band [V] (default 230)")
     score.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.csv")

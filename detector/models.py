@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import IsolationForest
 
+from detector.algorithms import DEFAULT_MODEL, RAW, SEASONAL  # noqa: F401 (re-exported)
 from detector.calibration import TailCalibration, score_from_p, severities
 from detector.features import ContextFeatures
 from detector.kinds import classify
@@ -47,7 +48,7 @@ def _result(index: pd.Index, score, anomalous, kind, top, expected) -> pd.DataFr
 class SeasonalDetector:
     """Seasonal, physical and IsolationForest evidence in one calibrated 0-100 score."""
 
-    algorithm = "seasonal-iforest"
+    algorithm = SEASONAL
 
     def __init__(self, nominal_voltage_v: float = 230.0, alarm_rate: float = 1e-4,
                  n_estimators: int = 50, max_samples: int = 256,
@@ -126,7 +127,7 @@ class RawIForest:
     """Baseline: IsolationForest on the raw columns, threshold at the 5th percentile of its
     training decision scores (the old system's method)."""
 
-    algorithm = "iforest-raw"
+    algorithm = RAW
     CONTAMINATION_PERCENTILE = 5.0
 
     def __init__(self, n_estimators: int = 100, random_state: int = 0):
@@ -167,7 +168,6 @@ class RawIForest:
 
 
 MODELS = {SeasonalDetector.algorithm: SeasonalDetector, RawIForest.algorithm: RawIForest}
-DEFAULT_MODEL = SeasonalDetector.algorithm
 
 
 def make_model(name: str, **params):
