@@ -23,12 +23,13 @@ import psycopg
 from ingest.metrics import IngestMetrics
 from ingest.parse import Reject
 from ingest.summary import Summary
-from ingest.writer import BatchResult, ReadingWriter, register_meters
+from ingest.writer import BatchResult, ReadingWriter, meter_spans, register_meters
 from timescale.rollups import refresh_rollups
 from wattwatch.errors import WattwatchError, first_line
 
 MAX_BACKOFF_SECONDS = 30.0
-Batch = tuple[list[tuple], list[int | None], list[str], list[Reject]]
+# rows, their line numbers, their raw lines, parse rejects, meter_spans(rows)
+Batch = tuple[list[tuple], list[int | None], list[str], list[Reject], dict[str, tuple]]
 
 
 class BatchLoader:
@@ -93,14 +94,15 @@ class BatchLoader:
         """Write the pending rows and rejects (or hand them to a writer thread)."""
         if not self.rows and not self.rejects:
             return
-        batch: Batch = (self.rows, self.lines, self.raws, self.rejects)
+        spans = meter_spans(self.rows)
+        batch: Batch = (self.rows, self.lines, self.raws, self.rejects, spans)
         self.rows, self.lines, self.raws, self.rejects = [], [], [], []
-        self.with_retries(lambda: self._register_meters(batch[0]))
+        self.with_retries(lambda: self._register_meters(spans))
         if self._queue is None:
             self._store(ReadingWriter(self.conn, self.source), batch, reconnecting=True)
             return
         self._raise_writer_error()
-        if self._goes_back_in_time(batch[0]):
+        if self._goes_back_in_time(spans):
             self._queue.join()  # earlier batches first, so the file's first row of a key wins
             self._raise_writer_error()
         self._queue.put(batch)
@@ -122,25 +124,18 @@ class BatchLoader:
             self.with_retries(lambda: refresh_rollups(self.conn, *self.unrolled))
             self.unrolled = None
 
-    def _register_meters(self, rows: list[tuple]) -> None:
-        new = {row[0] for row in rows} - self.known_meters
+    def _register_meters(self, spans: dict[str, tuple]) -> None:
+        new = spans.keys() - self.known_meters
         if new:
             register_meters(self.conn, new, self.meter_timezone)
             self.known_meters |= new
 
-    def _goes_back_in_time(self, rows: list[tuple]) -> bool:
-        oldest: dict[str, datetime] = {}
-        newest: dict[str, datetime] = {}
-        for meter, moment, *_ in rows:
-            if meter not in oldest or moment < oldest[meter]:
-                oldest[meter] = moment
-            if meter not in newest or moment > newest[meter]:
-                newest[meter] = moment
-        back = any(meter in self._newest_handed and moment <= self._newest_handed[meter]
-                   for meter, moment in oldest.items())
-        for meter, moment in newest.items():
-            if meter not in self._newest_handed or moment > self._newest_handed[meter]:
-                self._newest_handed[meter] = moment
+    def _goes_back_in_time(self, spans: dict[str, tuple]) -> bool:
+        handed = self._newest_handed
+        back = any(meter in handed and low <= handed[meter] for meter, (low, _) in spans.items())
+        for meter, (_, high) in spans.items():
+            if meter not in handed or high > handed[meter]:
+                handed[meter] = high
         return back
 
     def _raise_writer_error(self) -> None:
@@ -160,38 +155,33 @@ class BatchLoader:
         self._queue.task_done()
 
     def _store(self, writer: ReadingWriter, batch: Batch, reconnecting: bool) -> None:
-        rows, lines, raws, rejects = batch
+        rows, _, _, rejects, spans = batch
         started = time.perf_counter()
         if reconnecting:
             result = self.with_retries(lambda: ReadingWriter(self.conn, self.source).write(*batch))
         else:
             result = self._once(lambda: writer.write(*batch))
-            if self.refresh_each_batch and rows:
+            if self.refresh_each_batch and spans:
                 # After the commit, so the last refresh of any bucket sees every batch in it
                 # (refreshes take turns on an advisory lock); it overlaps with parsing.
-                times = [row[1] for row in rows]
-                self._once(lambda: refresh_rollups(writer.conn, min(times), max(times)))
+                low, high = _bounds(spans)
+                self._once(lambda: refresh_rollups(writer.conn, low, high))
         seconds = time.perf_counter() - started
-        self._account(rows, rejects, result, seconds)
+        self._account(len(rows) + len(rejects), spans, result, seconds)
 
-    def _account(self, rows: list[tuple], rejects: list[Reject], result: BatchResult,
+    def _account(self, read: int, spans: dict[str, tuple], result: BatchResult,
                  seconds: float) -> None:
         rejected = Counter(r.reason for r in result.rejects)
-        newest: dict[str, float] = {}
+        newest = {meter: high.timestamp() for meter, (_, high) in spans.items()}
         with self._lock:
             summary = self.summary
-            summary.read += len(rows) + len(rejects)
+            summary.read += read
             summary.loaded += result.loaded
             summary.duplicates += result.duplicates
             summary.rejected.update(rejected)
-            for meter, moment, *_ in rows:
-                summary.meters.add(meter)
-                stamp = moment.timestamp()
-                if stamp > newest.get(meter, float("-inf")):
-                    newest[meter] = stamp
-            if rows:
-                times = [row[1] for row in rows]
-                low, high = min(times), max(times)
+            summary.meters.update(spans)
+            if spans:
+                low, high = _bounds(spans)
                 summary.first_time = min(low, summary.first_time or low)
                 summary.last_time = max(high, summary.last_time or high)
                 if not (self.refresh_each_batch and self._queue is not None):
@@ -233,3 +223,8 @@ class BatchLoader:
                     self.summary.reconnects += 1
                 except WattwatchError:
                     continue
+
+
+def _bounds(spans: dict[str, tuple]) -> tuple:
+    """Earliest and latest time over every meter of a batch."""
+    return min(span[0] for span in spans.values()), max(span[1] for span in spans.values())

@@ -45,6 +45,27 @@ def _sort_out(result: BatchResult, row: tuple, line: int | None, raw: str, first
                                  f"{where} with other values: {diffs}", row[0]))
 
 
+def meter_spans(rows: list[tuple]) -> dict[str, tuple]:
+    """Earliest and latest time of each meter in a batch: computed once, used for the span
+    check, the ordering of parallel batches, the rollups and the summary."""
+    if not rows:
+        return {}
+    if len({row[0] for row in rows}) == 1:  # the common case, at C speed
+        times = [row[1] for row in rows]
+        return {rows[0][0]: (min(times), max(times))}
+    spans: dict[str, tuple] = {}
+    for row in rows:
+        meter, moment = row[0], row[1]
+        span = spans.get(meter)
+        if span is None:
+            spans[meter] = (moment, moment)
+        elif moment < span[0]:
+            spans[meter] = (moment, span[1])
+        elif moment > span[1]:
+            spans[meter] = (span[0], moment)
+    return spans
+
+
 def register_meters(conn: psycopg.Connection, meters: set[str], timezone: str) -> None:
     """Add meters seen for the first time, in their own committed transaction (sorted, so two
     loaders never wait on each other in opposite orders)."""
@@ -61,13 +82,14 @@ class ReadingWriter:
         self.source = source
 
     def write(self, rows: list[tuple], lines: list[int | None], raws: list[str],
-              rejects: list[Reject]) -> BatchResult:
-        """Store one batch and its parse rejects in one transaction."""
+              rejects: list[Reject], spans: dict[str, tuple]) -> BatchResult:
+        """Store one batch and its parse rejects in one transaction; `spans` is
+        meter_spans(rows)."""
         result = BatchResult()
         unique_rows, unique_lines, unique_raws = self._dedupe(rows, lines, raws, result)
         with self.conn.transaction():
             if unique_rows:
-                if self._span_is_empty(unique_rows):
+                if self._span_is_empty(spans):
                     try:
                         with self.conn.transaction():  # savepoint: a concurrent writer may win
                             self._copy_into_readings(unique_rows)
@@ -97,12 +119,12 @@ class ReadingWriter:
             return rows, lines, raws
         return [rows[i] for i in keep], [lines[i] for i in keep], [raws[i] for i in keep]
 
-    def _span_is_empty(self, rows: list[tuple]) -> bool:
-        times = [row[1] for row in rows]
-        meters = sorted({row[0] for row in rows})
+    def _span_is_empty(self, spans: dict[str, tuple]) -> bool:
+        low = min(span[0] for span in spans.values())
+        high = max(span[1] for span in spans.values())
         return not self.conn.execute(
             "SELECT EXISTS (SELECT 1 FROM readings WHERE meter_id = ANY(%s) AND time BETWEEN %s AND %s)",
-            (meters, min(times), max(times))).fetchone()[0]
+            (sorted(spans), low, high)).fetchone()[0]
 
     def _copy_into_readings(self, rows: list[tuple]) -> None:
         with self.conn.cursor().copy(
