@@ -47,6 +47,7 @@ from tests.grafana_macros import expand, parse_interval  # noqa: E402
 from tests.grafana_stack import DASHBOARDS, sql_queries, variables  # noqa: E402
 from timescale.connect import with_database  # noqa: E402
 from timescale.migrate import migrate  # noqa: E402
+from timescale.scratch import create_database, drop_database  # noqa: E402
 from wattwatch.settings import Settings  # noqa: E402
 
 READER_PASSWORD = "bench-reader"
@@ -61,18 +62,14 @@ def percentile(samples: list[float], q: float) -> float:
 
 def scratch(admin_url: str, name: str) -> tuple[str, str]:
     """A fresh migrated database; its owner URL and its wattwatch_reader URL."""
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
-    url = with_database(admin_url, name)
+    url = create_database(admin_url, name, replace=True)
     with psycopg.connect(url, autocommit=True) as conn:
         migrate(conn, Settings(_env_file=None, database_url=url, reader_password=READER_PASSWORD))
     return url, with_database(admin_url, name, "wattwatch_reader", READER_PASSWORD)
 
 
 def drop(admin_url: str, name: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    drop_database(admin_url, with_database(admin_url, name))
 
 
 def load_uci(url: str) -> datetime:

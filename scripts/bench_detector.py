@@ -21,11 +21,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pandas as pd
 import psycopg
-from psycopg import sql
 
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
@@ -35,6 +33,7 @@ from ingest.datasets import uci_household_csv  # noqa: E402
 from ingest.fields import field_for  # noqa: E402
 from timescale.connect import connect_url, with_database  # noqa: E402
 from timescale.migrate import migrate  # noqa: E402
+from timescale.scratch import create_database, drop_database  # noqa: E402
 from wattwatch.settings import Settings  # noqa: E402
 
 WATTWATCH = PROJECT / ".venv" / "bin" / "wattwatch"
@@ -46,9 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     admin = os.environ["WATTWATCH_DATABASE_URL"]
     name = f"ww_bench_detector_{secrets.token_hex(4)}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = with_database(admin, name)
+    url = create_database(admin, name)
     password = secrets.token_hex(8)
     jobs_url = with_database(admin, name, "wattwatch_jobs", password)
     try:
@@ -97,9 +94,7 @@ def main() -> None:
               f"{floor:.1f} s = {scores / floor:,.0f} rows/s; the backfill takes "
               f"{seconds / floor:.1f}x that")
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(urlsplit(url).path.lstrip("/"))))
+        drop_database(admin, url)
 
 
 if __name__ == "__main__":

@@ -105,14 +105,13 @@ def bench_database(admin_url: str, meters: int, seed: int) -> None:
 
     from drift.readings import read_window
     from drift.runner import run_pass
-    from timescale.connect import connect_url, with_database
+    from timescale.connect import connect_url
     from timescale.migrate import migrate
+    from timescale.scratch import create_database, drop_database
     from wattwatch.settings import Settings
 
     name = f"ww_bench_drift_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = with_database(admin_url, name)
+    url = create_database(admin_url, name)
     try:
         settings = Settings(_env_file=None, database_url=url)
         with connect_url(url) as conn:
@@ -149,8 +148,7 @@ def bench_database(admin_url: str, meters: int, seed: int) -> None:
         print(f"  EXTRAPOLATION (not measured): 1000 meters would take about {elapsed / meters * 1000:.0f} s")
         print(f"  peak resident memory so far: {peak_rss_mb()}")
     finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop_database(admin_url, url)
 
 
 def measure_quality(runs: int, seed: int) -> None:

@@ -32,6 +32,7 @@ sys.path.insert(0, str(PROJECT))
 
 from ingest.datasets import uci_household_csv  # noqa: E402
 from timescale.connect import with_database  # noqa: E402
+from timescale.scratch import create_database, drop_database  # noqa: E402
 
 FIELDS = ("active_power_kw, reactive_power_kw, voltage_v, current_a, "
           "sub_metering_1_wh, sub_metering_2_wh, sub_metering_3_wh")
@@ -83,10 +84,7 @@ def run_psql(url: str, path: Path) -> float:
 def fresh_database(admin_url: str) -> str:
     """An empty migrated database with the twin table (TRUNCATE of thousands of chunks would
     run out of lock slots, and every attempt should create its chunks alike)."""
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS wattwatch_bench_ingest WITH (FORCE)")
-        admin.execute("CREATE DATABASE wattwatch_bench_ingest")
-    url = with_database(admin_url, "wattwatch_bench_ingest")
+    url = create_database(admin_url, "wattwatch_bench_ingest", replace=True)
     subprocess.run([shutil.which("wattwatch", path=str(Path(sys.executable).parent)) or "wattwatch",
                     "db", "migrate"], env=dict(os.environ, WATTWATCH_DATABASE_URL=url),
                    check=True, capture_output=True)
@@ -113,8 +111,7 @@ def measure(admin_url: str, path: Path, repeat: int) -> dict:
             with psycopg.connect(url) as conn:
                 assert conn.execute("SELECT count(*) FROM copy_twin").fetchone()[0] == rows
     finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute("DROP DATABASE IF EXISTS wattwatch_bench_ingest WITH (FORCE)")
+        drop_database(admin_url, with_database(admin_url, "wattwatch_bench_ingest"))
     ours_s, theirs_s = statistics.median(ours), statistics.median(theirs)
     return {
         "rows": rows, "repeat": repeat,

@@ -29,8 +29,8 @@ import psycopg
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from timescale.connect import with_database  # noqa: E402
 from timescale.migrate import migrate  # noqa: E402
+from timescale.scratch import create_database, drop_database  # noqa: E402
 from wattwatch.settings import Settings  # noqa: E402
 
 VIEW = """CREATE VIEW hourly_view AS
@@ -71,15 +71,11 @@ def load(conn, meters: int, start: datetime, days: int) -> float:
 
 def run(admin_url: str, meters: int, days: int, repeat: int) -> dict:
     """Measure in a scratch database created beside the admin URL's and dropped afterwards."""
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS wattwatch_bench_rollups WITH (FORCE)")
-        admin.execute("CREATE DATABASE wattwatch_bench_rollups")
-    url = with_database(admin_url, "wattwatch_bench_rollups")
+    url = create_database(admin_url, "wattwatch_bench_rollups", replace=True)
     try:
         return measure(url, meters, days, repeat)
     finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute("DROP DATABASE IF EXISTS wattwatch_bench_rollups WITH (FORCE)")
+        drop_database(admin_url, url)
 
 
 def measure(url: str, meters: int, days: int, repeat: int) -> dict:

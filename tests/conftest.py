@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from timescale.connect import connect_url, with_database
 from timescale.migrate import migrate
+from timescale.scratch import create_database, drop_database
 from wattwatch.settings import Settings
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -85,20 +85,11 @@ def server_license(admin_url) -> str:
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
             return conn.execute("SHOW timescaledb.license").fetchone()[0]
     finally:
-        _drop_database(admin_url, scratch)
+        drop_database(admin_url, scratch)
 
 
 def _create_database(admin_url: str, label: str) -> str:
-    name = f"ww_{label}_{secrets.token_hex(4)}".lower()
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return with_database(admin_url, name)
-
-
-def _drop_database(admin_url: str, url: str) -> None:
-    name = urlsplit(url).path.lstrip("/")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    return create_database(admin_url, f"ww_{label}_{secrets.token_hex(4)}".lower())
 
 
 @pytest.fixture
@@ -113,7 +104,7 @@ def make_database(admin_url):
 
     yield make
     for url in created:
-        _drop_database(admin_url, url)
+        drop_database(admin_url, url)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +114,7 @@ def db_url(admin_url, request) -> str:
     with connect_url(url) as conn:
         migrate(conn, settings_for(url))
     yield url
-    _drop_database(admin_url, url)
+    drop_database(admin_url, url)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ with cost, metrics, daily patterns."""
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import numpy as np
