@@ -9,8 +9,10 @@ turns each into a tail probability. Per series column c:
 - `c:level`     the mean of the last hour-ish window against the profile of that mean;
 - `c:range`     (primary column only) how far the value lies outside the training window's
   0.1-99.9% range, as a log ratio for a positive quantity such as power;
-- `c:floor`     (primary column only) the window's minimum against its profile: a new
-  always-on load lifts it (level shift), a tripped breaker sinks it (drop);
+- `c:floor`, `c:short_floor`, `c:long_floor` (primary column and `unmetered_kw`) the minimum
+  over the last hour-ish window, half of it and three times it, against the profile of that
+  minimum: a load that stays on lifts it (an hour's use at an unusual time lifts the short
+  one, a new always-on load all three), a tripped breaker sinks it (drop);
 - `c:rolling`   z-score against the previous ROLLING_WINDOW readings;
 - `c:change`    the step-to-step change against the training window's typical change;
 - `c:flat`      how many readings in a row the value has not moved (stuck meters); off for a
@@ -19,6 +21,11 @@ turns each into a tail probability. Per series column c:
 Known secondary fields get the statistics that mean something for them (FIELD_STATISTICS):
 current and sub-meters are judged through physics, reactive power and voltage on fewer
 statistics; fewer statistics also cost less in the Bonferroni correction of the score.
+
+`unmetered_kw`, when the primary column is active power and sub-meters exist, is the active
+power no sub-meter accounts for (P - sub-meters' Wh per hour / 1000): a load added outside the
+metered circuits stands out in it better than in the total, whose metered appliances (a water
+heater on night tariff, say) come and go on their own schedule. It only gets the floors.
 
 Physics, when the fields exist: `current_a:physics` (I against 1000*sqrt(P²+Q²)/V),
 `sub_metering:physics` (sub-meters' Wh above the active energy of the interval),
@@ -36,11 +43,13 @@ import pandas as pd
 from detector.seasonality import Season, epoch_ns
 
 ROLLING_WINDOW = 30
+LONG_FLOOR = 3.0
+PHYSICS_WINDOW = 5
 MAX_FLAT_RUN = 240
 ALL_STATISTICS = ("seasonal", "level", "rolling", "change", "flat")
 FIELD_STATISTICS = {
     "reactive_power_kw": ("seasonal", "flat"),
-    "voltage_v": ("seasonal", "rolling", "change", "flat"),
+    "voltage_v": ("flat",),
     "current_a": (),
     "sub_metering_1_wh": (), "sub_metering_2_wh": (), "sub_metering_3_wh": (),
 }
@@ -49,6 +58,12 @@ MAD_TO_SIGMA = 1.4826
 EN50160_BAND = 0.10
 SUB_METERS = ("sub_metering_1_wh", "sub_metering_2_wh", "sub_metering_3_wh")
 POWER = "active_power_kw"
+UNMETERED = "unmetered_kw"
+FIELD_STATISTICS[UNMETERED] = ()
+# Window of each floor statistic, as a multiple of the level window.
+FLOORS = {"floor": 1.0, "short_floor": 0.5, "long_floor": LONG_FLOOR}
+# A window minimum this many spreads above its profile means a load has stayed on.
+RAISED_FLOOR = 3.0
 
 
 @dataclass
@@ -58,7 +73,10 @@ class Features:
     stats: np.ndarray
     names: list[str]
     seasonal_z: np.ndarray   # signed deviation of the primary column from its profile
+    windowed_z: dict[str, np.ndarray]  # signed deviation of each windowed statistic, by name
     floor_z: np.ndarray      # signed deviation of the primary column's window minimum
+    long_raised: np.ndarray  # a long window's minimum is raised: the load has stayed on
+    quiet: np.ndarray        # the reading's slot is one of the quieter half of the cycle
     primary: np.ndarray      # the primary column's values
     expected: np.ndarray     # the primary column's profile median at each reading
     voltage_delta: np.ndarray | None  # voltage minus its profile median [V]
@@ -121,13 +139,13 @@ class ContextFeatures:
                              f"got {len(frame)}")
         self.columns_ = list(frame.columns)
         self.primary_ = POWER if POWER in frame else self.columns_[0]
+        self.sub_meters_ = [c for c in SUB_METERS if c in frame] if POWER in frame else []
         self.season_ = Season.choose(frame.index, frame[self.primary_].to_numpy(float))
         self.step_ns_ = self._step_ns(frame.index)
         self.level_window_ = self._level_window(frame.index)
         slots = self.season_.slot_of(frame.index)
         self.profiles_, self.diff_scales_, self.flat_caps_, self.spreads_ = {}, {}, {}, {}
-        for column in self.columns_:
-            values = frame[column].to_numpy(float)
+        for column, values in self._series(frame).items():
             spread = _scale(values)
             floor = 0.1 * spread
             self.profiles_[column] = _per_slot(values, slots, self.season_.slots, floor)
@@ -137,6 +155,8 @@ class ContextFeatures:
             # turning their first small move into an enormous z-score.
             self.diff_scales_[column] = max(_scale(np.diff(values)), 0.1 * spread)
             self.spreads_[column] = spread
+            if column == UNMETERED:
+                continue
             longest = np.nanmax(run_lengths(values))
             # A column flat for most of its training window is flat by nature: not judged on it.
             if longest < 0.5 * len(values):
@@ -146,20 +166,47 @@ class ContextFeatures:
         primary = frame[self.primary_].to_numpy(float)
         self.primary_q001_, self.primary_q999_ = (float(q) for q in
                                                   np.nanquantile(primary, [0.001, 0.999]))
+        medians = self.profiles_[self.primary_][0]
+        self.quiet_slots_ = medians <= np.median(medians)
         self.has_current_ = {POWER, "voltage_v", "current_a"} <= set(frame.columns)
         if self.has_current_:
-            residual = frame["current_a"].to_numpy(float) - _apparent_current(frame)
-            self.current_center_ = float(np.nanmedian(residual))
-            self.current_scale_ = max(_scale(residual), 0.05)
-        self.sub_meters_ = [c for c in SUB_METERS if c in frame] if POWER in frame else []
+            self.current_offset_ = 0.1 * float(np.nanmedian(_apparent_current(frame)))
+            mismatch = self._current_mismatch(frame)
+            self.current_center_ = float(np.nanmedian(mismatch))
+            self.current_scale_ = max(_scale(mismatch), 0.01)
         return self
 
+    def _series(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The columns' values, plus the unmetered power when there are sub-meters."""
+        series = {column: frame[column].to_numpy(float) for column in self.columns_}
+        if self.sub_meters_:
+            step_minutes = self.step_ns_ / 60e9 if self.step_ns_ else 1.0
+            metered = frame[self.sub_meters_].sum(axis=1, min_count=1).to_numpy(float)
+            series[UNMETERED] = series[POWER] - metered * 60.0 / 1000.0 / step_minutes
+        return series
+
+    def _current_mismatch(self, frame: pd.DataFrame) -> np.ndarray:
+        """log of measured over computed current, its median over the last few readings: the
+        relative error weighs small and large loads alike (a meter's resolution is a larger
+        share of a small current), and the median ignores a single reading taken while the
+        load changed."""
+        c = self.current_offset_
+        ratio = np.log((frame["current_a"].to_numpy(float) + c) / (_apparent_current(frame) + c))
+        return pd.Series(ratio).rolling(PHYSICS_WINDOW, min_periods=1).median().to_numpy()
+
+    def _floor_columns(self) -> list[str]:
+        return [self.primary_, UNMETERED] if self.sub_meters_ else [self.primary_]
+
     def _windowed(self, column: str, values: np.ndarray) -> dict[str, np.ndarray]:
-        """Rolling statistics of a column over the level window, by profile name."""
-        rolling = pd.Series(values).rolling(self.level_window_, min_periods=1)
-        windowed = {f"{column}:level": rolling.mean().to_numpy()}
-        if column == self.primary_:
-            windowed[f"{column}:floor"] = rolling.min().to_numpy()
+        """Rolling statistics of a column over the level window (and multiples), by name."""
+        series = pd.Series(values)
+        windowed = {}
+        if column != UNMETERED:
+            windowed[f"{column}:level"] = series.rolling(self.level_window_, min_periods=1).mean().to_numpy()
+        if column in self._floor_columns():
+            for name, multiple in FLOORS.items():
+                window = max(2, round(multiple * self.level_window_))
+                windowed[f"{column}:{name}"] = series.rolling(window, min_periods=1).min().to_numpy()
         return windowed
 
     def _outside_range(self, values: np.ndarray) -> np.ndarray:
@@ -192,7 +239,8 @@ class ContextFeatures:
         """Readings before the first one to score that the features need to be exact."""
         longest_flat = max((self.flat_caps_[c] for c in self.columns_
                             if "flat" in self._statistics(c)), default=0.0)
-        return int(max(self.rolling_window, self.level_window_, longest_flat)) + 1
+        longest_window = max(1, round(max(FLOORS.values()) * self.level_window_))
+        return int(max(self.rolling_window, longest_window, longest_flat)) + 1
 
     def _statistics(self, column: str) -> list[str]:
         chosen = ALL_STATISTICS if column == self.primary_ else \
@@ -204,7 +252,8 @@ class ContextFeatures:
         for column in self.columns_:
             names += [f"{column}:{stat}" for stat in self._statistics(column)]
             if column == self.primary_:
-                names += [f"{column}:range", f"{column}:floor"]
+                names.append(f"{column}:range")
+        names += [f"{column}:{name}" for column in self._floor_columns() for name in FLOORS]
         if self.has_current_:
             names.append("current_a:physics")
         if self.sub_meters_:
@@ -224,21 +273,20 @@ class ContextFeatures:
         slots = self.season_.slot_of(frame.index)
         stats, seasonal = [], {}
         window = self.rolling_window
-        for column in self.columns_:
-            values = frame[column].to_numpy(float)
+        for column, values in self._series(frame).items():
             medians, scales = self.profiles_[column]
             z = (values - medians[slots]) / scales[slots]
             seasonal[column] = z
-            windowed = {}
             for name, rolled in self._windowed(column, values).items():
                 medians, scales = self.profiles_[name]
-                windowed[name] = (rolled - medians[slots]) / scales[slots]
-            seasonal.update(windowed)
+                seasonal[name] = (rolled - medians[slots]) / scales[slots]
+            if column == UNMETERED:
+                continue
             previous = pd.Series(values).shift(1).rolling(window, min_periods=5)
             spread = np.maximum(previous.std().to_numpy(), 0.5 * self.spreads_[column])
             rolling = (values - previous.mean().to_numpy()) / spread
             change = np.diff(values, prepend=np.nan) / self.diff_scales_[column]
-            computed = {"seasonal": z, "level": windowed[f"{column}:level"],
+            computed = {"seasonal": z, "level": seasonal[f"{column}:level"],
                         "rolling": rolling, "change": change}
             for stat in self._statistics(column):
                 if stat == "flat":
@@ -246,10 +294,16 @@ class ContextFeatures:
                 else:
                     stats.append(np.abs(computed[stat]))
             if column == self.primary_:
-                stats += [self._outside_range(values), np.abs(windowed[f"{column}:floor"])]
+                stats.append(self._outside_range(values))
+        for column in self._floor_columns():
+            for name in FLOORS:
+                z = seasonal[f"{column}:{name}"]
+                # The unmetered power is there to see added loads; a fall in it is the
+                # sub-meters' (their own physics check) or the whole meter's (its floor).
+                stats.append(np.maximum(z, 0.0) if column == UNMETERED else np.abs(z))
         if self.has_current_:
-            residual = frame["current_a"].to_numpy(float) - _apparent_current(frame)
-            stats.append(np.abs(residual - self.current_center_) / self.current_scale_)
+            mismatch = (self._current_mismatch(frame) - self.current_center_) / self.current_scale_
+            stats.append(np.abs(mismatch))
         if self.sub_meters_:
             step_minutes = self.step_ns_ / 60e9 if self.step_ns_ else 1.0
             energy = frame[POWER].to_numpy(float) * 1000.0 / 60.0 * step_minutes
@@ -269,10 +323,14 @@ class ContextFeatures:
         matrix = np.nan_to_num(np.column_stack(stats), nan=0.0, posinf=CLIP)
         np.clip(matrix, 0.0, CLIP, out=matrix)
         primary = frame[self.primary_].to_numpy(float)
+        windowed = {name: np.nan_to_num(z) for name, z in seasonal.items() if ":" in name}
+        long_floors = [windowed[f"{column}:long_floor"] for column in self._floor_columns()]
         return Features(
             stats=matrix.astype(np.float32), names=self.names(),
-            seasonal_z=np.nan_to_num(seasonal[self.primary_]),
-            floor_z=np.nan_to_num(seasonal[f"{self.primary_}:floor"]), primary=primary,
+            seasonal_z=np.nan_to_num(seasonal[self.primary_]), windowed_z=windowed,
+            floor_z=windowed[f"{self.primary_}:floor"],
+            long_raised=np.maximum.reduce(long_floors) > RAISED_FLOOR,
+            quiet=self.quiet_slots_[slots], primary=primary,
             expected=self.profiles_[self.primary_][0][slots], voltage_delta=voltage_delta,
             primary_q999=self.primary_q999_,
         )

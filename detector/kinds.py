@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.features import Features
+from detector.features import FLOORS, RAISED_FLOOR, Features
 
 KINDS = ("spike", "drop", "outage", "flatline", "voltage_sag", "voltage_swell",
          "inconsistency", "level_shift", "unusual_time")
 # Below this tail probability the current-vs-power check counts as failed.
 PHYSICS_FAILS = 1e-3
-# A window minimum this many spreads above its profile means the base load itself moved.
-RAISED_FLOOR = 3.0
 
 
 def classify(features: Features, top: np.ndarray, pvalues: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -36,8 +34,11 @@ def classify(features: Features, top: np.ndarray, pvalues: np.ndarray, rows: np.
         elif stat == "physics" or (column == "current_a" and physics is not None
                                    and pvalues[row, physics] < PHYSICS_FAILS):
             kinds[out] = "inconsistency"
-        elif stat in ("level", "floor") and features.floor_z[row] > RAISED_FLOOR:
-            kinds[out] = "level_shift"
+        elif stat in ("level", *FLOORS) and features.windowed_z[name][row] > RAISED_FLOOR:
+            # A load that stays on: at an hour that is usually quiet and not (yet) for long,
+            # an unusual time of use; otherwise the base load itself moved.
+            quiet_hour = features.quiet[row] and not features.long_raised[row]
+            kinds[out] = "unusual_time" if quiet_hour else "level_shift"
         elif features.seasonal_z[row] < 0 or features.floor_z[row] < -RAISED_FLOOR:
             kinds[out] = "drop"
         elif features.primary[row] > features.primary_q999:

@@ -11,7 +11,7 @@
    score; an alarm is the first reading of an incident, as users are alerted), UCR PowerDemand1 (distance of the top-scored point from the label). These go
    through `score-csv` exactly as a user would run it (train fraction 0.15, NAB's probation).
 
-    .venv/bin/python scripts/detection_quality.py [--segments 6] [--skip-uci]
+    .venv/bin/python scripts/detection_quality.py [--segments 6] [--skip-uci] [--data DIR]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from ingest.anomalies import inject_many  # noqa: E402
 from ingest.datasets import uci_household_csv  # noqa: E402
 from ingest.fields import field_for  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MODELS = (DEFAULT_MODEL, RawIForest.algorithm)
 DAY = 1440
 
@@ -88,14 +88,14 @@ def _window_positions(times: pd.Series, windows: list) -> list[tuple[int, int]]:
              int(np.searchsorted(stamps, pd.Timestamp(b), side="right")) - 1) for a, b in windows]
 
 
-def shared_quality() -> None:
-    windows = json.loads((SHARED / "nab" / "combined_windows.json").read_text())
+def shared_quality(shared: Path) -> None:
+    windows = json.loads((shared / "nab" / "combined_windows.json").read_text())
     print("NAB (train fraction 0.15 = NAB's probation; alarms counted after it):")
     corpus_raw, corpus_windows = 0.0, 0
     for name in sorted(windows):
         if not name.startswith(("artificial", "realKnownCause/ambient_temperature")):
             continue
-        scored = _score_file(SHARED / "nab" / "data" / name, "value", 0.15)
+        scored = _score_file(shared / "nab" / "data" / name, "value", 0.15)
         probation = min(int(0.15 * len(scored)), 750)
         flags = _onsets(scored["is_anomaly"].to_numpy())
         positions = _window_positions(scored["timestamp"], windows[name])
@@ -110,7 +110,7 @@ def shared_quality() -> None:
     print(f"  NAB standard-profile score over the files with windows: "
           f"{nab_normalised(corpus_raw, corpus_windows):.1f} (perfect 100, never firing 0)")
 
-    power = SHARED / "power" / "152_UCR_Anomaly_PowerDemand1.test.csv"
+    power = shared / "power" / "152_UCR_Anomaly_PowerDemand1.test.csv"
     train_rows = len(pd.read_csv(power.with_name(power.name.replace("test", "train"))))
     total = len(pd.read_csv(power))
     scored = _score_file(power, "value", train_rows / total)
@@ -134,11 +134,13 @@ def main() -> None:
     parser.add_argument("--test-days", type=int, default=28)
     parser.add_argument("--per-kind", type=int, default=3)
     parser.add_argument("--skip-uci", action="store_true")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="the labelled data directory (default: ../shared/data)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=RuntimeWarning)
     if not args.skip_uci:
         uci_quality(args.segments, args.train_days, args.test_days, args.per_kind)
-    shared_quality()
+    shared_quality(args.data)
 
 
 if __name__ == "__main__":
