@@ -13,6 +13,10 @@ turns each into a tail probability. Per series column c:
   over the last hour-ish window, half of it and three times it, against the profile of that
   minimum: a load that stays on lifts it (an hour's use at an unusual time lifts the short
   one, a new always-on load all three), a tripped breaker sinks it (drop);
+- `c:calm`      (primary column only) the log of the mean step-to-step move over the long
+  floor's window against its profile, counted only when calmer than usual: readings that stopped
+  swinging as they do at that time (estimated or smoothed readings, a stalled process)
+  without repeating one value exactly;
 - `c:rolling`   z-score against the previous ROLLING_WINDOW readings;
 - `c:change`    the step-to-step change against the training window's typical change;
 - `c:flat`      how many readings in a row the value has not moved (stuck meters); off for a
@@ -148,13 +152,15 @@ class ContextFeatures:
         for column, values in self._series(frame).items():
             spread = _scale(values)
             floor = 0.1 * spread
+            self.spreads_[column] = spread
             self.profiles_[column] = _per_slot(values, slots, self.season_.slots, floor)
             for name, windowed in self._windowed(column, values).items():
-                self.profiles_[name] = _per_slot(windowed, slots, self.season_.slots, floor)
+                # calm is a log: its spreads are in its own unit, not the column's
+                own = 0.1 * _scale(windowed) if name.endswith(":calm") else floor
+                self.profiles_[name] = _per_slot(windowed, slots, self.season_.slots, own)
             # Floors keep columns that rarely move (reactive power at 0.000 for hours) from
             # turning their first small move into an enormous z-score.
             self.diff_scales_[column] = max(_scale(np.diff(values)), 0.1 * spread)
-            self.spreads_[column] = spread
             if column == UNMETERED:
                 continue
             longest = np.nanmax(run_lengths(values))
@@ -197,16 +203,24 @@ class ContextFeatures:
     def _floor_columns(self) -> list[str]:
         return [self.primary_, UNMETERED] if self.sub_meters_ else [self.primary_]
 
+    def _window(self, floor: str) -> int:
+        return max(2, round(FLOORS[floor] * self.level_window_))
+
     def _windowed(self, column: str, values: np.ndarray) -> dict[str, np.ndarray]:
         """Rolling statistics of a column over the level window (and multiples), by name."""
         series = pd.Series(values)
         windowed = {}
         if column != UNMETERED:
             windowed[f"{column}:level"] = series.rolling(self.level_window_, min_periods=1).mean().to_numpy()
+        if column == self.primary_:
+            # log, so that "ten times calmer" counts as much at a quiet hour as at a busy one
+            moves = pd.Series(np.abs(np.diff(values, prepend=np.nan)))
+            mean_move = moves.rolling(self._window("long_floor"), min_periods=1).mean().to_numpy()
+            windowed[f"{column}:calm"] = np.log(mean_move + 0.01 * self.spreads_[column])
         if column in self._floor_columns():
-            for name, multiple in FLOORS.items():
-                window = max(2, round(multiple * self.level_window_))
-                windowed[f"{column}:{name}"] = series.rolling(window, min_periods=1).min().to_numpy()
+            for name in FLOORS:
+                windowed[f"{column}:{name}"] = series.rolling(self._window(name),
+                                                              min_periods=1).min().to_numpy()
         return windowed
 
     def _outside_range(self, values: np.ndarray) -> np.ndarray:
@@ -239,8 +253,8 @@ class ContextFeatures:
         """Readings before the first one to score that the features need to be exact."""
         longest_flat = max((self.flat_caps_[c] for c in self.columns_
                             if "flat" in self._statistics(c)), default=0.0)
-        longest_window = max(1, round(max(FLOORS.values()) * self.level_window_))
-        return int(max(self.rolling_window, longest_window, longest_flat)) + 1
+        longest_window = max(self._window(name) for name in FLOORS)
+        return int(max(self.rolling_window, longest_window + 1, longest_flat)) + 1
 
     def _statistics(self, column: str) -> list[str]:
         chosen = ALL_STATISTICS if column == self.primary_ else \
@@ -252,7 +266,7 @@ class ContextFeatures:
         for column in self.columns_:
             names += [f"{column}:{stat}" for stat in self._statistics(column)]
             if column == self.primary_:
-                names.append(f"{column}:range")
+                names += [f"{column}:range", f"{column}:calm"]
         names += [f"{column}:{name}" for column in self._floor_columns() for name in FLOORS]
         if self.has_current_:
             names.append("current_a:physics")
@@ -294,7 +308,9 @@ class ContextFeatures:
                 else:
                     stats.append(np.abs(computed[stat]))
             if column == self.primary_:
-                stats.append(self._outside_range(values))
+                # only calmer than usual counts: busier shows in the other statistics
+                stats += [self._outside_range(values),
+                          np.maximum(-seasonal[f"{column}:calm"], 0.0)]
         for column in self._floor_columns():
             for name in FLOORS:
                 z = seasonal[f"{column}:{name}"]

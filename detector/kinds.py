@@ -26,7 +26,7 @@ def classify(features: Features, top: np.ndarray, pvalues: np.ndarray, rows: np.
         column, _, stat = name.partition(":")
         if name in ("missing", "gap"):
             kinds[out] = "outage"
-        elif stat == "flat" or stuck[row]:
+        elif stat in ("flat", "calm") or stuck[row]:
             kinds[out] = "flatline"
         elif column == "voltage_v":
             delta = features.voltage_delta[row] if features.voltage_delta is not None else 0.0
