@@ -1,6 +1,6 @@
 """Which cycle a series follows: the hour of the week or day when it has timestamps and enough
-history, else a period detected from the data by autocorrelation (step-indexed files, or
-cycles that are not daily)."""
+history, unless a period detected from the data by autocorrelation repeats clearly better than
+the day; that period for step-indexed files and short histories."""
 
 from __future__ import annotations
 
@@ -11,11 +11,24 @@ import pandas as pd
 
 MIN_CYCLES = 2  # a profile needs at least this many repetitions of its cycle to be learned
 MIN_AUTOCORRELATION = 0.3  # weaker than this, the series is treated as having no cycle
+# With timestamps, the data's own period replaces the calendar's when its autocorrelation is
+# this much stronger than the day's.
+OWN_CYCLE_MARGIN = 0.2
 
 
 def epoch_ns(index: pd.DatetimeIndex) -> np.ndarray:
     """Nanoseconds since the epoch, whatever resolution the index was parsed with."""
     return index.as_unit("ns").asi8
+
+
+def autocorrelation(values: np.ndarray, max_lag: int) -> np.ndarray:
+    """The autocorrelation of the finite values at lags 0..max_lag (all zeros when constant)."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    x = x - x.mean()
+    spectrum = np.fft.rfft(x, 2 * len(x))
+    acf = np.fft.irfft(spectrum * np.conj(spectrum))[:max_lag + 1]
+    return acf / acf[0] if acf[0] > 0 else np.zeros(max_lag + 1)
 
 
 def detect_period(values: np.ndarray, max_lag: int | None = None) -> int:
@@ -27,10 +40,7 @@ def detect_period(values: np.ndarray, max_lag: int | None = None) -> int:
     max_lag = min(max_lag or n // MIN_CYCLES, n // MIN_CYCLES)
     if max_lag < 4 or np.std(x) == 0:
         return 1
-    x = x - x.mean()
-    spectrum = np.fft.rfft(x, 2 * n)
-    acf = np.fft.irfft(spectrum * np.conj(spectrum))[:max_lag + 1]
-    acf /= acf[0]
+    acf = autocorrelation(x, max_lag)
     # Local maxima after the first zero crossing, so the short-lag decay is not taken for a cycle.
     below = np.flatnonzero(acf < 0)
     first = int(below[0]) if len(below) else max_lag
@@ -60,19 +70,32 @@ class Season:
 
     @classmethod
     def choose(cls, index: pd.Index, values: np.ndarray) -> "Season":
-        if isinstance(index, pd.DatetimeIndex) and len(index) > 1:
-            span = index[-1] - index[0]
-            if span >= pd.Timedelta(days=7 * MIN_CYCLES):
-                return cls("week", 168)
-            if span >= pd.Timedelta(days=MIN_CYCLES):
-                return cls("day", 24)
         period = detect_period(values)
-        if period == 1:
-            return cls("none", 1)
-        step = 1
         if isinstance(index, pd.DatetimeIndex) and len(index) > 1:
             step = int(np.median(np.diff(epoch_ns(index))))
+            span = index[-1] - index[0]
+            calendar = None
+            if span >= pd.Timedelta(days=7 * MIN_CYCLES):
+                calendar = cls("week", 168)
+            elif span >= pd.Timedelta(days=MIN_CYCLES):
+                calendar = cls("day", 24)
+            if calendar is not None and not cls._own_cycle_wins(values, period, step):
+                return calendar
+        else:
+            step = 1
+        if period == 1:
+            return cls("none", 1)
         return cls("steps", period, step)
+
+    @staticmethod
+    def _own_cycle_wins(values: np.ndarray, period: int, step_ns: int) -> bool:
+        """The data's own period repeats clearly better than the day does (a process on a
+        500-minute cycle, say): its slots say more than the hour's."""
+        day = int(round(pd.Timedelta(days=1).value / step_ns))
+        if period == 1 or day < 2 or day > len(values) // MIN_CYCLES:
+            return False
+        acf = autocorrelation(values, max(period, day))
+        return acf[period] >= acf[day] + OWN_CYCLE_MARGIN
 
     @property
     def slots(self) -> int:
