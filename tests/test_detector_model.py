@@ -160,3 +160,32 @@ def test_event_scores_and_nab_scoring_by_hand():
     assert nab_raw_score(early, [(40, 59)], probation=10) == pytest.approx(0.987, abs=1e-3)
     assert nab_raw_score(np.zeros(100, bool), [(40, 59)], probation=10) == -1.0
     assert nab_normalised(-1.0, 1) == 0.0 and nab_normalised(1.0, 1) == 100.0
+
+
+def test_a_cycle_of_its_own_beats_the_calendar():
+    """Timestamped readings on a 100-step cycle (500 minutes, not a day) are profiled by that
+    period; a daily series keeps the hour of the week."""
+    rng = np.random.default_rng(5)
+    index = pd.date_range("2026-01-05", periods=6000, freq="5min", tz="UTC")
+    steps = np.arange(6000)
+    bursts = np.where(steps % 100 < 5, 20.0, 0.0) + rng.normal(0, 0.5, len(steps))
+    season = Season.choose(index, bursts)
+    assert (season.kind, season.period) == ("steps", 100)
+    daily = 10 + 5 * np.sin(2 * np.pi * steps / 288) + rng.normal(0, 0.5, len(steps))
+    assert Season.choose(index, daily).kind == "week"
+
+
+def test_readings_that_stop_swinging_are_flagged_as_calm():
+    """A cycle whose swings vanish for two periods (values still moving a little, never
+    repeating exactly): flagged, explained by the calm statistic, kind flatline."""
+    rng = np.random.default_rng(6)
+    steps = np.arange(8000)
+    value = 100 + 40 * np.sin(2 * np.pi * steps / 48) + rng.normal(0, 3, len(steps))
+    value[6000:6096] = 100 + rng.normal(0, 0.5, 96)
+    frame = pd.DataFrame({"value": value}, index=pd.Index(steps, name="step"))
+    result = SeasonalDetector().fit(frame.iloc[:4000]).score(frame)
+    flagged = result[result["is_anomaly"]]
+    inside = flagged.loc[6000:6120]
+    assert len(inside) >= 20 and len(flagged) - len(inside) <= 5, (len(inside), len(flagged))
+    assert (inside["top_feature"] == "value:calm").mean() > 0.5, inside["top_feature"].value_counts()
+    assert (inside["kind"] == "flatline").mean() > 0.5, inside["kind"].value_counts()
