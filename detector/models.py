@@ -27,8 +27,10 @@ RESULT_COLUMNS = ("score", "is_anomaly", "severity", "kind", "top_feature", "exp
 ISOLATION = "isolation_forest"
 # Smallest tail scale per statistic, in its own unit, so that a statistic that never moved in
 # training (all zeros) does not make the least wobble infinitely rare.
+# The EN 50160 band statistic (% of nominal beyond +-10%) gets an e-fold rarer every quarter
+# percent: voltage is judged on the band alone, so a swell a few percent beyond it is critical.
 MIN_TAIL_SCALE = {"flat": 1.0, "sub_metering:physics": 1.0, "missing": 0.05, "gap": 1.0,
-                  "range": 0.05, ISOLATION: 0.01}
+                  "range": 0.05, "band": 0.25, ISOLATION: 0.01}
 DEFAULT_MIN_TAIL_SCALE = 0.5
 
 
