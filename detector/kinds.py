@@ -20,6 +20,10 @@ def classify(features: Features, top: np.ndarray, pvalues: np.ndarray, rows: np.
     # A stuck meter is a flatline whatever else its frozen values look like.
     flat = [j for j, name in enumerate(names) if name.endswith(":flat")]
     stuck = (pvalues[:, flat] < PHYSICS_FAILS).any(axis=1) if flat else np.zeros(len(pvalues), bool)
+    # Voltage outside the EN 50160 band is named before the current check, which it upsets
+    # whenever a meter's current does not follow the voltage at once.
+    band = names.index("voltage_v:band") if "voltage_v:band" in names else None
+    off_band = pvalues[:, band] < PHYSICS_FAILS if band is not None else np.zeros(len(pvalues), bool)
     kinds = np.empty(len(rows), dtype=object)
     for out, row in enumerate(rows):
         name = names[top[row]]
@@ -28,7 +32,7 @@ def classify(features: Features, top: np.ndarray, pvalues: np.ndarray, rows: np.
             kinds[out] = "outage"
         elif stat in ("flat", "calm") or stuck[row]:
             kinds[out] = "flatline"
-        elif column == "voltage_v":
+        elif column == "voltage_v" or off_band[row]:
             delta = features.voltage_delta[row] if features.voltage_delta is not None else 0.0
             kinds[out] = "voltage_sag" if delta < 0 else "voltage_swell"
         elif stat == "physics" or (column == "current_a" and physics is not None

@@ -25,6 +25,7 @@ from detector.kinds import classify
 
 RESULT_COLUMNS = ("score", "is_anomaly", "severity", "kind", "top_feature", "expected")
 ISOLATION = "isolation_forest"
+BAND = "voltage_v:band"
 # Smallest tail scale per statistic, in its own unit, so that a statistic that never moved in
 # training (all zeros) does not make the least wobble infinitely rare.
 # The EN 50160 band statistic (% of nominal beyond +-10%) gets an e-fold rarer every quarter
@@ -37,6 +38,17 @@ DEFAULT_MIN_TAIL_SCALE = 0.5
 def _min_tail_scale(name: str) -> float:
     return MIN_TAIL_SCALE.get(name, MIN_TAIL_SCALE.get(name.rpartition(":")[2],
                                                         DEFAULT_MIN_TAIL_SCALE))
+
+
+def _as_standard_allows(stats: np.ndarray, names: list[str]) -> np.ndarray:
+    """The training statistics with the EN 50160 band one at zero: the band is a standard, not
+    a habit, so a supply that left it during training does not teach the model that this is
+    normal (the other statistics do learn the meter's habits)."""
+    if BAND not in names:
+        return stats
+    allowed = stats.copy()
+    allowed[:, names.index(BAND)] = 0.0
+    return allowed
 
 
 def _result(index: pd.Index, score, anomalous, kind, top, expected) -> pd.DataFrame:
@@ -81,6 +93,7 @@ class SeasonalDetector:
         stats = self._with_isolation(features.stats, inputs)
         self.names_ = features.names + [ISOLATION]
         floors = [_min_tail_scale(name) for name in self.names_]
+        stats = _as_standard_allows(stats, self.names_)
         self.calibration_ = TailCalibration(floors).fit(stats)
         train_scores = self._combine(self.calibration_.pvalues(stats))[0]
         # The threshold is the score of alarm_rate rarity, raised if the training window itself
