@@ -27,14 +27,19 @@ current and sub-meters are judged through physics, reactive power and voltage on
 statistics; fewer statistics also cost less in the Bonferroni correction of the score.
 
 `unmetered_kw`, when the primary column is active power and sub-meters exist, is the active
-power no sub-meter accounts for (P - sub-meters' Wh per hour / 1000): a load added outside the
-metered circuits stands out in it better than in the total, whose metered appliances (a water
-heater on night tariff, say) come and go on their own schedule. It only gets the floors.
+power no sub-meter accounts for (P minus the sub-meters' energy of the interval as a mean kW):
+a load added outside the metered circuits stands out in it better than in the total, whose
+metered appliances (a water heater on night tariff, say) come and go on their own schedule. It
+only gets the floors, raised side only.
 
-Physics, when the fields exist: `current_a:physics` (I against 1000*sqrt(P²+Q²)/V),
-`sub_metering:physics` (sub-meters' Wh above the active energy of the interval),
-`voltage_v:band` (% outside the EN 50160 band, nominal ±10%). And `missing` (share of the row's
-values that are missing) and `gap` (readings missing before this one).
+Physics, when the fields exist: `current_a:physics` (log of I over 1000*sqrt(P²+Q²)/V: relative,
+so that a meter's resolution, a larger share of a small current, does not hide a faulty current
+transformer at night), `sub_metering:physics` (sub-meters' Wh above the active energy of the
+interval), both as the median of the last PHYSICS_WINDOW readings (one reading taken while the
+load changed is no fault); `voltage_v:band` (% outside the EN 50160 band, nominal ±10%). Voltage
+inside the band follows the grid, not the meter, so it is only judged on the band and on flat
+runs. And `missing` (share of the row's values that are missing) and `gap` (readings missing
+before this one).
 """
 
 from __future__ import annotations
@@ -51,19 +56,19 @@ LONG_FLOOR = 3.0
 PHYSICS_WINDOW = 5
 MAX_FLAT_RUN = 240
 ALL_STATISTICS = ("seasonal", "level", "rolling", "change", "flat")
+UNMETERED = "unmetered_kw"
 FIELD_STATISTICS = {
     "reactive_power_kw": ("seasonal", "flat"),
     "voltage_v": ("flat",),
     "current_a": (),
     "sub_metering_1_wh": (), "sub_metering_2_wh": (), "sub_metering_3_wh": (),
+    UNMETERED: (),  # only its floors
 }
 CLIP = 1e3  # statistics beyond this carry no more information and would overflow float32
 MAD_TO_SIGMA = 1.4826
 EN50160_BAND = 0.10
 SUB_METERS = ("sub_metering_1_wh", "sub_metering_2_wh", "sub_metering_3_wh")
 POWER = "active_power_kw"
-UNMETERED = "unmetered_kw"
-FIELD_STATISTICS[UNMETERED] = ()
 # Window of each floor statistic, as a multiple of the level window.
 FLOORS = {"floor": 1.0, "short_floor": 0.5, "long_floor": LONG_FLOOR}
 # A window minimum this many spreads above its profile means a load has stayed on.
@@ -122,6 +127,11 @@ def _per_slot(values: np.ndarray, slots: np.ndarray, n_slots: int, floor: float)
         # is pooled over the seven days for each hour (the median stays per weekday)
         scales = np.tile(scales.reshape(7, 24).mean(axis=0), 7)
     return medians, scales
+
+
+def _recent_median(values: np.ndarray) -> np.ndarray:
+    """The median of the last PHYSICS_WINDOW values (fewer at the start)."""
+    return pd.Series(values).rolling(PHYSICS_WINDOW, min_periods=1).median().to_numpy()
 
 
 def _apparent_current(frame: pd.DataFrame) -> np.ndarray:
@@ -198,7 +208,7 @@ class ContextFeatures:
         load changed."""
         c = self.current_offset_
         ratio = np.log((frame["current_a"].to_numpy(float) + c) / (_apparent_current(frame) + c))
-        return pd.Series(ratio).rolling(PHYSICS_WINDOW, min_periods=1).median().to_numpy()
+        return _recent_median(ratio)
 
     def _floor_columns(self) -> list[str]:
         return [self.primary_, UNMETERED] if self.sub_meters_ else [self.primary_]
@@ -211,7 +221,8 @@ class ContextFeatures:
         series = pd.Series(values)
         windowed = {}
         if column != UNMETERED:
-            windowed[f"{column}:level"] = series.rolling(self.level_window_, min_periods=1).mean().to_numpy()
+            windowed[f"{column}:level"] = series.rolling(self.level_window_,
+                                                         min_periods=1).mean().to_numpy()
         if column == self.primary_:
             # log, so that "ten times calmer" counts as much at a quiet hour as at a busy one
             moves = pd.Series(np.abs(np.diff(values, prepend=np.nan)))
@@ -324,7 +335,8 @@ class ContextFeatures:
             step_minutes = self.step_ns_ / 60e9 if self.step_ns_ else 1.0
             energy = frame[POWER].to_numpy(float) * 1000.0 / 60.0 * step_minutes
             excess = frame[self.sub_meters_].sum(axis=1, min_count=1).to_numpy(float) - energy
-            stats.append(np.maximum(excess, 0.0))
+            # as for the current: the median of a few readings, so one glitch is not a fault
+            stats.append(np.maximum(_recent_median(excess), 0.0))
         voltage_delta = None
         if "voltage_v" in self.columns_:
             voltage = frame["voltage_v"].to_numpy(float)
