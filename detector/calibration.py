@@ -75,16 +75,20 @@ class TailCalibration:
         return self
 
     def pvalues(self, stats: np.ndarray) -> np.ndarray:
-        stats = np.asarray(stats, dtype=float)
-        p = np.empty_like(stats)
+        stats = np.asarray(stats)
+        p = np.empty(stats.shape, dtype=float)
         for j in range(stats.shape[1]):
-            x = stats[:, j]
-            body = 1.0 - np.interp(x, self.body_[j], BODY_LEVELS)
-            excess = np.maximum(x - self.u_[j], 0.0) / self.beta_[j]
-            shape = self.shape_[j]
-            if shape > 1e-6:
-                tail = self.p_u_[j] * np.exp(-np.log1p(shape * excess) / shape)
-            else:
-                tail = self.p_u_[j] * np.exp(-excess)
-            p[:, j] = np.where(x > self.u_[j], np.minimum(tail, self.p_u_[j]), body)
-        return np.maximum(p, 1e-300)
+            x = np.ascontiguousarray(stats[:, j], dtype=float)
+            column = 1.0 - np.interp(x, self.body_[j], BODY_LEVELS)
+            # The tail is computed only where it applies: beyond the 99th percentile, ~1%.
+            above = np.flatnonzero(x > self.u_[j])
+            if len(above):
+                excess = (x[above] - self.u_[j]) / self.beta_[j]
+                shape = self.shape_[j]
+                if shape > 1e-6:
+                    tail = self.p_u_[j] * np.exp(-np.log1p(shape * excess) / shape)
+                else:
+                    tail = self.p_u_[j] * np.exp(-excess)
+                column[above] = np.minimum(tail, self.p_u_[j])
+            p[:, j] = column
+        return np.maximum(p, 1e-300, out=p)

@@ -1,7 +1,8 @@
 """The detectors. A high score is indicative of an anomaly.
 
 - `seasonal-iforest` (default): the contextual features of `detector.features` (seasonal
-  profile, rolling z-scores, rate of change, flat runs, physics, EN 50160 band, gaps), plus an
+  profile, window means and minima, unmetered power, calm, rolling z-scores, rate of change,
+  flat runs, physics, EN 50160 band, gaps), plus an
   IsolationForest on them for combinations no single rule sees, each turned into a calibrated
   tail probability; the rarest one (Bonferroni-corrected) gives the 0-100 score, and its
   feature is the explanation (`top_feature`).

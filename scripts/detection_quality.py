@@ -12,14 +12,17 @@
    through `score-csv` exactly as a user would run it (train fraction 0.15, NAB's probation).
 
     .venv/bin/python scripts/detection_quality.py [--segments 6] [--skip-uci] [--data DIR]
+    .venv/bin/python scripts/detection_quality.py --cost   # CPU per reading of scoring UCI
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -41,9 +44,31 @@ MODELS = (DEFAULT_MODEL, RawIForest.algorithm)
 DAY = 1440
 
 
-def uci_quality(segments: int, train_days: int, test_days: int, per_kind: int) -> None:
+def _uci() -> pd.DataFrame:
     frame = pd.read_csv(uci_household_csv(), parse_dates=["date_time"], index_col="date_time")
     frame.columns = [field_for(c) for c in frame.columns]
+    return frame
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def scoring_cost(train_days: int) -> None:
+    """CPU and wall time of the default model scoring the whole UCI history (fitted on its
+    first train_days), per reading: the detector's share of a backfill."""
+    frame = _uci()
+    detector = make_model(DEFAULT_MODEL).fit(frame.iloc[:train_days * DAY])
+    wall, cpu = time.perf_counter(), _cpu_seconds()
+    detector.score(frame)
+    wall, cpu = time.perf_counter() - wall, _cpu_seconds() - cpu
+    print(f"Scoring cost: {len(frame):,} UCI readings in {wall:.1f} s wall, {cpu:.1f} s CPU "
+          f"({1e6 * cpu / len(frame):.2f} us CPU per reading, {len(frame) / wall:,.0f} readings/s)")
+
+
+def uci_quality(segments: int, train_days: int, test_days: int, per_kind: int) -> None:
+    frame = _uci()
     train, test = train_days * DAY, test_days * DAY
     starts = np.linspace(0, len(frame) - train - test, segments).astype(int)
     flags = {name: [] for name in MODELS}
@@ -134,10 +159,15 @@ def main() -> None:
     parser.add_argument("--test-days", type=int, default=28)
     parser.add_argument("--per-kind", type=int, default=3)
     parser.add_argument("--skip-uci", action="store_true")
+    parser.add_argument("--cost", action="store_true",
+                        help="only time the default model scoring the whole UCI history")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="the labelled data directory (default: ../shared/data)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=RuntimeWarning)
+    if args.cost:
+        scoring_cost(args.train_days)
+        return
     if not args.skip_uci:
         uci_quality(args.segments, args.train_days, args.test_days, args.per_kind)
     shared_quality(args.data)
