@@ -183,7 +183,7 @@ class ContextFeatures:
         self.primary_q001_, self.primary_q999_ = (float(q) for q in
                                                   np.nanquantile(primary, [0.001, 0.999]))
         medians = self.profiles_[self.primary_][0]
-        self.quiet_slots_ = medians <= np.median(medians)
+        self.quiet_slots_ = medians < np.median(medians)  # none when there is one slot
         self.has_current_ = {POWER, "voltage_v", "current_a"} <= set(frame.columns)
         if self.has_current_:
             self.current_offset_ = 0.1 * float(np.nanmedian(_apparent_current(frame)))
