@@ -32,7 +32,7 @@ import numpy as np
 
 from drift.analysis import DriftConfig
 from drift.readings import POSTGRES_EPOCH, SIGNATURE
-from drift.runner import judge_meter
+from drift.runner import MeterWork, judge_meter
 from ingest.fields import FIELDS
 
 MINUTES = 30 * 1440
@@ -86,7 +86,7 @@ def bench_judging(meters: int, seed: int) -> None:
         reference, current = synthetic_meter(rng, MINUTES, drifted=index % 10 == 0)
         generating += time.perf_counter() - started
         started = time.perf_counter()
-        results = judge_meter("UTC", reference, current, mode="full", config=config)
+        results = judge_meter("UTC", MeterWork(reference, {}, current, set()), mode="full", config=config).features
         judging += time.perf_counter() - started
         for result in results:
             statuses[result.status] = statuses.get(result.status, 0) + 1
