@@ -14,7 +14,7 @@ import numpy as np
 from drift.calibration import psi_threshold
 from drift.distances import ks_binned, seasonal_psi, wasserstein_binned
 from drift.status import INSUFFICIENT, RECOMMENDATIONS, Bands
-from drift.summaries import BaselineSummary, WindowSummary, calibration_rng, current_rng
+from drift.summaries import BaselineSummary, WindowSummary, calibration_rng
 
 MODES = ("light", "full")
 
@@ -83,8 +83,9 @@ def compare(feature: str, reference: Sample, current: Sample, *, mode: str = "li
     """Judge one feature of a reference and a current window held in memory."""
     baseline = BaselineSummary.build(reference.values, reference.stratum, reference.day,
                                      bins=config.bins, seed=seed)
-    window = baseline.summarise(current.values, current.stratum, current_rng(seed, 0),
-                                config.min_per_stratum)
+    window = baseline.summarise(current.values, current.stratum, np.zeros(len(current.values), np.int64),
+                                seed=seed, min_per_stratum=config.min_per_stratum).get(0)
+    window = window or WindowSummary.empty(baseline.fine)
     return judge(feature, baseline, window, mode=mode, config=config, seed=seed)
 
 

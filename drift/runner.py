@@ -17,7 +17,7 @@ from drift.analysis import DriftConfig, FeatureDrift, judge, seed_for
 from drift.baselines import SECONDS_PER_DAY, local_calendar
 from drift.readings import read_window
 from drift.report import MeterDrift, RunReport, store
-from drift.summaries import FINE_PER_BIN, BaselineSummary, WindowSummary, current_rng, pack, unpack
+from drift.summaries import FINE_PER_BIN, BaselineSummary, WindowSummary, pack, unpack
 from drift.summary_store import drop_late
 from drift.windows import model_windows, windows_for
 from ingest.fields import FIELDS
@@ -109,21 +109,20 @@ def judge_meter(tz: str, work: MeterWork, *, mode: str, config: DriftConfig) -> 
             totals[feature] += WindowSummary.from_vectors(arrays[f"{feature}.counts"],
                                                           arrays[f"{feature}.sums"], fine)
     seconds, values = work.current
+    order = np.argsort(seconds, kind="stable")  # time order: each day's jitter stream is fixed
+    seconds, values = seconds[order], values[order]
     calendar = local_calendar(seconds, tz)
     utc_day = seconds // SECONDS_PER_DAY
+    by_day = {feature: baselines[feature].summarise(values[:, index], calendar.stratum, utc_day,
+                                                    seed=seed_for(feature), min_per_stratum=config.min_per_stratum)
+              for index, feature in enumerate(FIELDS)}
     new_days = {}
-    for day in np.unique(utc_day):
-        rows = utc_day == day
-        summaries = {feature: baselines[feature].summarise(values[rows, index], calendar.stratum[rows],
-                                                            current_rng(seed_for(feature), int(day)),
-                                                            config.min_per_stratum)
-                     for index, feature in enumerate(FIELDS)}
-        for feature, summary in summaries.items():
-            totals[feature] += summary
-        if int(day) in work.store_days:
-            new_days[date.fromordinal(EPOCH_ORDINAL + int(day))] = pack(
-                {f"{feature}.{part}": vector for feature, summary in summaries.items()
-                 for part, vector in zip(("counts", "sums"), summary.to_vectors())})
+    for day in np.unique(utc_day).tolist():
+        for feature in FIELDS:
+            totals[feature] += by_day[feature][day]
+        if day in work.store_days:
+            new_days[_date(day)] = pack({f"{feature}.{part}": vector for feature in FIELDS for part, vector
+                                         in zip(("counts", "sums"), by_day[feature][day].to_vectors())})
     features = [judge(feature, baselines[feature], totals[feature], mode=mode, config=config,
                       seed=seed_for(feature)) for feature in FIELDS]
     return MeterResult(features, new_baseline, new_days)

@@ -16,7 +16,7 @@ from drift.baselines import SeasonalBaseline
 from drift.distances import ks_binned, wasserstein_binned
 from drift.evaluation import INJECTIONS, false_alarms, held_out_split, judge_all, load_uci
 from drift.status import ORDER
-from drift.summaries import BaselineSummary
+from drift.summaries import BaselineSummary, WindowSummary
 from ingest.fields import FIELDS
 
 
@@ -84,7 +84,9 @@ def test_ks_and_wasserstein_from_summaries_bound_scipys_exact_values(uci):
                                    exact_pit(exact_baseline, new_values, new_stratum, new_jitter)).statistic
             assert statistic.low <= exact <= statistic.high + 1e-12
             ks_errors.append(exact - statistic.value)
-            window = summary.summarise(current_values[:, j], calendar.stratum[current], rng, 10)
+            window = summary.summarise(current_values[:, j], calendar.stratum[current], calendar.day[current],
+                                       seed=j, min_per_stratum=10)
+            window = sum(window.values(), start=WindowSummary.empty(summary.fine))
             distance = wasserstein_binned(summary.residual_counts, summary.residual_sums, window.residual,
                                           window.residual_sums, summary.residual_widths(), summary.residual_std)
             exact = stats.wasserstein_distance(exact_baseline.residuals(ref_values, ref_stratum),
