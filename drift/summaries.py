@@ -162,11 +162,11 @@ class BaselineSummary:
             size = DAY_PARTS * self.fine
             fine = np.bincount(day_index * size + cells, minlength=len(days) * size
                                ).reshape(len(days), DAY_PARTS, self.fine)
-            slots = _residual_slot(values - self.medians[stratum], self.residual_edges)
-            flat = day_index * (RESIDUAL_BINS + 2) + slots
-            residual = np.bincount(flat, minlength=len(days) * (RESIDUAL_BINS + 2)).reshape(len(days), RESIDUAL_BINS + 2)
-            sums = np.bincount(flat, weights=values - self.medians[stratum],
-                               minlength=len(days) * (RESIDUAL_BINS + 2)).reshape(len(days), RESIDUAL_BINS + 2)
+            residuals = values - self.medians[stratum]
+            slots = RESIDUAL_BINS + 2
+            flat = day_index * slots + _residual_slot(residuals, self.residual_edges)
+            residual = np.bincount(flat, minlength=len(days) * slots).reshape(len(days), slots)
+            sums = np.bincount(flat, weights=residuals, minlength=len(days) * slots).reshape(len(days), slots)
         return {int(number): WindowSummary(int(present_counts[i]), fine[i], residual[i], sums[i])
                 for i, number in enumerate(days)}
 
