@@ -52,13 +52,13 @@ def run_pass(conn: psycopg.Connection, settings, *, mode: str, current_to: datet
     with ThreadPoolExecutor(max_workers=1) as database, _judges(settings.drift_workers) as judges:
         # At most `workers` meters wait for judging beyond the one being read: memory stays
         # bounded whatever the number of meters.
-        waiting, stored = deque(), []
-        for plan, work in _read_ahead(database, conn, plans, config.bins):
+        waiting, writes = deque(), []
+        for plan, work in _read_ahead(database, conn, plans, config):
             waiting.append((plan, work, judges.submit(judge_meter, plan[1], work, mode=mode, config=config)))
             while len(waiting) > settings.drift_workers:
-                report.meters.append(_judged(database, conn, stored, *waiting.popleft()))
-        report.meters.extend(_judged(database, conn, stored, *item) for item in waiting)
-        for future in stored:
+                report.meters.append(_judged(database, conn, writes, *waiting.popleft()))
+        report.meters.extend(_judged(database, conn, writes, *item) for item in waiting)
+        for future in writes:
             future.result()
     store(conn, report)
     return report
@@ -128,12 +128,12 @@ def judge_meter(tz: str, work: MeterWork, *, mode: str, config: DriftConfig) -> 
     return MeterResult(features, new_baseline, new_days)
 
 
-def _judged(database: Executor, conn, stored: list, plan, work: MeterWork, future) -> MeterDrift:
+def _judged(database: Executor, conn, writes: list, plan, work: MeterWork, future) -> MeterDrift:
     meter, _, windows = plan
     result = future.result()
     if work.settings is not None and (result.baseline is not None or result.days):
         baseline = result.baseline if result.baseline is not None else work.baseline_id
-        stored.append(database.submit(summary_store.store, conn, meter, windows.reference_from,
+        writes.append(database.submit(summary_store.store, conn, meter, windows.reference_from,
                                       windows.reference_to, work.settings, baseline, result.days))
     return MeterDrift(meter, windows, result.features)
 
@@ -157,12 +157,12 @@ class _InlineExecutor(Executor):
         return future
 
 
-def _read_ahead(database: Executor, conn, plans, bins: int):
+def _read_ahead(database: Executor, conn, plans, config: DriftConfig):
     """Yield each plan with its work, reading the next meter (waiting on the server) while the
     caller judges this one (numpy); two meters in memory at most."""
     ahead = None
     for plan in plans:
-        future = database.submit(_read, conn, plan, bins)
+        future = database.submit(_read, conn, plan, config)
         if ahead is not None:
             yield ahead[0], ahead[1].result()
         ahead = (plan, future)
@@ -170,11 +170,12 @@ def _read_ahead(database: Executor, conn, plans, bins: int):
         yield ahead[0], ahead[1].result()
 
 
-def _read(conn, plan, bins: int) -> MeterWork:
+def _read(conn, plan, config: DriftConfig) -> MeterWork:
     """A meter's stored summaries, and the raw readings they do not cover. Only fixed
     reference windows are summarised: the configured one moves with every run."""
     meter, tz, w = plan
-    settings = None if w.reference_source == "configured" else summary_store.settings_key(tz, bins)
+    settings = None if w.reference_source == "configured" else summary_store.settings_key(
+        tz, config.bins, config.min_per_stratum)
     stored = None if settings is None else summary_store.load_baseline(
         conn, meter, w.reference_from, w.reference_to, settings)
     reference = stored[1] if stored else read_window(conn, meter, w.reference_from, w.reference_to)

@@ -18,9 +18,11 @@ from drift.summaries import FINE_PER_BIN, RESIDUAL_BINS
 FORMAT = 1  # changes whenever the summaries' content changes: old rows are then not used
 
 
-def settings_key(timezone: str, bins: int) -> str:
-    """What a baseline's content depends on besides the meter and the reference window."""
-    return f"format={FORMAT} timezone={timezone} bins={bins} fine={FINE_PER_BIN} residual_bins={RESIDUAL_BINS}"
+def settings_key(timezone: str, bins: int, min_per_stratum: int) -> str:
+    """What a baseline's and its day summaries' content depends on besides the meter and the
+    reference window."""
+    return (f"format={FORMAT} timezone={timezone} bins={bins} fine={FINE_PER_BIN} "
+            f"residual_bins={RESIDUAL_BINS} min_per_stratum={min_per_stratum}")
 
 
 def drop_late(conn: psycopg.Connection, margin_minutes: int) -> None:

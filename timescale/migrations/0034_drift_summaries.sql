@@ -18,7 +18,7 @@ COMMENT ON COLUMN drift_baselines.baseline_id IS 'Surrogate key';
 COMMENT ON COLUMN drift_baselines.meter_id IS 'Meter';
 COMMENT ON COLUMN drift_baselines.reference_from IS 'Start of the reference window';
 COMMENT ON COLUMN drift_baselines.reference_to IS 'End of the reference window (exclusive)';
-COMMENT ON COLUMN drift_baselines.settings IS 'Meter time zone and the drift settings the summary depends on (bins); another value is another baseline';
+COMMENT ON COLUMN drift_baselines.settings IS 'Format, meter time zone and the drift settings the summaries depend on (bins, minimum reference values per stratum); another value is another baseline';
 COMMENT ON COLUMN drift_baselines.summary IS 'Per feature: stratum grids, in-sample and held-out PIT counts, residual quantile bins (numpy .npz)';
 COMMENT ON COLUMN drift_baselines.computed_at IS 'When the summary was computed';
 
