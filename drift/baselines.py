@@ -72,7 +72,7 @@ class SeasonalBaseline:
         self.keys_ = self.keys(values, stratum)
         order = np.argsort(self.keys_)
         self.sorted_keys_ = self.keys_[order]
-        self.sorted_values_ = sorted_values = values[order]
+        sorted_values = values[order]
         self.counts_ = np.bincount(stratum, minlength=STRATA)
         self.starts_ = np.cumsum(self.counts_) - self.counts_
         # Each reference value's rank range among its stratum's values (ties share a range),
