@@ -1,6 +1,7 @@
-"""Drift of one feature of one meter: reference window against current window, in memory.
+"""Drift of one feature of one meter: reference window against current window.
 
-The pure core of a drift run: no database, so tests can repeat it over many windows.
+The pure core of a drift run: no database, so tests can repeat it over many windows. Judging
+works on summaries (drift/summaries.py), which a run keeps in the database between runs.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drift.baselines import DAY_PARTS, SeasonalBaseline, day_part
-from drift.calibration import cell_counts, psi_threshold
-from drift.distances import ks, seasonal_psi, wasserstein_norm
+from drift.calibration import psi_threshold
+from drift.distances import ks_binned, seasonal_psi, wasserstein_binned
 from drift.status import INSUFFICIENT, RECOMMENDATIONS, Bands
+from drift.summaries import BaselineSummary, WindowSummary, calibration_rng
 
 MODES = ("light", "full")
 
@@ -50,10 +51,6 @@ class Sample:
     stratum: np.ndarray
     day: np.ndarray
 
-    def present(self) -> "Sample":
-        keep = ~np.isnan(self.values)
-        return Sample(self.values[keep], self.stratum[keep], self.day[keep])
-
     def where(self, keep: np.ndarray) -> "Sample":
         return Sample(self.values[keep], self.stratum[keep], self.day[keep])
 
@@ -83,50 +80,42 @@ def seed_for(feature: str) -> int:
 
 def compare(feature: str, reference: Sample, current: Sample, *, mode: str = "light",
             config: DriftConfig = DriftConfig(), seed: int = 0) -> FeatureDrift:
-    """Judge one feature: seasonal PSI on the baseline's per-stratum quantile bins against its
-    calibrated threshold and the PSI bands; in full mode also KS (on PIT values) and the
-    normalised Wasserstein distance (on residuals from the stratum medians)."""
+    """Judge one feature of a reference and a current window held in memory."""
+    baseline = BaselineSummary.build(reference.values, reference.stratum, reference.day,
+                                     bins=config.bins, seed=seed)
+    window = baseline.summarise(current.values, current.stratum, np.zeros(len(current.values), np.int64),
+                                seed=seed, min_per_stratum=config.min_per_stratum).get(0)
+    window = window or WindowSummary.empty(baseline.fine)
+    return judge(feature, baseline, window, mode=mode, config=config, seed=seed)
+
+
+def judge(feature: str, baseline: BaselineSummary, window: WindowSummary, *, mode: str = "light",
+          config: DriftConfig = DriftConfig(), seed: int = 0) -> FeatureDrift:
+    """Judge one feature from its summaries: seasonal PSI on the baseline's per-stratum
+    quantile bins against its calibrated threshold and the PSI bands; in full mode also KS (on
+    PIT values) and the normalised Wasserstein distance (on residuals from the stratum
+    medians)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    reference, current = reference.present(), current.present()
-    if len(reference.values) < config.min_values or \
-            len(np.unique(reference.day)) < config.min_reference_days:
-        return FeatureDrift(feature, len(reference.values), len(current.values), INSUFFICIENT)
-    baseline = SeasonalBaseline(reference.values, reference.stratum)
-    # Current readings in strata the reference barely saw cannot be compared like with like.
-    current = current.where(baseline.covered(current.stratum, config.min_per_stratum))
-    if len(current.values) < config.min_values:
-        return FeatureDrift(feature, len(reference.values), len(current.values), INSUFFICIENT)
-
-    rng = np.random.default_rng(seed)
-    reference_jitter = rng.random(len(reference.values))
-    reference_pit = baseline.reference_pit(reference_jitter)
-    current_pit = baseline.pit(current.values, current.stratum, rng.random(len(current.values)))
-    reference_counts = _cell_counts(reference_pit, reference.stratum, config.bins)
-    value = float(seasonal_psi(reference_counts, _cell_counts(current_pit, current.stratum, config.bins)))
+    if baseline.reference_n < config.min_values or baseline.reference_days < config.min_reference_days:
+        return FeatureDrift(feature, baseline.reference_n, window.present, INSUFFICIENT)
+    # Current readings in strata the reference barely saw were left out (not like with like).
+    if window.n < config.min_values:
+        return FeatureDrift(feature, baseline.reference_n, window.n, INSUFFICIENT)
+    reference_cells = baseline.reference_cells()
+    value = float(seasonal_psi(reference_cells, window.cells(config.bins)))
     # Null PSI: held-out reference days, as many as the current window's readings make.
-    held_out = baseline.held_out_pit(reference.day, reference_jitter)
-    known = ~np.isnan(held_out)
-    day_counts = _cell_counts(held_out[known], reference.stratum[known], config.bins, reference.day[known])
-    current_days = len(current.values) / (len(reference.values) / len(np.unique(reference.day)))
-    threshold = psi_threshold(reference_counts, day_counts, current_days, resamples=config.resamples,
-                              false_alarm_rate=config.false_alarm_rate, rng=rng)
+    current_days = window.n / (baseline.reference_n / baseline.reference_days)
+    threshold = psi_threshold(reference_cells, baseline.held_out, current_days, resamples=config.resamples,
+                              false_alarm_rate=config.false_alarm_rate, rng=calibration_rng(seed))
     status = config.bands.band(value) if value >= threshold else "stable"
-    result = dict(feature=feature, reference_n=len(reference.values), current_n=len(current.values),
+    result = dict(feature=feature, reference_n=baseline.reference_n, current_n=window.n,
                   status=status, psi=value, psi_threshold=threshold)
     if mode == "full":
-        statistic, pvalue = ks(reference_pit, current_pit)
-        reference_residuals = baseline.residuals(reference.values, reference.stratum)
-        result.update(ks_statistic=statistic, ks_pvalue=pvalue, wasserstein_norm=wasserstein_norm(
-            reference_residuals, baseline.residuals(current.values, current.stratum),
-            float(np.std(reference_residuals))))
+        statistic, pvalue = ks_binned(baseline.reference_fine.sum(axis=0), window.fine.sum(axis=0))
+        distance = wasserstein_binned(baseline.residual_counts, baseline.residual_sums, window.residual,
+                                      window.residual_sums, baseline.residual_widths(),
+                                      baseline.residual_std)
+        result.update(ks_statistic=statistic.value, ks_pvalue=pvalue,
+                      wasserstein_norm=None if distance is None else distance.value)
     return FeatureDrift(**result)
-
-
-def _cell_counts(pit: np.ndarray, stratum: np.ndarray, bins: int, day: np.ndarray | None = None
-                 ) -> np.ndarray:
-    """Counts per (part of day, quantile bin), or per (day, part, bin) when `day` is given.
-    Bin k holds the k-th of `bins` equal shares of each stratum's reference values."""
-    cells = day_part(stratum).astype(np.int64) * bins + np.minimum((pit * bins).astype(np.int64), bins - 1)
-    counts = cell_counts(cells, DAY_PARTS * bins, day)
-    return counts.reshape(DAY_PARTS, bins) if day is None else counts.reshape(-1, DAY_PARTS, bins)

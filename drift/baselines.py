@@ -58,8 +58,8 @@ class SeasonalBaseline:
     """The reference values of one feature, sorted within each stratum (hour of the day type).
 
     Values are sorted on a composite key (stratum + the value scaled into [0, 0.5]), so one
-    sort gives each reference value's rank among its own stratum's values, and binary searches
-    (of sorted queries: several times faster than of scattered ones) those of new values.
+    sort gives each reference value's rank among its own stratum's values. New values are
+    ranked through the summary drawn from it (drift/summaries.py), not through it.
     """
 
     def __init__(self, values: np.ndarray, stratum: np.ndarray):
@@ -69,16 +69,17 @@ class SeasonalBaseline:
         self.low_ = float(values.min())
         self.span_ = float(values.max()) - self.low_ or 1.0
         self.stratum_ = stratum
-        self.keys_ = self._keys(values, stratum)
+        self.keys_ = self.keys(values, stratum)
         order = np.argsort(self.keys_)
         self.sorted_keys_ = self.keys_[order]
         sorted_values = values[order]
         self.counts_ = np.bincount(stratum, minlength=STRATA)
         self.starts_ = np.cumsum(self.counts_) - self.counts_
-        # Each reference value's rank range among its stratum's values (ties share a range).
-        self.below_, self.not_above_ = _unsorted(order, *_tie_bounds(self.sorted_keys_))
-        self.below_ -= self.starts_[stratum]
-        self.not_above_ -= self.starts_[stratum]
+        # Each reference value's rank range among its stratum's values (ties share a range),
+        # in sorted order and in the original order.
+        self.sorted_below_, self.sorted_not_above_ = (
+            bound - np.repeat(self.starts_, self.counts_) for bound in _tie_bounds(self.sorted_keys_))
+        self.below_, self.not_above_ = _unsorted(order, self.sorted_below_, self.sorted_not_above_)
         # Median of each stratum: mean of the two middle values (NaN for a stratum without data).
         lower = self.starts_ + np.maximum(self.counts_ - 1, 0) // 2
         upper = self.starts_ + self.counts_ // 2
@@ -86,27 +87,11 @@ class SeasonalBaseline:
         self.medians_ = np.where(self.counts_ > 0, (sorted_values[safe[0]] + sorted_values[safe[1]]) / 2,
                                  np.nan)
 
-    def _keys(self, values: np.ndarray, stratum: np.ndarray) -> np.ndarray:
+    def keys(self, values: np.ndarray, stratum: np.ndarray) -> np.ndarray:
+        """Sort keys: stratum, then value within it."""
         # Values outside the reference range land just before or after their stratum's values
         # (PIT 0 or 1), never in a neighbouring stratum: keys stay within stratum -0.2..+0.7.
         return stratum + 0.5 * np.clip((values - self.low_) / self.span_, -0.4, 1.4)
-
-    def pit(self, values: np.ndarray, stratum: np.ndarray, jitter: np.ndarray) -> np.ndarray:
-        """Share of the same stratum's reference values below each value, in [0, 1].
-
-        Ties are broken by `jitter` (uniform draws in [0, 1)): a value equal to k reference
-        values gets a PIT spread over the k places of the tie. Without that, an atom (a
-        sub-meter reading 0 for 99% of the night and 60% of the day) would put its readings in
-        a different bin at each hour, and a window with another mix of hours would look drifted.
-        Strata without reference values give NaN.
-        """
-        keys = self._keys(values, stratum)
-        order = np.argsort(keys)
-        sorted_keys = keys[order]
-        below, not_above = _unsorted(order, np.searchsorted(self.sorted_keys_, sorted_keys, "left"),
-                                     np.searchsorted(self.sorted_keys_, sorted_keys, "right"))
-        starts = self.starts_[stratum]
-        return _spread(below - starts, not_above - starts, jitter, self.counts_[stratum])
 
     def reference_pit(self, jitter: np.ndarray) -> np.ndarray:
         """PIT of the reference values themselves (in-sample), in their original order."""

@@ -17,16 +17,6 @@ import numpy as np
 from drift.distances import seasonal_psi
 
 
-def cell_counts(cells: np.ndarray, n_cells: int, day: np.ndarray | None = None) -> np.ndarray:
-    """Counts of each cell (part of day x bin, flattened), overall or per distinct day
-    (a (days, n_cells) matrix)."""
-    if day is None:
-        return np.bincount(cells, minlength=n_cells)
-    _, day_index = np.unique(day, return_inverse=True)
-    flat = np.bincount(day_index * n_cells + cells, minlength=(day_index.max() + 1) * n_cells)
-    return flat.reshape(-1, n_cells)
-
-
 def psi_threshold(reference_counts: np.ndarray, held_out_day_counts: np.ndarray,
                   current_days: float, *, resamples: int, false_alarm_rate: float,
                   rng: np.random.Generator) -> float:

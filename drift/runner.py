@@ -1,29 +1,40 @@
-"""One drift pass over every meter (or the chosen ones): read both windows of each meter,
-judge each feature, store the run."""
+"""One drift pass over every meter (or the chosen ones): read what the stored summaries do
+not cover, judge each feature, store the run and the new summaries."""
 
 from __future__ import annotations
 
 import multiprocessing
 from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
 
+import numpy as np
 import psycopg
 
-from drift.analysis import DriftConfig, Sample, compare, seed_for
-from drift.baselines import local_calendar
+from drift import summary_store
+from drift.analysis import DriftConfig, FeatureDrift, judge, seed_for
+from drift.baselines import SECONDS_PER_DAY, local_calendar
 from drift.readings import read_window
 from drift.report import MeterDrift, RunReport, store
+from drift.summaries import FINE_PER_BIN, BaselineSummary, WindowSummary, pack, unpack
+from drift.summary_store import drop_late
 from drift.windows import model_windows, windows_for
 from ingest.fields import FIELDS
 from wattwatch.errors import WattwatchError
+
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 def run_pass(conn: psycopg.Connection, settings, *, mode: str, current_to: datetime | None = None,
              current_days: float | None = None, reference: tuple[datetime, datetime] | None = None,
              reference_days: float | None = None, meters: list[str] | None = None) -> RunReport:
     """Compare each meter's current window (the `current_days` before `current_to`, default now)
-    with its reference window, store the run and return it. `conn` must be in autocommit."""
+    with its reference window, store the run and return it. `conn` must be in autocommit.
+
+    Fixed reference windows (a model's training window, or given) are summarised once and
+    their complete UTC days of current readings once each (drift/summary_store.py): a run
+    reads only what no summary covers yet."""
     run_at = datetime.now(timezone.utc)
     current_to = current_to or run_at
     current_from = current_to - timedelta(days=current_days or settings.drift_current_days)
@@ -34,23 +45,97 @@ def run_pass(conn: psycopg.Connection, settings, *, mode: str, current_to: datet
                                      reference_days=reference_days or settings.drift_reference_days,
                                      models=models, given=reference))
              for meter, tz in known]
+    drop_late(conn, settings.drift_ingest_margin_minutes)
     report = RunReport(mode=mode, run_at=run_at)
-    with _judges(settings.drift_workers) as judges:
+    # One thread does all database work on `conn` in order (reading the next meter, storing the
+    # summaries of judged ones) while the judges work.
+    with ThreadPoolExecutor(max_workers=1) as database, _judges(settings.drift_workers) as judges:
         # At most `workers` meters wait for judging beyond the one being read: memory stays
         # bounded whatever the number of meters.
-        waiting = deque()
-        for (meter, tz, windows), (reference_data, current_data) in _read_ahead(conn, plans):
-            waiting.append((meter, windows, judges.submit(
-                judge_meter, tz, reference_data, current_data, mode=mode, config=config)))
+        waiting, writes = deque(), []
+        for plan, work in _read_ahead(database, conn, plans, config):
+            waiting.append((plan, work, judges.submit(judge_meter, plan[1], work, mode=mode, config=config)))
             while len(waiting) > settings.drift_workers:
-                report.meters.append(_judged(*waiting.popleft()))
-        report.meters.extend(_judged(*item) for item in waiting)
+                report.meters.append(_judged(database, conn, writes, *waiting.popleft()))
+        report.meters.extend(_judged(database, conn, writes, *item) for item in waiting)
+        for future in writes:
+            future.result()
     store(conn, report)
     return report
 
 
-def _judged(meter: str, windows, future) -> MeterDrift:
-    return MeterDrift(meter, windows, future.result())
+@dataclass
+class MeterWork:
+    """What judging one meter needs: its stored baseline (bytes) or its raw reference
+    readings, the stored summaries of current days, and the raw current readings no summary
+    covers (unix seconds, values (n, features))."""
+
+    reference: bytes | tuple[np.ndarray, np.ndarray]
+    days: dict[date, bytes]
+    current: tuple[np.ndarray, np.ndarray]
+    store_days: set[int]  # UTC day numbers (days since 1970-01-01) whose summaries are to be stored
+    baseline_id: int | None = None
+    settings: str | None = None  # None: nothing is stored for this meter
+
+
+@dataclass
+class MeterResult:
+    features: list[FeatureDrift]
+    baseline: bytes | None  # a new baseline summary, to store
+    days: dict[date, bytes]  # new day summaries, to store
+
+
+def judge_meter(tz: str, work: MeterWork, *, mode: str, config: DriftConfig) -> MeterResult:
+    """Every feature of one meter: build or load its baselines, add up its day summaries and
+    the summaries of its raw current readings (per UTC day), judge."""
+    new_baseline = None
+    if isinstance(work.reference, bytes):
+        arrays = unpack(work.reference)
+        baselines = {feature: BaselineSummary.from_arrays(arrays, feature) for feature in FIELDS}
+    else:
+        seconds, values = work.reference
+        calendar = local_calendar(seconds, tz)
+        baselines = {feature: BaselineSummary.build(values[:, index], calendar.stratum, calendar.day,
+                                                    bins=config.bins, seed=seed_for(feature))
+                     for index, feature in enumerate(FIELDS)}
+        if work.settings is not None:
+            new_baseline = pack({name: array for feature, baseline in baselines.items()
+                                 for name, array in baseline.to_arrays(feature).items()})
+    fine = config.bins * FINE_PER_BIN
+    totals = {feature: WindowSummary.empty(fine) for feature in FIELDS}
+    for data in work.days.values():
+        arrays = unpack(data)
+        for feature in FIELDS:
+            totals[feature] += WindowSummary.from_vectors(arrays[f"{feature}.counts"],
+                                                          arrays[f"{feature}.sums"], fine)
+    seconds, values = work.current
+    order = np.argsort(seconds, kind="stable")  # time order: each day's jitter stream is fixed
+    seconds, values = seconds[order], values[order]
+    calendar = local_calendar(seconds, tz)
+    utc_day = seconds // SECONDS_PER_DAY
+    by_day = {feature: baselines[feature].summarise(values[:, index], calendar.stratum, utc_day,
+                                                    seed=seed_for(feature), min_per_stratum=config.min_per_stratum)
+              for index, feature in enumerate(FIELDS)}
+    new_days = {}
+    for day in np.unique(utc_day).tolist():
+        for feature in FIELDS:
+            totals[feature] += by_day[feature][day]
+        if day in work.store_days:
+            new_days[_date(day)] = pack({f"{feature}.{part}": vector for feature in FIELDS for part, vector
+                                         in zip(("counts", "sums"), by_day[feature][day].to_vectors())})
+    features = [judge(feature, baselines[feature], totals[feature], mode=mode, config=config,
+                      seed=seed_for(feature)) for feature in FIELDS]
+    return MeterResult(features, new_baseline, new_days)
+
+
+def _judged(database: Executor, conn, writes: list, plan, work: MeterWork, future) -> MeterDrift:
+    meter, _, windows = plan
+    result = future.result()
+    if work.settings is not None and (result.baseline is not None or result.days):
+        baseline = result.baseline if result.baseline is not None else work.baseline_id
+        writes.append(database.submit(summary_store.store, conn, meter, windows.reference_from,
+                                      windows.reference_to, work.settings, baseline, result.days))
+    return MeterDrift(meter, windows, result.features)
 
 
 def _judges(workers: int) -> Executor:
@@ -72,36 +157,57 @@ class _InlineExecutor(Executor):
         return future
 
 
-def judge_meter(tz: str, reference_data, current_data, *, mode: str,
-                config: DriftConfig) -> list:
-    """Every feature of one meter; data are (unix seconds, values (n, features)) pairs."""
-    (reference_time, reference_values), (current_time, current_values) = reference_data, current_data
-    reference_calendar = local_calendar(reference_time, tz)
-    current_calendar = local_calendar(current_time, tz)
-    return [compare(feature,
-                    Sample(reference_values[:, index], reference_calendar.stratum, reference_calendar.day),
-                    Sample(current_values[:, index], current_calendar.stratum, current_calendar.day),
-                    mode=mode, config=config, seed=seed_for(feature))
-            for index, feature in enumerate(FIELDS)]
-
-
-def _read_ahead(conn, plans):
-    """Yield each plan with its two windows' data, reading the next meter (waiting on the
-    server) while the caller judges this one (numpy); two meters in memory at most."""
-    def read(plan):
-        meter, _, windows = plan
-        return (read_window(conn, meter, windows.reference_from, windows.reference_to),
-                read_window(conn, meter, windows.current_from, windows.current_to))
-
-    with ThreadPoolExecutor(max_workers=1) as reader:
-        ahead = None
-        for plan in plans:
-            future = reader.submit(read, plan)
-            if ahead is not None:
-                yield ahead[0], ahead[1].result()
-            ahead = (plan, future)
+def _read_ahead(database: Executor, conn, plans, config: DriftConfig):
+    """Yield each plan with its work, reading the next meter (waiting on the server) while the
+    caller judges this one (numpy); two meters in memory at most."""
+    ahead = None
+    for plan in plans:
+        future = database.submit(_read, conn, plan, config)
         if ahead is not None:
             yield ahead[0], ahead[1].result()
+        ahead = (plan, future)
+    if ahead is not None:
+        yield ahead[0], ahead[1].result()
+
+
+def _read(conn, plan, config: DriftConfig) -> MeterWork:
+    """A meter's stored summaries, and the raw readings they do not cover. Only fixed
+    reference windows are summarised: the configured one moves with every run."""
+    meter, tz, w = plan
+    settings = None if w.reference_source == "configured" else summary_store.settings_key(
+        tz, config.bins, config.min_per_stratum)
+    stored = None if settings is None else summary_store.load_baseline(
+        conn, meter, w.reference_from, w.reference_to, settings)
+    reference = stored[1] if stored else read_window(conn, meter, w.reference_from, w.reference_to)
+    first = -(-int(w.current_from.timestamp()) // SECONDS_PER_DAY)  # complete UTC days only
+    last = int(w.current_to.timestamp()) // SECONDS_PER_DAY - 1
+    complete = set(range(first, last + 1)) if settings is not None else set()
+    days = {}
+    if stored and complete:
+        days = summary_store.load_days(conn, stored[0], _date(first), _date(last))
+    missing = [day for day in sorted(complete) if _date(day) not in days]
+    # Raw readings: the window less the stored days, read as few contiguous ranges.
+    ranges, start = [], w.current_from
+    for day in sorted(complete):
+        if _date(day) in days:
+            day_start = _instant(day)
+            if day_start > start:
+                ranges.append((start, day_start))
+            start = _instant(day + 1)
+    if w.current_to > start:
+        ranges.append((start, w.current_to))
+    parts = [read_window(conn, meter, begin, end) for begin, end in ranges]
+    current = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])) if parts \
+        else (np.empty(0, np.int64), np.empty((0, len(FIELDS))))
+    return MeterWork(reference, days, current, set(missing), stored[0] if stored else None, settings)
+
+
+def _date(day: int) -> date:
+    return date.fromordinal(EPOCH_ORDINAL + day)
+
+
+def _instant(day: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(days=day)
 
 
 def _meters(conn, wanted: list[str] | None) -> list[tuple[str, str]]:

@@ -1,57 +1,75 @@
 """Benchmark of a full drift run: meters x 7 features, 30-day reference and current windows of
 one-minute data (43,200 readings per window and meter).
 
-Two measurements, printed separately (an extrapolation is labelled as one):
+What is measured, printed separately (an extrapolation is labelled as one):
 
-1. judging (numpy), in memory: `drift.runner.judge_meter` in full mode on synthetic meters
-   (daily and weekly cycles, noise, one meter in ten with a step in the current window); the
-   data are generated outside the timed part.
-2. end to end through TimescaleDB: `run_pass` (binary COPY reads, judging, storing the run) on a
-   throwaway database loaded by COPY with --db-meters meters; needs `scripts/stack.py up`'s
-   server (--admin-url, a superuser URL).
+1. judging (numpy), in memory, one process, per synthetic meter (daily and weekly cycles,
+   noise, one meter in ten with a voltage step in the current window), data generated outside
+   the timed part: `drift.runner.judge_meter` in full mode
+   - cold: nothing stored (summarise the reference window and the 30 current days, judge);
+   - warm: the stored baseline and 29 stored days, one new day of readings (a daily run).
+2. end to end through TimescaleDB (--db-meters N, needs `scripts/stack.py up`'s server via
+   --admin-url, a superuser URL): a throwaway database loaded by binary COPY with 61 days per
+   meter and an active all-meters model trained on the first 30 days (the reference window);
+   - reading only: both raw windows of every meter by binary COPY (what re-reading costs);
+   - cold run: `run_pass` in full mode over days 30-60, nothing stored yet (it stores the
+     baselines and the day summaries);
+   - steady state: day 61 loaded (not timed), then the next day's full run over days 31-61.
+   Each prints wall and CPU seconds (this process and its judging processes; the database
+   server's CPU as the backend's, read from /proc when the server runs on this machine) and
+   peak resident memory (this process; the largest judging process).
 
-    .venv/bin/python scripts/bench_drift.py --meters 1000
-    .venv/bin/python scripts/bench_drift.py --meters 100 --db-meters 20 --admin-url postgresql://...
+    .venv/bin/python scripts/bench_drift.py --meters 100
+    .venv/bin/python scripts/bench_drift.py --meters 0 --db-meters 1000 --admin-url postgresql://...
     .venv/bin/python scripts/bench_drift.py --meters 0 --quality-runs 100
 
 3. with --quality-runs: false alarms on unchanged held-out days of the UCI household and the
    statuses reached by injected changes (drift/evaluation.py).
-
-Peak memory is the process's maximum resident set size.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import secrets
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 
 from drift.analysis import DriftConfig
 from drift.readings import POSTGRES_EPOCH, SIGNATURE
-from drift.runner import judge_meter
+from drift.runner import MeterWork, judge_meter
 from ingest.fields import FIELDS
 
 MINUTES = 30 * 1440
+VOLTAGE = list(FIELDS).index("voltage_v")
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
-def synthetic_meter(rng: np.random.Generator, minutes: int, drifted: bool):
-    """Unix seconds and (minutes, 7) values with daily and weekly cycles for two windows."""
-    seconds = int(START.timestamp()) + 60 * np.arange(2 * minutes, dtype=np.int64)
+def synthetic_series(rng: np.random.Generator, first_second: int, minutes: int):
+    """Unix seconds and (minutes, 7) values with daily and weekly cycles."""
+    seconds = first_second + 60 * np.arange(minutes, dtype=np.int64)
     hour = (seconds % 86_400) / 3600
     weekend = ((seconds // 86_400 + 3) % 7) >= 5
     cycle = 0.4 + 0.6 * np.exp(-((hour - 19) ** 2) / 6) + 0.3 * np.exp(-((hour - 8) ** 2) / 2) + 0.2 * weekend
     active = np.maximum(cycle * rng.gamma(2.0, 0.5, cycle.size), 0.05)
     voltage = 235 + rng.normal(0, 2.5, cycle.size)
-    if drifted:
-        voltage[minutes:] += 4.0
     values = np.column_stack([
         active, 0.1 * active + rng.gamma(1.0, 0.05, cycle.size), voltage, active * 1000 / voltage,
         rng.poisson(0.3 * cycle), rng.poisson(0.5, cycle.size), rng.poisson(6 * cycle)]).astype(float)
+    return seconds, values
+
+
+def synthetic_meter(rng: np.random.Generator, minutes: int, drifted: bool):
+    """Two consecutive windows of `minutes`; with `drifted`, voltage 4 V higher in the second."""
+    seconds, values = synthetic_series(rng, int(START.timestamp()), 2 * minutes)
+    if drifted:
+        values[minutes:, VOLTAGE] += 4.0
     return (seconds[:minutes], values[:minutes]), (seconds[minutes:], values[minutes:])
 
 
@@ -72,36 +90,127 @@ def binary_copy(meter: str, seconds: np.ndarray, values: np.ndarray) -> bytes:
 
 def peak_rss_mb() -> str:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return f"{own:.0f} MB (largest worker process: {children:.0f} MB)"
+    return f"peak resident memory {own:.0f} MB, largest judging process {ChildMemory.peak_mb:.0f} MB"
+
+
+class ChildMemory(threading.Thread):
+    """Samples the peak resident memory (VmHWM) of this process's children every 0.2 s.
+    getrusage's children figure would not do: a child's maximum keeps its parent's size at
+    fork across exec."""
+
+    peak_mb = 0.0
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.start()
+
+    def run(self):
+        while True:
+            for children in Path("/proc/self/task").glob("*/children"):
+                for pid in children.read_text().split():
+                    try:
+                        status = Path(f"/proc/{pid}/status").read_text()
+                    except OSError:
+                        continue
+                    for line in status.splitlines():
+                        if line.startswith("VmHWM:"):
+                            ChildMemory.peak_mb = max(ChildMemory.peak_mb, int(line.split()[1]) / 1024)
+            time.sleep(0.2)
+
+
+class Timer:
+    """Wall and CPU seconds (this process and its waited-for children) of a block, and the
+    database backend's CPU seconds when its process is visible here."""
+
+    def __init__(self, backend_pid: int | None = None):
+        self.backend_pid = backend_pid
+
+    def __enter__(self):
+        self.wall, self.cpu, self.server = time.perf_counter(), _cpu_seconds(), _process_cpu(self.backend_pid)
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = _cpu_seconds() - self.cpu
+        server = _process_cpu(self.backend_pid)
+        self.server = None if server is None or self.server is None else server - self.server
+
+    def __str__(self):
+        server = "" if self.server is None else f", database backend {self.server:.1f} s CPU"
+        return f"{self.wall:.1f} s wall, {self.cpu:.1f} s CPU (process and judging processes){server}"
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _process_cpu(pid: int | None) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bench_judging(meters: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     config = DriftConfig()
-    judging = generating = 0.0
+    cold = warm = 0.0
     statuses = {}
     for index in range(meters):
-        started = time.perf_counter()
-        reference, current = synthetic_meter(rng, MINUTES, drifted=index % 10 == 0)
-        generating += time.perf_counter() - started
-        started = time.perf_counter()
-        results = judge_meter("UTC", reference, current, mode="full", config=config)
-        judging += time.perf_counter() - started
-        for result in results:
+        reference, (seconds, values) = synthetic_meter(rng, MINUTES, drifted=index % 10 == 0)
+        started = time.process_time()
+        first = judge_meter("UTC", MeterWork(reference, {}, (seconds, values), set(range(100_000)), settings="bench"),
+                            mode="full", config=config)
+        cold += time.process_time() - started
+        last_day = seconds >= seconds[-1] - 86_400 + 60
+        stored = dict(sorted(first.days.items())[:-1])
+        started = time.process_time()
+        judge_meter("UTC", MeterWork(first.baseline, stored, (seconds[last_day], values[last_day]), set(),
+                                     baseline_id=1, settings="bench"), mode="full", config=config)
+        warm += time.process_time() - started
+        for result in first.features:
             statuses[result.status] = statuses.get(result.status, 0) + 1
-    print(f"judging, in memory: {meters} meters x {len(FIELDS)} features x 2 x {MINUTES} minutes: "
-          f"{judging:.1f} s ({1000 * judging / meters:.0f} ms per meter, one process); "
-          f"data generation {generating:.1f} s, not counted")
-    print(f"  feature statuses: {statuses}")
-    if meters < 1000:
-        print(f"  EXTRAPOLATION (not measured): 1000 meters would take about {judging / meters * 1000:.0f} s")
-    print(f"  peak resident memory so far: {peak_rss_mb()}")
+    print(f"judging, in memory, one process: {meters} meters x {len(FIELDS)} features, 30-day windows "
+          f"(2 x {MINUTES} minutes), full mode, CPU per meter:")
+    print(f"  cold (summarise both windows, judge): {1000 * cold / meters:.0f} ms; "
+          f"warm (stored baseline and 29 days, one new day): {1000 * warm / meters:.0f} ms")
+    print(f"  feature statuses: {statuses}; {peak_rss_mb()}")
+
+
+def load_days(url: str, meters: int, seed: int, first_day: int, days: int) -> None:
+    """Days [first_day, first_day + days) of every synthetic meter, by binary COPY on two
+    connections (one per core)."""
+    import psycopg
+    from psycopg import sql
+
+    columns = sql.SQL(", ").join(map(sql.Identifier, FIELDS))
+    query = sql.SQL("COPY readings (meter_id, time, {}) FROM STDIN (FORMAT BINARY)").format(columns)
+
+    def load(part: int) -> None:
+        with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+            for index in range(part, meters, 2):
+                seconds, values = synthetic_days(seed, index, first_day, days)
+                with cur.copy(query) as copy:
+                    copy.write(binary_copy(f"m{index:04d}", seconds, values))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(load, range(2)))
+
+
+def synthetic_days(seed: int, index: int, first_day: int, days: int):
+    """Days [first_day, first_day + days) of meter `index` (its own random stream per load);
+    one meter in ten has its voltage 4 V higher from day 30 on."""
+    seconds, values = synthetic_series(np.random.default_rng([seed, index, first_day]),
+                                       int(START.timestamp()) + first_day * 86_400, days * 1440)
+    if index % 10 == 0:
+        values[seconds >= int(START.timestamp()) + 30 * 86_400, VOLTAGE] += 4.0
+    return seconds, values
 
 
 def bench_database(admin_url: str, meters: int, seed: int) -> None:
     import psycopg
-    from psycopg import sql
 
     from drift.readings import read_window
     from drift.runner import run_pass
@@ -113,42 +222,51 @@ def bench_database(admin_url: str, meters: int, seed: int) -> None:
     name = f"ww_bench_drift_{secrets.token_hex(4)}"
     url = create_database(admin_url, name)
     try:
-        settings = Settings(_env_file=None, database_url=url)
+        # The loads are over before each run starts: no reading is late.
+        settings = Settings(_env_file=None, database_url=url, drift_ingest_margin_minutes=0)
         with connect_url(url) as conn:
             migrate(conn, settings)
-        rng = np.random.default_rng(seed)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.cursor().executemany("INSERT INTO meters (meter_id) VALUES (%s)",
+                                      [(f"m{index:04d}",) for index in range(meters)])
+            conn.execute("INSERT INTO models (meter_id, algorithm, train_from, train_to, reason) "
+                         "VALUES (NULL, 'bench', %s, %s, 'bench')", [START, START + timedelta(days=30)])
         started = time.perf_counter()
-        with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
-            columns = sql.SQL(", ").join(map(sql.Identifier, FIELDS))
-            for index in range(meters):
-                meter = f"m{index:04d}"
-                cur.execute("INSERT INTO meters (meter_id) VALUES (%s)", [meter])
-                reference, current = synthetic_meter(rng, MINUTES, drifted=index % 10 == 0)
-                with cur.copy(sql.SQL("COPY readings (meter_id, time, {}) FROM STDIN (FORMAT BINARY)")
-                              .format(columns)) as copy:
-                    copy.write(binary_copy(meter, np.concatenate([reference[0], current[0]]),
-                                           np.concatenate([reference[1], current[1]])))
-            cur.execute("ANALYZE readings")
-        print(f"database: loaded {meters} meters x {2 * MINUTES} readings in {time.perf_counter() - started:.0f} s")
+        load_days(url, meters, seed, 0, 60)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ANALYZE readings")
+        print(f"database: loaded {meters} meters x {60 * 1440} readings in {time.perf_counter() - started:.0f} s "
+              f"(2 connections); an active all-meters model trained on days 0-29")
+        shape = f"{meters} meters x {len(FIELDS)} features, 30-day windows of one-minute data"
         with connect_url(url, autocommit=True) as conn:
-            started = time.perf_counter()
-            rows = sum(len(read_window(conn, f"m{index:04d}", START, START + timedelta(days=60))[0])
-                       for index in range(meters))
-            elapsed = time.perf_counter() - started
-            print(f"database, reading only (binary COPY into numpy): {rows} readings in {elapsed:.1f} s "
-                  f"({rows / elapsed / 1e6:.2f} M readings/s, {1000 * elapsed / meters:.0f} ms per meter)")
-            started = time.perf_counter()
-            report = run_pass(conn, settings, mode="full", current_to=START + timedelta(days=60),
-                              current_days=30, reference_days=30)
-            elapsed = time.perf_counter() - started
-        print(f"database, end to end (run_pass, full): {meters} meters in {elapsed:.1f} s "
-              f"({1000 * elapsed / meters:.0f} ms per meter: read both windows, judge, store)")
-        print(f"  meters per overall status: "
-              f"{ {s: sum(m.status == s for m in report.meters) for s in {m.status for m in report.meters}} }")
-        print(f"  EXTRAPOLATION (not measured): 1000 meters would take about {elapsed / meters * 1000:.0f} s")
-        print(f"  peak resident memory so far: {peak_rss_mb()}")
+            with Timer(conn.info.backend_pid) as timer:
+                rows = sum(len(read_window(conn, f"m{index:04d}", START, START + timedelta(days=60))[0])
+                           for index in range(meters))
+            print(f"database, reading only (both raw windows, binary COPY into numpy, one connection): "
+                  f"{rows} readings, {timer} ({rows / timer.wall / 1e6:.2f} M readings/s)")
+            with Timer(conn.info.backend_pid) as timer:
+                report = run_pass(conn, settings, mode="full", current_to=START + timedelta(days=60), current_days=30)
+            sizes = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('drift_baselines')), "
+                                 "pg_size_pretty(pg_total_relation_size('drift_day_summaries'))").fetchone()
+        print(f"database, cold run (nothing stored; run_pass, full): {shape}: {timer}")
+        print(f"  meters per overall status: {_statuses(report)}; stored: baselines {sizes[0]}, day summaries {sizes[1]}")
+        print(f"  {peak_rss_mb()}")
+        started = time.perf_counter()
+        load_days(url, meters, seed, 60, 1)
+        print(f"database: loaded day 61 of every meter in {time.perf_counter() - started:.0f} s (not timed below)")
+        with connect_url(url, autocommit=True) as conn:
+            with Timer(conn.info.backend_pid) as timer:
+                report = run_pass(conn, settings, mode="full", current_to=START + timedelta(days=61), current_days=30)
+        print(f"database, steady state (the next day's run; run_pass, full): {shape}: {timer}")
+        print(f"  meters per overall status: {_statuses(report)}; {peak_rss_mb()}")
+        if meters < 1000:
+            print(f"  EXTRAPOLATION (not measured): 1000 meters would take about {timer.wall / meters * 1000:.0f} s")
     finally:
         drop_database(admin_url, url)
+
+
+def _statuses(report) -> dict:
+    return {s: sum(m.status == s for m in report.meters) for s in sorted({m.status for m in report.meters})}
 
 
 def measure_quality(runs: int, seed: int) -> None:
@@ -191,13 +309,14 @@ def measure_quality(runs: int, seed: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--meters", type=int, default=1000, help="meters judged in memory")
+    parser.add_argument("--meters", type=int, default=100, help="meters judged in memory")
     parser.add_argument("--db-meters", type=int, default=0, help="meters loaded and run through the database")
     parser.add_argument("--admin-url", help="superuser URL of a TimescaleDB server (for --db-meters)")
     parser.add_argument("--quality-runs", type=int, default=0,
                         help="also measure false alarms and detections on the UCI household (runs each)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    ChildMemory()
     if args.meters:
         bench_judging(args.meters, args.seed)
     if args.db_meters:

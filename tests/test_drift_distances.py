@@ -9,10 +9,11 @@ import pytest
 from scipy import stats
 
 from drift.analysis import DriftConfig, Sample, compare
-from drift.baselines import STRATA, SeasonalBaseline, local_calendar
+from drift.baselines import SeasonalBaseline, local_calendar
 from drift.calibration import psi_threshold
-from drift.distances import ks, psi, seasonal_psi, wasserstein_norm
+from drift.distances import ks_binned, psi, seasonal_psi, wasserstein_binned
 from drift.status import INSUFFICIENT, Bands, overall
+from drift.summaries import BaselineSummary
 
 
 def test_psi_is_zero_for_equal_shares_and_finite_with_empty_bins():
@@ -33,20 +34,47 @@ def test_seasonal_psi_ignores_the_mix_of_parts_but_not_a_change_within_one():
     assert seasonal_psi(reference, changed_nights) > 1
 
 
+def binned(a, b, edges):
+    """Counts and sums of two samples in the bins of `edges` (below, inside, above)."""
+    def slots(x):
+        inside = np.clip(np.searchsorted(edges, x, "right") - 1, 0, len(edges) - 2) + 1
+        slot = np.where(x < edges[0], 0, np.where(x > edges[-1], len(edges), inside))
+        return np.bincount(slot, minlength=len(edges) + 1), np.bincount(slot, x, minlength=len(edges) + 1)
+    widths = np.concatenate([[np.inf], np.diff(edges), [np.inf]])
+    return (*slots(a), *slots(b), widths)
+
+
 @pytest.mark.parametrize("integers", [False, True], ids=["continuous", "ties"])
-def test_ks_and_wasserstein_agree_with_scipy(integers):
+def test_binned_ks_and_wasserstein_bound_the_exact_values(integers):
     rng = np.random.default_rng(5)
     a, b = rng.normal(0, 1, 4000), rng.normal(0.2, 1.3, 2500)
     if integers:
         a, b = np.round(a * 2), np.round(b * 2)
-    expected = stats.ks_2samp(a, b, method="asymp")
-    assert ks(a, b) == pytest.approx((expected.statistic, expected.pvalue))
-    assert wasserstein_norm(a, b, 2.0) == pytest.approx(stats.wasserstein_distance(a, b) / 2.0)
+    exact = stats.ks_2samp(a, b, method="asymp")
+    edges = np.quantile(a, np.linspace(0, 1, 101))
+    counts = [np.bincount(np.clip(np.searchsorted(edges, x, "right") - 1, 0, 99), minlength=100) for x in (a, b)]
+    statistic, pvalue = ks_binned(*counts)
+    assert statistic.low <= exact.statistic <= statistic.high + 1e-12
+    assert statistic.value <= exact.statistic
+    # The interval is as wide as the heaviest bin's share: narrow without atoms (drift takes KS
+    # on jittered PIT values, which have none); with atoms the edges still find the exact value.
+    heaviest = max(np.max(c) / np.sum(c) for c in counts)
+    assert statistic.high - statistic.low <= heaviest + 1e-12
+    if not integers:
+        assert statistic.high - statistic.low < 0.05
+    assert pvalue == pytest.approx(stats.kstwo.sf(statistic.value, round(4000 * 2500 / 6500)))
+    distance = wasserstein_binned(*binned(a, b, edges), 2.0)
+    expected = stats.wasserstein_distance(a, b) / 2.0
+    assert distance.low <= expected <= distance.high
+    assert distance.value == pytest.approx(expected, abs=0.01)
+    if integers:  # each bin holds one distinct value: taking values at their bin's mean is exact
+        assert distance.value == pytest.approx(expected)
 
 
-def test_wasserstein_norm_of_a_constant_baseline():
-    assert wasserstein_norm(np.ones(10), np.ones(5), 0.0) == 0.0
-    assert wasserstein_norm(np.ones(10), np.full(5, 2.0), 0.0) is None
+def test_wasserstein_of_a_constant_baseline():
+    edges = np.ones(3)
+    assert wasserstein_binned(*binned(np.ones(10), np.ones(5), edges), 0.0).value == 0.0
+    assert wasserstein_binned(*binned(np.ones(10), np.full(5, 2.0), edges), 0.0) is None
 
 
 def test_bands_and_overall_status():
@@ -77,22 +105,33 @@ def brute_pit(reference, reference_stratum, value, stratum, jitter):
     return (below + jitter * ties) / len(same)
 
 
-def test_pit_ranks_within_the_values_own_stratum():
+@pytest.mark.parametrize("integers", [False, True], ids=["continuous", "ties"])
+def test_pit_ranks_within_the_values_own_stratum(integers):
     rng = np.random.default_rng(1)
-    values = rng.integers(0, 6, 600).astype(float)  # many ties
-    stratum = rng.integers(0, 3, 600).astype(np.int16)
-    day = rng.integers(0, 5, 600)
+    values = rng.gamma(1.0, 2.0, 3000)
+    if integers:  # many ties
+        values = np.floor(values)
+    stratum = rng.integers(0, 3, 3000).astype(np.int16)
+    day = rng.integers(0, 5, 3000)
     baseline = SeasonalBaseline(values, stratum)
-    jitter = rng.random(600)
-    new_values, new_stratum = np.array([-1.0, 2.0, 2.5, 9.0]), np.array([0, 1, 2, 2], dtype=np.int16)
-    expected = [brute_pit(values, stratum, v, s, j) for v, s, j in zip(new_values, new_stratum, jitter)]
-    assert baseline.pit(new_values, new_stratum, jitter[:4]) == pytest.approx(expected)
-    assert baseline.reference_pit(jitter) == pytest.approx(baseline.pit(values, stratum, jitter))
+    jitter = rng.random(3000)
+    assert baseline.reference_pit(jitter) == pytest.approx(
+        [brute_pit(values, stratum, v, s, j) for v, s, j in zip(values, stratum, jitter)])
     held_out = baseline.held_out_pit(day, jitter)
-    for i in range(0, 600, 37):
+    for i in range(0, 3000, 37):
         others = day != day[i]
         assert held_out[i] == pytest.approx(brute_pit(values[others], stratum[others], values[i], stratum[i], jitter[i]))
-    assert np.isnan(baseline.pit(np.array([1.0]), np.array([STRATA - 1], dtype=np.int16), np.zeros(1))[0])
+    # The summary's grid gives each new value the fine bin its PIT among all reference values gives.
+    summary = BaselineSummary.build(values, stratum, day, bins=10, jitter=jitter)
+    new_values = np.concatenate([rng.gamma(1.0, 2.5, 2000), [-1.0, 99.0], values[:500]])
+    if integers:
+        new_values = np.floor(new_values)
+    new_stratum = rng.integers(0, 3, len(new_values)).astype(np.int16)
+    new_jitter = rng.random(len(new_values))
+    pit = np.array([brute_pit(values, stratum, v, s, j) for v, s, j in zip(new_values, new_stratum, new_jitter)])
+    expected = np.minimum((pit * summary.fine).astype(int), summary.fine - 1)
+    assert np.array_equal(summary.fine_bins(new_values, new_stratum, new_jitter), expected)
+    assert len(summary.grid_keys) < len(values) / 2  # a summary, not a copy
 
 
 def test_threshold_shrinks_as_the_current_window_grows():

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
+from drift.baselines import SeasonalBaseline
+from drift.distances import ks_binned, wasserstein_binned
 from drift.evaluation import INJECTIONS, false_alarms, held_out_split, judge_all, load_uci
 from drift.status import ORDER
+from drift.summaries import BaselineSummary, WindowSummary
+from ingest.fields import FIELDS
 
 
 
@@ -50,3 +55,52 @@ def test_unchanged_data_stays_stable_where_whole_window_psi_does_not(uci, half_d
     assert measured.meters_stable >= 17  # whole meters (all 7 features stable) in >= 85% of runs
     if half_days:  # the daily cycle alone fools the whole-window comparison
         assert measured.whole_window_alarms / len(measured.statuses) > 0.2
+
+
+def test_ks_and_wasserstein_from_summaries_bound_scipys_exact_values(uci):
+    """KS and Wasserstein are taken on the summaries' bins. On real data, unchanged and with
+    each injected change, scipy's exact values on the same PIT values and residuals lie in the
+    intervals reported with them, and the reported values are close."""
+    calendar, values = uci
+    rng = np.random.default_rng(7)
+    ks_errors, wasserstein_errors = [], []
+    for change in [None, *INJECTIONS.values()]:
+        reference, current = held_out_split(calendar, rng, 7)
+        current_values = values[current] if change is None else change.apply(
+            values[current], calendar.stratum[current] % 24, values[reference])
+        for j in range(len(FIELDS)):
+            present = ~np.isnan(values[reference, j])
+            ref_values, ref_stratum = values[reference, j][present], calendar.stratum[reference][present]
+            jitter = rng.random(len(ref_values))
+            summary = BaselineSummary.build(ref_values, ref_stratum, calendar.day[reference][present],
+                                            bins=10, jitter=jitter)
+            exact_baseline = SeasonalBaseline(ref_values, ref_stratum)
+            keep = ~np.isnan(current_values[:, j]) & (summary.counts[calendar.stratum[current]] >= 10)
+            new_values, new_stratum = current_values[keep, j], calendar.stratum[current][keep]
+            new_jitter = rng.random(len(new_values))
+            fine = summary.fine_bins(new_values, new_stratum, new_jitter)
+            statistic, _ = ks_binned(summary.reference_fine.sum(axis=0), np.bincount(fine, minlength=summary.fine))
+            exact = stats.ks_2samp(exact_baseline.reference_pit(jitter),
+                                   exact_pit(exact_baseline, new_values, new_stratum, new_jitter)).statistic
+            assert statistic.low <= exact <= statistic.high + 1e-12
+            ks_errors.append(exact - statistic.value)
+            window = summary.summarise(current_values[:, j], calendar.stratum[current], calendar.day[current],
+                                       seed=j, min_per_stratum=10)
+            window = sum(window.values(), start=WindowSummary.empty(summary.fine))
+            distance = wasserstein_binned(summary.residual_counts, summary.residual_sums, window.residual,
+                                          window.residual_sums, summary.residual_widths(), summary.residual_std)
+            exact = stats.wasserstein_distance(exact_baseline.residuals(ref_values, ref_stratum),
+                                               exact_baseline.residuals(new_values, new_stratum)) / summary.residual_std
+            assert distance.low - 1e-9 <= exact <= distance.high + 1e-9
+            wasserstein_errors.append(abs(exact - distance.value))
+    assert max(ks_errors) <= 1 / summary.fine  # at most one fine bin's share
+    assert max(wasserstein_errors) < 0.02  # baseline standard deviations
+
+
+def exact_pit(baseline: SeasonalBaseline, values, stratum, jitter):
+    """PIT against every reference value of the same stratum, on the baseline's sort keys
+    (values whose keys coincide, within ~1e-15 of the reference's range, are ties)."""
+    keys = baseline.keys(values, stratum)
+    below = np.searchsorted(baseline.sorted_keys_, keys, "left") - baseline.starts_[stratum]
+    not_above = np.searchsorted(baseline.sorted_keys_, keys, "right") - baseline.starts_[stratum]
+    return (below + jitter * (not_above - below)) / baseline.counts_[stratum]

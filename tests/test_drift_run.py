@@ -144,6 +144,49 @@ def test_reference_window_defaults_to_the_active_model(jobs_env, conn):
         conn.execute("UPDATE models SET status = 'retired' WHERE version = %s", [version])
 
 
+def test_summaries_are_reused_and_late_readings_rebuild_them(jobs_env, conn):
+    """Against a model's training window a run stores the baseline and each complete current
+    day's summary; the next run reads them instead of the readings and reports the same; a
+    reading arriving late into a summarised day, or into the reference window, rebuilds what
+    it touches; deleting every summary (as if a run had stopped before storing) changes nothing."""
+    env = {**jobs_env, "WATTWATCH_DRIFT_INGEST_MARGIN_MINUTES": "0"}  # the module's loads are done
+    train_to = START + timedelta(days=21)
+    version = conn.execute(
+        "INSERT INTO models (meter_id, algorithm, train_from, train_to, reason) "
+        "VALUES ('house-volt', 'test', %s, %s, 'test') RETURNING version", [START, train_to]).fetchone()[0]
+    days = "SELECT s.day, s.computed_at FROM drift_day_summaries s JOIN drift_baselines b USING (baseline_id) " \
+           "WHERE b.meter_id = 'house-volt' ORDER BY s.day"
+    try:
+        first = by_meter(drift_once(env, "--meter", "house-volt", "--mode", "full"))["house-volt"]
+        stored = conn.execute(days).fetchall()
+        assert [day for day, _ in stored] == [(CURRENT_FROM + timedelta(days=i)).date() for i in range(7)]
+        baseline = conn.execute("SELECT baseline_id, reference_from, reference_to FROM drift_baselines "
+                                "WHERE meter_id = 'house-volt'").fetchall()
+        assert [(start, end) for _, start, end in baseline] == [(START, train_to)]
+        again = by_meter(drift_once(env, "--meter", "house-volt", "--mode", "full"))["house-volt"]
+        assert again["metrics"] == first["metrics"] and again["metrics"]["voltage_v"]["status"] == "critical"
+        assert conn.execute(days).fetchall() == stored  # reused, not rebuilt
+        # Late readings, between the minutes: one in the current window, one in the reference.
+        late_day = CURRENT_FROM + timedelta(days=2)
+        conn.execute("INSERT INTO readings (meter_id, time, voltage_v) VALUES ('house-volt', %s, 250), "
+                     "('house-volt', %s, 240)", [late_day + timedelta(seconds=30), START + timedelta(seconds=30)])
+        late = by_meter(drift_once(env, "--meter", "house-volt", "--mode", "full"))["house-volt"]
+        voltage = late["metrics"]["voltage_v"]
+        assert (voltage["current_n"], voltage["reference_n"]) == (
+            first["metrics"]["voltage_v"]["current_n"] + 1, first["metrics"]["voltage_v"]["reference_n"] + 1)
+        assert conn.execute("SELECT baseline_id FROM drift_baselines WHERE meter_id = 'house-volt'"
+                            ).fetchone()[0] != baseline[0][0]
+        # Nothing cached: the same report as from the summaries.
+        conn.execute("DELETE FROM drift_baselines")
+        cold = by_meter(drift_once(env, "--meter", "house-volt", "--mode", "full"))["house-volt"]
+        assert cold["metrics"] == late["metrics"]
+        warm = by_meter(drift_once(env, "--meter", "house-volt", "--mode", "full"))["house-volt"]
+        assert warm["metrics"] == cold["metrics"]
+    finally:
+        conn.execute("DELETE FROM readings WHERE meter_id = 'house-volt' AND extract(second FROM time) = 30")
+        conn.execute("UPDATE models SET status = 'retired' WHERE version = %s", [version])
+
+
 def test_user_errors_are_one_line(jobs_env):
     line = one_line_error(run_cli(["drift", "run", "--once", "--meter", "nope", *WINDOW_ARGS], jobs_env))
     assert line == "wattwatch drift: unknown meter(s): nope (not in the meters table)"

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     drift_min_values: int = Field(720, ge=10)
     drift_min_reference_days: int = Field(7, ge=2)
     drift_workers: int = Field(2, ge=1, le=64)  # processes judging meters in parallel
+    # Readings ingested up to this long before a drift run's check can still be missed by it
+    # (an ingest transaction open that long); their days' summaries are rebuilt.
+    drift_ingest_margin_minutes: int = Field(60, ge=0, le=10_080)
     drift_light_at: str = Field("02:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     drift_full_day: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
                             "sunday"] = "sunday"
