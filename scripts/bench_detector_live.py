@@ -36,7 +36,8 @@ from timescale.migrate import migrate  # noqa: E402
 from timescale.scratch import create_database, drop_database  # noqa: E402
 from wattwatch.settings import Settings  # noqa: E402
 
-WATTWATCH = PROJECT / ".venv" / "bin" / "wattwatch"
+# The CLI of this checkout, run by the interpreter running this script.
+WATTWATCH = [sys.executable, "-m", "wattwatch.cli"]
 HISTORY_DAYS = 3
 
 
@@ -72,9 +73,9 @@ def main() -> None:
             conn.commit()
         print(f"{args.meters} meters with {HISTORY_DAYS} days each, models trained in "
               f"{time.monotonic() - started:.0f} s")
-        env = {**os.environ, "WATTWATCH_DATABASE_URL": with_database(admin, name, "wattwatch_jobs",
+        env = {**os.environ, "PYTHONPATH": str(PROJECT), "WATTWATCH_DATABASE_URL": with_database(admin, name, "wattwatch_jobs",
                                                                      password)}
-        detector = subprocess.Popen([str(WATTWATCH), "detect", "run", "--metrics-port", "0"],
+        detector = subprocess.Popen([*WATTWATCH, "detect", "run", "--metrics-port", "0"],
                                     env=env, stdout=subprocess.DEVNULL)
         time.sleep(5)  # the first cycle scores the history
         with psycopg.connect(url, autocommit=True) as conn:
