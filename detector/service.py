@@ -92,6 +92,13 @@ class Pending:
     newest: datetime       # the newest ingested_at to score up to
     first: datetime        # time of the oldest reading stored since `since`
     count: int             # readings stored since `since`
+    settled: datetime      # readings stored by then were all committed when this was read
+
+    @property
+    def next_mark(self) -> datetime:
+        """The watermark once these readings are written: past the settled point, so that
+        readings stored in one transaction long before (a bulk load) are not looked at again."""
+        return max(self.newest, self.settled)
 
     @property
     def since(self) -> datetime:
@@ -180,6 +187,7 @@ class Scorer:
         found through the ingested_at index from the oldest watermark on, all in one query;
         meters without one yet (never scored) in another."""
         known = readings.meters(self.conn)
+        settled = self.conn.execute("SELECT now() - %s", (LATE_COMMIT,)).fetchone()[0]
         marks = dict(self.conn.execute(
             "SELECT meter_id, ingested_at FROM detector_watermarks").fetchall())
         found = {}
@@ -197,7 +205,7 @@ class Scorer:
                 "SELECT meter_id, max(ingested_at), min(time), count(*) FROM readings"
                 " WHERE meter_id = ANY(%s) GROUP BY meter_id", (new,)).fetchall())
         self.conn.commit()
-        return [Pending(meter, marks.get(meter.meter_id), *found[meter.meter_id])
+        return [Pending(meter, marks.get(meter.meter_id), *found[meter.meter_id], settled)
                 for meter in known if meter.meter_id in found]
 
     def _models(self, meters: list[readings.Meter]) -> dict[str, registry.ActiveModel]:
@@ -319,7 +327,7 @@ class Scorer:
             "INSERT INTO detector_watermarks (meter_id, ingested_at)"
             " SELECT * FROM unnest(%s::text[], %s::timestamptz[])"
             " ON CONFLICT (meter_id) DO UPDATE SET ingested_at = excluded.ingested_at,"
-            " updated_at = now()", ([p.meter.meter_id for p in done], [p.newest for p in done]))
+            " updated_at = now()", ([p.meter.meter_id for p in done], [p.next_mark for p in done]))
 
     def _observe_lag(self, meter: readings.Meter, newest: datetime) -> None:
         lag = datetime.now(timezone.utc) - newest
