@@ -291,22 +291,33 @@ class Scorer:
         """(context, chunk, start time) of each batch of the meter's pending readings, read on
         the pipeline's read connection."""
         conn = self.connection("read")
-        position = self._next_new(conn, pending, None)
+        rows, context_rows = self.settings.detector_batch_rows, model.detector.context_rows
+        # A meter never scored has every reading pending: its batches follow each other, each
+        # one's context is the tail of the one before, and no query looks for the next start.
+        contiguous = pending.mark is None
+        position = pending.first if contiguous else self._next_new(conn, pending, None)
+        context = None
         while position is not None:
             started = time.monotonic()
             with conn.transaction():
                 chunk = readings.query_frame(
                     conn, readings.SELECT + " WHERE meter_id = %s AND time >= %s"
                     " AND ingested_at <= %s ORDER BY time LIMIT %s",
-                    (pending.meter.meter_id, position, pending.newest,
-                     self.settings.detector_batch_rows), pending.meter.timezone)
-                context = readings.query_frame(
-                    conn, readings.SELECT + " WHERE meter_id = %s AND time < %s"
-                    " ORDER BY time DESC LIMIT %s",
-                    (pending.meter.meter_id, position, model.detector.context_rows),
+                    (pending.meter.meter_id, position, pending.newest, rows),
                     pending.meter.timezone)
+                if context is None:
+                    context = readings.query_frame(
+                        conn, readings.SELECT + " WHERE meter_id = %s AND time < %s"
+                        " ORDER BY time DESC LIMIT %s",
+                        (pending.meter.meter_id, position, context_rows), pending.meter.timezone)
             yield context, chunk, started
-            position = self._next_new(conn, pending, chunk.index[-1])
+            if not contiguous:
+                context, position = None, self._next_new(conn, pending, chunk.index[-1])
+            elif len(chunk) < rows:
+                position = None
+            else:
+                context = pd.concat([context, chunk]).tail(context_rows)
+                position = chunk.index[-1] + timedelta(microseconds=1)
 
     @staticmethod
     def _next_new(conn: psycopg.Connection, pending: Pending, after) -> datetime | None:
