@@ -53,22 +53,22 @@ GROUP_MIN_ROWS = 1_000
 NEVER = datetime.min.replace(tzinfo=timezone.utc)
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 COPY_TRAILER = struct.pack(">h", -1)
+POSTGRES_EPOCH_US = 946_684_800_000_000  # binary timestamps count from 2000-01-01 UTC
 # One binary COPY row of the staging table: 9 fields, each a length and a big-endian value.
-ROW = np.dtype([("n", ">i2"), ("lp", ">i4"), ("part", ">i2"), ("l0", ">i4"), ("time_us", ">i8"),
+ROW = np.dtype([("n", ">i2"), ("lp", ">i4"), ("part", ">i2"), ("l0", ">i4"), ("time", ">i8"),
                 ("l1", ">i4"), ("score", ">f4"), ("l2", ">i4"), ("anomaly", "u1"),
                 ("l3", ">i4"), ("severity", ">i2"), ("l4", ">i4"), ("kind", ">i2"),
                 ("l5", ">i4"), ("top", ">i2"), ("l6", ">i4"), ("expected", ">f8"),
                 ("l7", ">i4"), ("recheck", "u1")])
 LENGTHS = {"n": 9, "lp": 2, "l0": 8, "l1": 4, "l2": 1, "l3": 2, "l4": 2, "l5": 2, "l6": 8, "l7": 1}
-STAGING = ("CREATE TEMP TABLE IF NOT EXISTS detector_batch (part smallint, time_us bigint,"
+STAGING = ("CREATE TEMP TABLE IF NOT EXISTS detector_batch (part smallint, time timestamptz,"
            " score real, is_anomaly boolean, severity smallint, kind smallint, top smallint,"
            " expected double precision, recheck boolean) ON COMMIT DELETE ROWS")
 
 # Texts travel as codes into the arrays passed along (part: the meter's place in the batch).
 SCORE_COLUMNS = ("INSERT INTO anomaly_scores (time, meter_id, model_version, score, is_anomaly,"
                  " severity, kind, top_feature, expected_active_power_kw)"
-                 " SELECT timestamptz 'epoch' + time_us * interval '1 microsecond',"
-                 " (%(meters)s::text[])[part], (%(versions)s::int[])[part], score, is_anomaly,"
+                 " SELECT time, (%(meters)s::text[])[part], (%(versions)s::int[])[part], score, is_anomaly,"
                  " (%(severities)s::text[])[severity], (%(kinds)s::text[])[kind],"
                  " (%(names)s::text[])[top], nullif(expected, 'NaN') FROM detector_batch b")
 INSERT_SCORES = SCORE_COLUMNS
@@ -76,8 +76,8 @@ INSERT_SCORES = SCORE_COLUMNS
 # watermark) are skipped, whatever model version scored them.
 INSERT_UNSCORED = (
     "WITH written AS (" + SCORE_COLUMNS + " WHERE CASE WHEN recheck THEN NOT EXISTS (SELECT FROM"
-    " anomaly_scores s WHERE s.meter_id = (%(meters)s::text[])[b.part] AND s.time ="
-    " timestamptz 'epoch' + b.time_us * interval '1 microsecond') ELSE true END"
+    " anomaly_scores s WHERE s.meter_id = (%(meters)s::text[])[b.part] AND s.time = b.time)"
+    " ELSE true END"
     " ON CONFLICT DO NOTHING RETURNING meter_id, time, is_anomaly)"
     " SELECT meter_id, count(*), array_agg(time) FILTER (WHERE is_anomaly) FROM written"
     " GROUP BY meter_id")
@@ -133,7 +133,7 @@ def _copy_rows(batch: list[Scored], names: list[str]) -> bytes:
         rows_of = rows[start:start + len(result)]  # a view: filled in place
         start += len(result)
         rows_of["part"] = part
-        rows_of["time_us"] = epoch_ns(result.index) // 1000
+        rows_of["time"] = epoch_ns(result.index) // 1000 - POSTGRES_EPOCH_US
         rows_of["score"] = result["score"].to_numpy()
         rows_of["anomaly"] = result["is_anomaly"].to_numpy()
         rows_of["severity"] = pd.Categorical(result["severity"], categories=SEVERITIES).codes + 1
