@@ -16,9 +16,17 @@ COLUMNS = list(FIELDS)
 SELECT = ("SELECT (extract(epoch FROM time) * 1e6)::bigint AS t,"
           " (extract(epoch FROM ingested_at) * 1e6)::bigint AS i, " + ", ".join(COLUMNS) +
           " FROM readings")
-# Readings travel as one binary array per column: far faster than a Python tuple per row.
-AS_ARRAYS = ("SELECT array_agg(t ORDER BY t), array_agg(i ORDER BY t), " +
-             ", ".join(f"array_agg({c} ORDER BY t)" for c in COLUMNS) + " FROM ({}) AS rows")
+# Readings travel as one binary array per column: far faster than a Python tuple per row (or a
+# binary COPY, one message per row), and the server sorts once for all the aggregates.
+AS_ARRAYS = "SELECT {arrays} FROM ({query}) AS rows"
+# Several meters' readings in one query: for each meter (numbered n from 1), the `context`
+# readings before `first` and then up to %s readings from `first` on stored by `newest`.
+GROUP_SELECT = (
+    "SELECT m.n, r.* FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::int[])"
+    " WITH ORDINALITY AS m(meter_id, first, newest, context, n) CROSS JOIN LATERAL ("
+    "(" + SELECT + " WHERE meter_id = m.meter_id AND time < m.first ORDER BY time DESC"
+    " LIMIT m.context) UNION ALL (" + SELECT + " WHERE meter_id = m.meter_id"
+    " AND time >= m.first AND ingested_at <= m.newest ORDER BY time LIMIT %s)) AS r")
 
 
 @dataclass(frozen=True)
@@ -38,17 +46,49 @@ def meters(conn: psycopg.Connection, meter_id: str | None = None) -> list[Meter]
     return [Meter(*row) for row in rows]
 
 
-def query_frame(conn: psycopg.Connection, query: str, params: tuple, timezone: str) -> pd.DataFrame:
-    """The rows of `query` (a SELECT of SELECT's columns) as a frame in time order, indexed by
-    local time (the meter's zone, for its cycles), with `ingested_at` (UTC) and our fields."""
-    arrays = conn.cursor(binary=True).execute(AS_ARRAYS.format(query), params).fetchone()
-    times = np.array(arrays[0] or [], dtype=np.int64)
-    frame = pd.DataFrame({c: np.array(a or [], dtype=float) for c, a in zip(COLUMNS, arrays[2:])},
-                         index=pd.DatetimeIndex(pd.to_datetime(times, unit="us", utc=True))
+def _arrays(conn: psycopg.Connection, query: str, params: tuple, keys: tuple[str, ...] = ()):
+    """One array per column of `query` (keys, t, i, our fields), in the order of keys then time."""
+    order = ", ".join([*keys, "t"])
+    arrays = ", ".join(f"array_agg({c} ORDER BY {order})" for c in [*keys, "t", "i", *COLUMNS])
+    return conn.cursor(binary=True).execute(AS_ARRAYS.format(arrays=arrays, query=query),
+                                            params).fetchone()
+
+
+def _columns(arrays) -> list[np.ndarray]:
+    """The fetched arrays of (t, i, our fields) as numpy arrays."""
+    return [np.array(arrays[0] or [], dtype=np.int64), np.array(arrays[1] or [], dtype=np.int64),
+            *(np.array(a or [], dtype=float) for a in arrays[2:])]
+
+
+def _frame(columns: list[np.ndarray], timezone: str) -> pd.DataFrame:
+    """Columns (t, i, our fields) as a frame indexed by local time (the meter's zone, for its
+    cycles), with `ingested_at` (UTC) and our fields."""
+    frame = pd.DataFrame(dict(zip(COLUMNS, columns[2:])),
+                         index=pd.DatetimeIndex(pd.to_datetime(columns[0], unit="us", utc=True))
                          .tz_convert(timezone))
-    frame.insert(0, "ingested_at", pd.to_datetime(np.array(arrays[1] or [], dtype=np.int64),
-                                                  unit="us", utc=True))
+    frame.insert(0, "ingested_at", pd.to_datetime(columns[1], unit="us", utc=True))
     return frame
+
+
+def query_frame(conn: psycopg.Connection, query: str, params: tuple, timezone: str) -> pd.DataFrame:
+    """The rows of `query` (a SELECT of SELECT's columns) as a frame in time order."""
+    return _frame(_columns(_arrays(conn, query, params)), timezone)
+
+
+def group_frames(conn: psycopg.Connection, wanted: list[tuple[Meter, datetime, datetime, int]],
+                 limit: int) -> list[pd.DataFrame]:
+    """For each (meter, first, newest, context) wanted: its `context` readings before `first`
+    and up to `limit` readings from `first` on stored by `newest`, as one frame in time order;
+    all meters in one query."""
+    if not wanted:
+        return []
+    columns = list(zip(*[(m.meter_id, first, newest, context) for m, first, newest, context in wanted]))
+    arrays = _arrays(conn, GROUP_SELECT, (*map(list, columns), limit), keys=("n",))
+    numbers = np.array(arrays[0] or [], dtype=np.int64)
+    columns = _columns(arrays[1:])
+    edges = np.searchsorted(numbers, np.arange(1, len(wanted) + 2))
+    return [_frame([c[edges[k]:edges[k + 1]] for c in columns], meter.timezone)
+            for k, (meter, *_) in enumerate(wanted)]
 
 
 def fields_present(frame: pd.DataFrame) -> list[str]:

@@ -70,12 +70,15 @@ def train(conn: psycopg.Connection, meter: readings.Meter, settings: Settings, *
     return version
 
 
-def active_version(conn: psycopg.Connection, meter_id: str) -> int | None:
-    """Version of the newest active model for the meter (its own, else one shared by all)."""
-    row = conn.execute(
-        "SELECT version FROM models WHERE status = 'active' AND (meter_id = %s OR meter_id IS NULL)"
-        " ORDER BY meter_id IS NULL, trained_at DESC, version DESC LIMIT 1", (meter_id,)).fetchone()
-    return row[0] if row else None
+def active_versions(conn: psycopg.Connection, meter_ids: list[str]) -> dict[str, int]:
+    """Version of the newest active model of each meter (its own, else one shared by all);
+    meters without one are left out. One query for all meters."""
+    rows = conn.execute(
+        "SELECT m.meter_id, (SELECT version FROM models WHERE status = 'active'"
+        " AND (meter_id = m.meter_id OR meter_id IS NULL)"
+        " ORDER BY meter_id IS NULL, trained_at DESC, version DESC LIMIT 1)"
+        " FROM unnest(%s::text[]) AS m(meter_id)", (meter_ids,)).fetchall()
+    return {meter_id: version for meter_id, version in rows if version is not None}
 
 
 def load(conn: psycopg.Connection, version: int) -> ActiveModel:

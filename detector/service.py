@@ -1,11 +1,18 @@
 """`wattwatch detect run`: score every meter's new readings from its watermark, in bulk.
 
-Per meter and cycle: readings stored since the watermark (by `ingested_at`, so late readings
-with an old `time` are found too) are read in time order with the readings before them that
-the features need, scored with the meter's newest active model, and written to anomaly_scores
-with INSERT ... ON CONFLICT DO NOTHING in the same transaction as the incidents built from the
-rows actually inserted. The watermark moves only after its readings are committed: a crash
-re-reads them, and the conflict clause keeps every score written exactly once.
+Each cycle finds, in one query, the meters with readings stored since their watermark (by
+`ingested_at`, so late readings with an old `time` are found too). Readings are scored in time
+order with the readings before them that the features need, with the meter's newest active
+model, and written to anomaly_scores together with the incidents built from the rows actually
+inserted; a row that may have a score already is inserted only if it has none.
+
+- Meters with few pending readings (the live case) are scored together: one read of all their
+  new readings and context, one write of all their scores, incidents and watermarks, in one
+  transaction.
+- A meter with many (a backfill) is scored in batches of detector_batch_rows, in a pipeline of
+  three connections: the next batch is read while this one is scored and the last one written.
+  Its watermark moves after all its batches are committed: a crash re-reads them, and the
+  checks on insert keep every score written exactly once.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import queue
 import struct
 import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -35,44 +44,105 @@ log = logging.getLogger("wattwatch.detector")
 # A transaction that stamped its readings' ingested_at (its start time) may commit after the
 # watermark passed that stamp: readings this close behind the watermark are looked at again.
 LATE_COMMIT = timedelta(seconds=10)
+# Of the readings stored a little before the watermark, only those without a score are
+# pending: a history stored in one transaction just before live readings is not re-read. The
+# queries keep this check apart from the readings after the watermark (UNION ALL, not OR), so
+# that the database can check a large window with one hash anti-join, not a probe per reading.
+UNSCORED = "NOT EXISTS (SELECT FROM anomaly_scores s WHERE s.meter_id = r.meter_id AND s.time = r.time)"
+# Meters scored together may each bring detector_batch_rows / (meters pending) readings, and
+# never fewer than this; a meter with more is scored alone, in batches.
+GROUP_MIN_ROWS = 1_000
+NEVER = datetime.min.replace(tzinfo=timezone.utc)
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 COPY_TRAILER = struct.pack(">h", -1)
-# One binary COPY row of the staging table: 8 fields, each a length and a big-endian value.
-ROW = np.dtype([("n", ">i2"), ("l0", ">i4"), ("time_us", ">i8"), ("l1", ">i4"), ("score", ">f4"),
-                ("l2", ">i4"), ("anomaly", "u1"), ("l3", ">i4"), ("severity", ">i2"),
-                ("l4", ">i4"), ("kind", ">i2"), ("l5", ">i4"), ("top", ">i2"),
-                ("l6", ">i4"), ("expected", ">f8"), ("l7", ">i4"), ("recheck", "u1")])
-LENGTHS = {"n": 8, "l0": 8, "l1": 4, "l2": 1, "l3": 2, "l4": 2, "l5": 2, "l6": 8, "l7": 1}
+POSTGRES_EPOCH_US = 946_684_800_000_000  # binary timestamps count from 2000-01-01 UTC
+# One binary COPY row of the staging table: 9 fields, each a length and a big-endian value.
+ROW = np.dtype([("n", ">i2"), ("lp", ">i4"), ("part", ">i2"), ("l0", ">i4"), ("time", ">i8"),
+                ("l1", ">i4"), ("score", ">f4"), ("l2", ">i4"), ("anomaly", "u1"),
+                ("l3", ">i4"), ("severity", ">i2"), ("l4", ">i4"), ("kind", ">i2"),
+                ("l5", ">i4"), ("top", ">i2"), ("l6", ">i4"), ("expected", ">f8"),
+                ("l7", ">i4"), ("recheck", "u1")])
+LENGTHS = {"n": 9, "lp": 2, "l0": 8, "l1": 4, "l2": 1, "l3": 2, "l4": 2, "l5": 2, "l6": 8, "l7": 1}
+STAGING = ("CREATE TEMP TABLE IF NOT EXISTS detector_batch (part smallint, time timestamptz,"
+           " score real, is_anomaly boolean, severity smallint, kind smallint, top smallint,"
+           " expected double precision, recheck boolean) ON COMMIT DELETE ROWS")
 
-
+# Texts travel as codes into the arrays passed along (part: the meter's place in the batch).
 SCORE_COLUMNS = ("INSERT INTO anomaly_scores (time, meter_id, model_version, score, is_anomaly,"
                  " severity, kind, top_feature, expected_active_power_kw)"
-                 " SELECT timestamptz 'epoch' + time_us * interval '1 microsecond', %s, %s,"
-                 " score, is_anomaly, (%s::text[])[severity], (%s::text[])[kind],"
-                 " (%s::text[])[top], nullif(expected, 'NaN') FROM detector_batch b")
+                 " SELECT time, (%(meters)s::text[])[part], (%(versions)s::int[])[part], score, is_anomaly,"
+                 " (%(severities)s::text[])[severity], (%(kinds)s::text[])[kind],"
+                 " (%(names)s::text[])[top], nullif(expected, 'NaN') FROM detector_batch b")
 INSERT_SCORES = SCORE_COLUMNS
 # The careful path: rows that may have a score already (a restart, a late reading behind the
 # watermark) are skipped, whatever model version scored them.
 INSERT_UNSCORED = (
     "WITH written AS (" + SCORE_COLUMNS + " WHERE CASE WHEN recheck THEN NOT EXISTS (SELECT FROM"
-    " anomaly_scores s WHERE s.meter_id = %s AND s.time = timestamptz 'epoch' + b.time_us *"
-    " interval '1 microsecond') ELSE true END ON CONFLICT DO NOTHING RETURNING time, is_anomaly)"
-    " SELECT count(*), array_agg(time) FILTER (WHERE is_anomaly) FROM written")
+    " anomaly_scores s WHERE s.meter_id = (%(meters)s::text[])[b.part] AND s.time = b.time)"
+    " ELSE true END"
+    " ON CONFLICT DO NOTHING RETURNING meter_id, time, is_anomaly)"
+    " SELECT meter_id, count(*), array_agg(time) FILTER (WHERE is_anomaly) FROM written"
+    " GROUP BY meter_id")
 
 
-def _copy_rows(result: pd.DataFrame, names: list[str], recheck: np.ndarray) -> bytes:
+@dataclass(frozen=True)
+class Pending:
+    """A meter with readings stored since its watermark."""
+
+    meter: readings.Meter
+    mark: datetime | None  # the watermark: ingested_at of the newest reading scored
+    newest: datetime       # the newest ingested_at to score up to
+    first: datetime        # time of the oldest reading stored since `since`
+    count: int             # readings stored since `since`
+    settled: datetime      # readings stored by then were all committed when this was read
+
+    @property
+    def next_mark(self) -> datetime:
+        """The watermark once these readings are written: past the settled point, so that
+        readings stored in one transaction long before (a bulk load) are not looked at again."""
+        return max(self.newest, self.settled)
+
+    @property
+    def since(self) -> datetime:
+        """Readings stored after this are looked at (a little before the watermark)."""
+        return self.mark - LATE_COMMIT if self.mark else NEVER
+
+
+@dataclass
+class Scored:
+    """A meter's freshly scored readings, to be written."""
+
+    meter: readings.Meter
+    model: registry.ActiveModel
+    result: pd.DataFrame   # one row per reading, as the model's score() returns
+    actual: pd.Series      # the readings' active power, for the incidents' excess energy
+    recheck: np.ndarray    # rows that may have a score already
+    newest: datetime       # newest ingested_at among them
+
+
+def _feature_names(model: registry.ActiveModel) -> list[str]:
+    return model.detector.features_.names() if hasattr(model.detector, "features_") else []
+
+
+def _copy_rows(batch: list[Scored], names: list[str]) -> bytes:
     """The scores as one binary COPY payload; texts travel as codes (0 = NULL) decoded by SQL."""
-    rows = np.zeros(len(result), dtype=ROW)
+    rows = np.zeros(sum(len(scored.result) for scored in batch), dtype=ROW)
     for field, length in LENGTHS.items():
         rows[field] = length
-    rows["time_us"] = epoch_ns(result.index) // 1000
-    rows["score"] = result["score"].to_numpy()
-    rows["anomaly"] = result["is_anomaly"].to_numpy()
-    rows["severity"] = pd.Categorical(result["severity"], categories=SEVERITIES).codes + 1
-    rows["kind"] = pd.Categorical(result["kind"], categories=KINDS).codes + 1
-    rows["top"] = pd.Categorical(result["top_feature"], categories=names).codes + 1
-    rows["expected"] = result["expected"].to_numpy(float)
-    rows["recheck"] = recheck
+    start = 0
+    for part, scored in enumerate(batch, start=1):
+        result = scored.result
+        rows_of = rows[start:start + len(result)]  # a view: filled in place
+        start += len(result)
+        rows_of["part"] = part
+        rows_of["time"] = epoch_ns(result.index) // 1000 - POSTGRES_EPOCH_US
+        rows_of["score"] = result["score"].to_numpy()
+        rows_of["anomaly"] = result["is_anomaly"].to_numpy()
+        rows_of["severity"] = pd.Categorical(result["severity"], categories=SEVERITIES).codes + 1
+        rows_of["kind"] = pd.Categorical(result["kind"], categories=KINDS).codes + 1
+        rows_of["top"] = pd.Categorical(result["top_feature"], categories=names).codes + 1
+        rows_of["expected"] = result["expected"].to_numpy(float)
+        rows_of["recheck"] = scored.recheck
     return COPY_HEADER + rows.tobytes() + COPY_TRAILER
 
 
@@ -85,169 +155,258 @@ class Scorer:
         self.metrics = metrics
         self.models: dict[str, registry.ActiveModel] = {}
         self.algorithms: dict[str, tuple] = {}
-        self._write_conn: psycopg.Connection | None = None
+        self._connections: dict[str, psycopg.Connection] = {}
 
-    def write_connection(self) -> psycopg.Connection:
-        """The connection scores are written on (opened on first use, kept)."""
-        if self._write_conn is None or self._write_conn.closed:
-            self._write_conn = connect(self.settings)
-        return self._write_conn
+    def connection(self, purpose: str) -> psycopg.Connection:
+        """A connection of its own for a pipeline stage ("read", "write"), opened on first
+        use and kept."""
+        conn = self._connections.get(purpose)
+        if conn is None or conn.closed:
+            conn = self._connections[purpose] = connect(self.settings)
+        return conn
 
     def close(self) -> None:
-        if self._write_conn is not None:
-            self._write_conn.close()
+        for conn in self._connections.values():
+            conn.close()
 
     def cycle(self) -> int:
         """Act on retrain requests, then score what is pending for every meter; rows written."""
         with self.conn.transaction():
             registry.handle_retrain_requests(self.conn, self.settings)
-        written = 0
-        for meter, newest in self._pending():
-            model = self._model(meter)
-            if model is not None:
-                written += self._score_meter(meter, model, newest)
+        pending = self._pending()
+        models = self._models([p.meter for p in pending])
+        pending = [p for p in pending if p.meter.meter_id in models]
+        limit = max(GROUP_MIN_ROWS, self.settings.detector_batch_rows // max(len(pending), 1))
+        few = [p for p in pending if p.count < limit]
+        written, alone = self._score_group(few, models, limit) if few else (0, [])
+        for p in alone + [p for p in pending if p.count >= limit]:
+            written += self._score_meter(p, models[p.meter.meter_id])
         self.metrics.cycles.inc()
         return written
 
-    def _pending(self) -> list[tuple[readings.Meter, datetime]]:
-        """Meters with readings stored after their watermark, and the newest such ingested_at.
-        Meters with a watermark are found through the ingested_at index from the oldest
-        watermark on; a meter without one yet is asked about on its own."""
+    def _pending(self) -> list[Pending]:
+        """Meters with readings stored after their watermark. Meters with a watermark are
+        found through the ingested_at index from the oldest watermark on, all in one query;
+        meters without one yet (never scored) in another."""
+        known = readings.meters(self.conn)
+        settled = self.conn.execute("SELECT now() - %s", (LATE_COMMIT,)).fetchone()[0]
         marks = dict(self.conn.execute(
             "SELECT meter_id, ingested_at FROM detector_watermarks").fetchall())
-        pending = {}
+        found = {}
         if marks:
-            pending.update(self.conn.execute(
-                "SELECT r.meter_id, max(r.ingested_at) FROM readings r"
+            found.update((row[0], row[1:]) for row in self.conn.execute(
+                "SELECT meter_id, max(ingested_at), min(time), count(*) FROM ("
+                " SELECT r.meter_id, r.time, r.ingested_at, w.ingested_at AS mark FROM readings r"
                 " JOIN detector_watermarks w USING (meter_id)"
-                " WHERE r.ingested_at > %s AND r.ingested_at > w.ingested_at GROUP BY r.meter_id",
-                (min(marks.values()),)).fetchall())
-        known = readings.meters(self.conn)
-        for meter in known:
-            if meter.meter_id not in marks:
-                newest = self.conn.execute("SELECT max(ingested_at) FROM readings"
-                                           " WHERE meter_id = %s", (meter.meter_id,)).fetchone()[0]
-                if newest is not None:
-                    pending[meter.meter_id] = newest
+                " WHERE r.ingested_at > %(oldest)s AND r.ingested_at > w.ingested_at"
+                " UNION ALL SELECT r.meter_id, r.time, r.ingested_at, w.ingested_at FROM readings r"
+                " JOIN detector_watermarks w USING (meter_id) WHERE r.ingested_at > %(oldest)s"
+                " AND r.ingested_at > w.ingested_at - %(late)s AND r.ingested_at <= w.ingested_at"
+                " AND " + UNSCORED + ") AS p"
+                " GROUP BY meter_id HAVING max(ingested_at) > min(mark)",
+                {"oldest": min(marks.values()) - LATE_COMMIT, "late": LATE_COMMIT}).fetchall())
+        new = [meter.meter_id for meter in known if meter.meter_id not in marks]
+        if new:
+            found.update((row[0], row[1:]) for row in self.conn.execute(
+                "SELECT meter_id, max(ingested_at), min(time), count(*) FROM readings"
+                " WHERE meter_id = ANY(%s) GROUP BY meter_id", (new,)).fetchall())
         self.conn.commit()
-        return [(meter, pending[meter.meter_id]) for meter in known if meter.meter_id in pending]
+        return [Pending(meter, marks.get(meter.meter_id), *found[meter.meter_id], settled)
+                for meter in known if meter.meter_id in found]
 
-    def _model(self, meter: readings.Meter) -> registry.ActiveModel | None:
+    def _models(self, meters: list[readings.Meter]) -> dict[str, registry.ActiveModel]:
+        """The newest active model of each meter (trained first if it has none; left out if
+        it has too little data yet), loaded once per version."""
+        models = {}
         with self.conn.transaction():
-            version = registry.active_version(self.conn, meter.meter_id)
-            if version is None:
-                try:
-                    version = registry.train(self.conn, meter, self.settings, reason="initial")
-                except WattwatchError as exc:
-                    log.info("meter %s not scored yet: %s", meter.meter_id, exc)
-                    return None
-            cached = self.models.get(meter.meter_id)
-            if cached is None or cached.version != version:
-                cached = self.models[meter.meter_id] = registry.load(self.conn, version)
-                algorithm = cached.detector.algorithm
-                self.metrics.use_model(meter.meter_id, version, algorithm,
-                                       self.algorithms.get(meter.meter_id))
-                self.algorithms[meter.meter_id] = (str(version), algorithm)
-        return cached
+            versions = registry.active_versions(self.conn, [m.meter_id for m in meters])
+            for meter in meters:
+                version = versions.get(meter.meter_id)
+                if version is None:
+                    try:
+                        version = registry.train(self.conn, meter, self.settings, reason="initial")
+                    except WattwatchError as exc:
+                        log.info("meter %s not scored yet: %s", meter.meter_id, exc)
+                        continue
+                cached = self.models.get(meter.meter_id)
+                if cached is None or cached.version != version:
+                    cached = self.models[meter.meter_id] = registry.load(self.conn, version)
+                    algorithm = cached.detector.algorithm
+                    self.metrics.use_model(meter.meter_id, version, algorithm,
+                                           self.algorithms.get(meter.meter_id))
+                    self.algorithms[meter.meter_id] = (str(version), algorithm)
+                models[meter.meter_id] = cached
+        return models
 
-    def _score_meter(self, meter: readings.Meter, model: registry.ActiveModel,
-                     newest: datetime) -> int:
-        row = self.conn.execute("SELECT ingested_at FROM detector_watermarks WHERE meter_id = %s",
-                                (meter.meter_id,)).fetchone()
-        mark = row[0] if row else datetime.min.replace(tzinfo=timezone.utc)
-        since = mark - LATE_COMMIT if row else mark
+    @staticmethod
+    def _score(pending: Pending, model: registry.ActiveModel, context: pd.DataFrame,
+               chunk: pd.DataFrame) -> Scored:
+        """Score the chunk's readings (after their context); keep those stored since `since`."""
+        frame = pd.concat([context, chunk])
+        result = model.detector.score(frame[model.fields]).iloc[len(context):]
+        fresh = (chunk["ingested_at"] > pending.since).to_numpy()
+        # Readings from before the watermark may already have a score, perhaps from an older
+        # model version: they are written only if they have none.
+        recheck = (chunk["ingested_at"] <= (pending.mark or NEVER)).to_numpy()[fresh]
+        return Scored(pending.meter, model, result[fresh], chunk["active_power_kw"][fresh],
+                      recheck, chunk["ingested_at"].max())
+
+    def _score_group(self, group: list[Pending], models: dict[str, registry.ActiveModel],
+                     limit: int) -> tuple[int, list[Pending]]:
+        """Score meters with few pending readings together: one read, then their scores,
+        incidents and watermarks in one transaction. Returns the rows written and the meters
+        that brought `limit` readings or more (to be scored alone, in batches)."""
+        started = time.monotonic()
+        with self.conn.transaction():
+            frames = readings.group_frames(self.conn, [
+                (p.meter, p.first, p.newest, models[p.meter.meter_id].detector.context_rows)
+                for p in group], limit)
+        batch, done, alone = [], [], []
+        for p, frame in zip(group, frames):
+            new = frame.index >= p.first
+            if new.sum() >= limit:
+                alone.append(p)
+                continue
+            done.append(p)
+            scored = self._score(p, models[p.meter.meter_id], frame[~new], frame[new])
+            if len(scored.result):
+                batch.append(scored)
+        with self.conn.transaction():
+            written = self._write(self.conn, batch) if batch else 0
+            self._advance(done)
+        self.metrics.batch.observe(time.monotonic() - started)
+        for p in done:
+            self._observe_lag(p.meter, p.newest)
+        return written, alone
+
+    def _score_meter(self, pending: Pending, model: registry.ActiveModel) -> int:
+        """Score one meter's pending readings in batches, read, scored and written at once."""
         writer = _Writer(self)
+        batches = _Prefetch(lambda: self._batches(pending, model))
         try:
-            position = self._next_new(meter, since, newest, None)
-            while position is not None:
-                started = time.monotonic()
-                with self.conn.transaction():
-                    chunk, context = self._read(meter, model, position, newest)
-                frame = pd.concat([context, chunk])
-                result = model.detector.score(frame[model.fields]).iloc[len(context):]
-                fresh = (chunk["ingested_at"] > since).to_numpy()
-                # Readings from before the watermark may already have a score, perhaps from
-                # an older model version: they are written only if they have none.
-                recheck = (chunk["ingested_at"] <= mark).to_numpy()[fresh]
-                writer.put((meter, model, result[fresh], chunk["active_power_kw"][fresh],
-                            recheck, started, chunk["ingested_at"].max()))
-                position = self._next_new(meter, since, newest, chunk.index[-1])
+            for context, chunk, started in batches:
+                writer.put((self._score(pending, model, context, chunk), started))
         finally:
+            batches.close()
             written = writer.close()
         with self.conn.transaction():
-            self.conn.execute(
-                "INSERT INTO detector_watermarks (meter_id, ingested_at) VALUES (%s, %s)"
-                " ON CONFLICT (meter_id) DO UPDATE SET ingested_at = excluded.ingested_at,"
-                " updated_at = now()", (meter.meter_id, newest))
+            self._advance([pending])
         return written
 
-    def _next_new(self, meter, since, newest, after) -> datetime | None:
+    def _batches(self, pending: Pending, model: registry.ActiveModel):
+        """(context, chunk, start time) of each batch of the meter's pending readings, read on
+        the pipeline's read connection."""
+        conn = self.connection("read")
+        rows, context_rows = self.settings.detector_batch_rows, model.detector.context_rows
+        # A meter never scored has every reading pending: its batches follow each other, each
+        # one's context is the tail of the one before, and no query looks for the next start.
+        contiguous = pending.mark is None
+        position = pending.first if contiguous else self._next_new(conn, pending, None)
+        context = None
+        while position is not None:
+            started = time.monotonic()
+            with conn.transaction():
+                chunk = readings.query_frame(
+                    conn, readings.SELECT + " WHERE meter_id = %s AND time >= %s"
+                    " AND ingested_at <= %s ORDER BY time LIMIT %s",
+                    (pending.meter.meter_id, position, pending.newest, rows),
+                    pending.meter.timezone)
+                if context is None:
+                    context = readings.query_frame(
+                        conn, readings.SELECT + " WHERE meter_id = %s AND time < %s"
+                        " ORDER BY time DESC LIMIT %s",
+                        (pending.meter.meter_id, position, context_rows), pending.meter.timezone)
+            yield context, chunk, started
+            if not contiguous:
+                context, position = None, self._next_new(conn, pending, chunk.index[-1])
+            elif len(chunk) < rows:
+                position = None
+            else:
+                context = pd.concat([context, chunk]).tail(context_rows)
+                position = chunk.index[-1] + timedelta(microseconds=1)
+
+    @staticmethod
+    def _next_new(conn: psycopg.Connection, pending: Pending, after) -> datetime | None:
         """Time of the first reading to score after `after`: already-scored stretches between
         late readings are skipped, not re-read."""
-        row = self.conn.execute(
-            "SELECT min(time) FROM readings WHERE meter_id = %s AND ingested_at > %s"
-            " AND ingested_at <= %s AND (%s::timestamptz IS NULL OR time > %s)",
-            (meter.meter_id, since, newest, after, after)).fetchone()
-        self.conn.commit()
+        row = conn.execute(
+            "SELECT min(time) FROM (SELECT min(time) AS time FROM readings WHERE meter_id ="
+            " %(m)s AND ingested_at > %(mark)s AND ingested_at <= %(newest)s AND time > %(after)s"
+            " UNION ALL SELECT min(time) FROM readings r WHERE meter_id = %(m)s"
+            " AND ingested_at > %(since)s AND ingested_at <= %(mark)s AND time > %(after)s AND "
+            + UNSCORED + ") AS firsts",
+            {"m": pending.meter.meter_id, "since": pending.since, "mark": pending.mark or NEVER,
+             "newest": pending.newest, "after": after or NEVER}).fetchone()
+        conn.commit()
         return row[0]
 
-    def _read(self, meter, model, position, newest) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """A batch of readings from `position` on, and the readings before it the features need."""
-        chunk = readings.query_frame(
-            self.conn, readings.SELECT + " WHERE meter_id = %s AND time >= %s AND ingested_at <= %s"
-            " ORDER BY time LIMIT %s",
-            (meter.meter_id, position, newest, self.settings.detector_batch_rows), meter.timezone)
-        context = readings.query_frame(
-            self.conn, readings.SELECT + " WHERE meter_id = %s AND time < %s"
-            " ORDER BY time DESC LIMIT %s",
-            (meter.meter_id, position, model.detector.context_rows), meter.timezone)
-        return chunk, context
+    def _advance(self, done: list[Pending]) -> None:
+        """Move the watermarks of meters whose pending readings are all written."""
+        self.conn.execute(
+            "INSERT INTO detector_watermarks (meter_id, ingested_at)"
+            " SELECT * FROM unnest(%s::text[], %s::timestamptz[])"
+            " ON CONFLICT (meter_id) DO UPDATE SET ingested_at = excluded.ingested_at,"
+            " updated_at = now()", ([p.meter.meter_id for p in done], [p.next_mark for p in done]))
 
-    def _write(self, conn: psycopg.Connection, meter, model, result: pd.DataFrame,
-               actual: pd.Series, recheck: np.ndarray) -> int:
-        """Insert the scores (never over existing ones) and the incidents of those inserted."""
-        if result.empty:
+    def _observe_lag(self, meter: readings.Meter, newest: datetime) -> None:
+        lag = datetime.now(timezone.utc) - newest
+        self.metrics.lag.labels(meter.meter_id).set(max(lag.total_seconds(), 0.0))
+
+    def _write(self, conn: psycopg.Connection, batch: list[Scored]) -> int:
+        """Insert the scores of one or more meters (never over existing ones) and the
+        incidents of those inserted; rows inserted."""
+        batch = [scored for scored in batch if len(scored.result)]
+        if not batch:
             return 0
-        names = model.detector.features_.names() if hasattr(model.detector, "features_") else []
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS detector_batch (time_us bigint,"
-                          " score real, is_anomaly boolean, severity smallint, kind smallint,"
-                          " top smallint, expected double precision, recheck boolean)"
-                          " ON COMMIT DELETE ROWS")
+        names = sorted(set().union(*(_feature_names(s.model) for s in batch)))
+        conn.execute(STAGING)
         with conn.cursor().copy("COPY detector_batch FROM STDIN WITH (FORMAT binary)") as copy:
-            copy.write(_copy_rows(result, names, recheck))
-        params = (meter.meter_id, model.version, list(SEVERITIES), list(KINDS), names)
-        if self._span_is_free(conn, meter, result, recheck):
+            copy.write(_copy_rows(batch, names))
+        params = {"meters": [s.meter.meter_id for s in batch],
+                  "versions": [s.model.version for s in batch], "severities": list(SEVERITIES),
+                  "kinds": list(KINDS), "names": names}
+        inserted = None
+        if len(batch) == 1 and self._span_is_free(conn, batch[0]):
             try:
                 with conn.transaction():  # a savepoint: a racing writer sends us below
                     conn.execute(INSERT_SCORES, params)
-                anomalous_times = result.index[result["is_anomaly"].to_numpy()]
-                inserted = (len(result), list(anomalous_times))
+                result = batch[0].result
+                inserted = {batch[0].meter.meter_id: (
+                    len(result), list(result.index[result["is_anomaly"].to_numpy()]))}
             except psycopg.errors.UniqueViolation:
-                inserted = None
-        else:
-            inserted = None
+                pass
         if inserted is None:
-            inserted = conn.execute(INSERT_UNSCORED, (*params, meter.meter_id)).fetchone()
-        count, anomalous_times = inserted
-        self.metrics.scored.labels(meter.meter_id).inc(count)
-        if anomalous_times:
-            anomalies = result.loc[result.index.isin(pd.DatetimeIndex(anomalous_times))].copy()
-            anomalies["actual"] = actual.loc[anomalies.index].to_numpy()
-            for (severity, kind), n in anomalies.groupby(["severity", "kind"]).size().items():
-                self.metrics.anomalies.labels(severity, kind).inc(n)
-            touched = incidents.record(conn, meter, model.version, anomalies,
-                                       self._step(model))
-            self.metrics.incidents.labels(meter.meter_id).inc(touched)
-        return count
+            inserted = {meter_id: (count, times) for meter_id, count, times
+                        in conn.execute(INSERT_UNSCORED, params).fetchall()}
+        written = 0
+        for scored in batch:
+            count, anomalous_times = inserted.get(scored.meter.meter_id, (0, None))
+            written += count
+            self.metrics.scored.labels(scored.meter.meter_id).inc(count)
+            if anomalous_times:
+                self._record_incidents(conn, scored, anomalous_times)
+        return written
 
-    def _span_is_free(self, conn: psycopg.Connection, meter, result: pd.DataFrame, recheck: np.ndarray) -> bool:
+    def _record_incidents(self, conn: psycopg.Connection, scored: Scored, times: list) -> None:
+        result = scored.result
+        anomalies = result.loc[result.index.isin(pd.DatetimeIndex(times))].copy()
+        anomalies["actual"] = scored.actual.loc[anomalies.index].to_numpy()
+        for (severity, kind), n in anomalies.groupby(["severity", "kind"]).size().items():
+            self.metrics.anomalies.labels(severity, kind).inc(n)
+        touched = incidents.record(conn, scored.meter, scored.model.version, anomalies,
+                                   self._step(scored.model))
+        self.metrics.incidents.labels(scored.meter.meter_id).inc(touched)
+
+    @staticmethod
+    def _span_is_free(conn: psycopg.Connection, scored: Scored) -> bool:
         """True when no score of the meter exists in the batch's time span (a first scoring,
         the common case): the scores then go in without per-row conflict checks."""
-        if recheck.any():
+        if scored.recheck.any():
             return False
         return not conn.execute(
             "SELECT EXISTS (SELECT FROM anomaly_scores WHERE meter_id = %s AND time BETWEEN %s"
-            " AND %s)", (meter.meter_id, result.index[0], result.index[-1])).fetchone()[0]
+            " AND %s)", (scored.meter.meter_id, scored.result.index[0],
+                         scored.result.index[-1])).fetchone()[0]
 
     @staticmethod
     def _step(model: registry.ActiveModel) -> timedelta:
@@ -255,9 +414,50 @@ class Scorer:
         return timedelta(microseconds=step_ns / 1000) if step_ns else timedelta(minutes=1)
 
 
+class _Prefetch:
+    """Runs a generator on a thread of its own, one item ahead of its consumer: the database
+    reads the next batch while Python scores this one."""
+
+    def __init__(self, produce: Callable[[], Iterator]):
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, args=(produce,),
+                                       name="detector-reader", daemon=True)
+        self.thread.start()
+
+    def _loop(self, produce: Callable[[], Iterator]) -> None:
+        try:
+            for item in produce():
+                if self.stopped.is_set():
+                    return
+                self.queue.put(("item", item))
+            self.queue.put(("done", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer's thread
+            self.queue.put(("error", exc))
+
+    def __iter__(self) -> Iterator:
+        while True:
+            what, item = self.queue.get()
+            if what == "done":
+                return
+            if what == "error":
+                raise item
+            yield item
+
+    def close(self) -> None:
+        """Stop reading ahead (the consumer is done or failed) and wait for the thread."""
+        self.stopped.set()
+        while self.thread.is_alive():
+            try:
+                self.queue.get(timeout=0.1)  # unblocks a put, so the thread sees the stop
+            except queue.Empty:
+                pass
+        self.thread.join()
+
+
 class _Writer:
-    """Writes scored batches, in order and each in its own transaction, on a second connection
-    while the scorer reads and scores the next batch: the database and Python work at once."""
+    """Writes scored batches, in order and each in its own transaction, on the pipeline's
+    write connection while the scorer scores the next batch."""
 
     def __init__(self, scorer: Scorer):
         self.scorer = scorer
@@ -271,18 +471,16 @@ class _Writer:
         while (item := self.queue.get()) is not None:
             if self.error is not None:
                 continue  # keep draining so the scorer never blocks; it re-raises the error
-            meter, model, result, actual, recheck, started, newest = item
+            scored, started = item
             try:
-                conn = self.scorer.write_connection()
+                conn = self.scorer.connection("write")
                 with conn.transaction():
-                    self.written += self.scorer._write(conn, meter, model, result, actual, recheck)
+                    self.written += self.scorer._write(conn, [scored])
             except BaseException as exc:  # noqa: BLE001 - handed to the scorer's thread
                 self.error = exc
                 continue
-            metrics = self.scorer.metrics
-            metrics.batch.observe(time.monotonic() - started)
-            lag = datetime.now(timezone.utc) - newest
-            metrics.lag.labels(meter.meter_id).set(max(lag.total_seconds(), 0.0))
+            self.scorer.metrics.batch.observe(time.monotonic() - started)
+            self.scorer._observe_lag(scored.meter, scored.newest)
 
     def put(self, item: tuple) -> None:
         if self.error is not None:

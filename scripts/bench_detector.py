@@ -36,12 +36,16 @@ from timescale.migrate import migrate  # noqa: E402
 from timescale.scratch import create_database, drop_database  # noqa: E402
 from wattwatch.settings import Settings  # noqa: E402
 
-WATTWATCH = PROJECT / ".venv" / "bin" / "wattwatch"
+# The CLI of this checkout, run by the interpreter running this script.
+WATTWATCH = [sys.executable, "-m", "wattwatch.cli"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=None, help="only the first N readings")
+    parser.add_argument("--profile", metavar="FILE", help="run the backfill under cProfile, "
+                        "writing its statistics to FILE (for pstats; the figures then include "
+                        "the profiler's overhead)")
     args = parser.parse_args()
     admin = os.environ["WATTWATCH_DATABASE_URL"]
     name = f"ww_bench_detector_{secrets.token_hex(4)}"
@@ -64,21 +68,27 @@ def main() -> None:
                          " VALUES ('uci', 'Europe/Paris', 0.2)")
             copy_frame(conn, "uci", frame)
         print(f"loaded {len(frame):,} readings in {time.monotonic() - started:.1f} s (not timed)")
-        env = {**os.environ, "WATTWATCH_DATABASE_URL": jobs_url}
+        env = {**os.environ, "PYTHONPATH": str(PROJECT), "WATTWATCH_DATABASE_URL": jobs_url}
         started = time.monotonic()
-        subprocess.run([str(WATTWATCH), "detect", "train", "--meter", "uci"], env=env, check=True)
+        subprocess.run([*WATTWATCH, "detect", "train", "--meter", "uci"], env=env, check=True)
         print(f"training (28 days) took {time.monotonic() - started:.1f} s")
+        profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
-        subprocess.run([str(WATTWATCH), "detect", "run", "--once"], env=env, check=True)
+        subprocess.run([sys.executable, *profile, *WATTWATCH[1:], "detect", "run", "--once"],
+                       env=env, check=True)
         seconds = time.monotonic() - started
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        peak_kib = after.ru_maxrss
         with psycopg.connect(url) as conn:
             scores, anomalies = conn.execute(
                 "SELECT count(*), count(*) FILTER (WHERE is_anomaly) FROM anomaly_scores").fetchone()
             incidents = conn.execute("SELECT count(*) FROM anomaly_incidents").fetchone()[0]
         print(f"backfill: {scores:,} scores ({anomalies:,} anomalous, {incidents:,} incidents) "
               f"in {seconds:.1f} s = {scores / seconds:,.0f} readings/s end to end; "
-              f"peak RSS of the detector process {peak_kib / 1024:.0f} MiB")
+              f"peak RSS of the detector process {peak_kib / 1024:.0f} MiB; its CPU time "
+              f"{cpu:.1f} s (the database server's is not counted)")
         # Reference in the same run: the database alone writing the same scores into an
         # identical empty hypertable (same indexes), the floor under any detector here.
         with psycopg.connect(url) as conn:

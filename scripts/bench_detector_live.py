@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
 """Live benchmark: `wattwatch detect run` scoring --meters meters that each receive one new
-reading every second; prints the 50th/95th percentile time from a reading's insert
-(readings.ingested_at) to its score (anomaly_scores.scored_at).
+reading every second; prints the 50th/95th percentile and the largest time from a reading's
+insert (readings.ingested_at) to its score (anomaly_scores.scored_at).
 
 WATTWATCH_DATABASE_URL must be a superuser URL of a TimescaleDB server; the script creates a
-scratch database (dropped at the end), gives every meter three days of UCI history and a model,
-then feeds readings for --seconds while the detector runs as the wattwatch_jobs role.
+scratch database (dropped at the end) and gives every meter the same three days of UCI
+history. Identical data give identical models, so one model is trained and stored once per
+meter (each meter still loads and scores with its own version). The detector starts, scores
+the history (timed apart), then readings are fed for --seconds: every second one transaction
+with one reading per meter, as `wattwatch ingest simulate` writes a tick. The figures are taken
+once every fed reading is scored (or 120 s after the last one).
 
-    WATTWATCH_DATABASE_URL=postgresql://... .venv/bin/python scripts/bench_detector_live.py --meters 100
+    WATTWATCH_DATABASE_URL=postgresql://... .venv/bin/python scripts/bench_detector_live.py --meters 1000
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import resource
 import secrets
 import signal
 import subprocess
@@ -28,7 +34,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from detector import registry  # noqa: E402
-from detector.readings import copy_frame, meters  # noqa: E402
+from detector.readings import COLUMNS, copy_frame, meters  # noqa: E402
 from ingest.datasets import uci_household_csv  # noqa: E402
 from ingest.fields import field_for  # noqa: E402
 from timescale.connect import connect_url, with_database  # noqa: E402
@@ -36,8 +42,30 @@ from timescale.migrate import migrate  # noqa: E402
 from timescale.scratch import create_database, drop_database  # noqa: E402
 from wattwatch.settings import Settings  # noqa: E402
 
-WATTWATCH = PROJECT / ".venv" / "bin" / "wattwatch"
+# The CLI of this checkout, run by the interpreter running this script.
+WATTWATCH = [sys.executable, "-m", "wattwatch.cli"]
 HISTORY_DAYS = 3
+SETTLE_SECONDS = 120
+
+
+def _feed(conn: psycopg.Connection, ids: list[str], row: pd.DataFrame) -> None:
+    """One reading (the row) for every meter, in one COPY and one transaction."""
+    values = "\t".join("" if pd.isna(v) else repr(float(v)) for v in row[COLUMNS].iloc[0])
+    stamp = row.index[0].strftime("%Y-%m-%d %H:%M:%S+00")
+    text = "".join(f"{stamp}\t{meter_id}\t{values}\n" for meter_id in ids)
+    with conn.transaction(), conn.cursor().copy(
+            "COPY readings (time, meter_id, " + ", ".join(COLUMNS) + ") FROM STDIN") as copy:
+        copy.write(text.replace("\t\t", "\t\\N\t"))
+
+
+def _wait(conn: psycopg.Connection, query: str, params: tuple, timeout: float) -> bool:
+    """Poll until the query returns true, at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if conn.execute(query, params).fetchone()[0]:
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def main() -> None:
@@ -61,43 +89,55 @@ def main() -> None:
         uci.index = pd.date_range(start, periods=len(uci), freq="min")
         history, live = uci.iloc[:HISTORY_DAYS * 1440], uci.iloc[HISTORY_DAYS * 1440:]
         ids = [f"m{number:04d}" for number in range(args.meters)]
+        started = time.monotonic()
         with psycopg.connect(url) as conn:
+            conn.execute("INSERT INTO meters (meter_id) SELECT unnest(%s::text[])", (ids,))
             for meter_id in ids:
-                conn.execute("INSERT INTO meters (meter_id) VALUES (%s)", (meter_id,))
                 copy_frame(conn, meter_id, history)
             conn.commit()
-            started = time.monotonic()
-            for meter in meters(conn):
-                registry.train(conn, meter, settings, reason="benchmark")
+            version = registry.train(conn, meters(conn, ids[0])[0], settings, reason="benchmark")
+            conn.execute(
+                "INSERT INTO models (meter_id, algorithm, parameters, train_from, train_to,"
+                " threshold, metrics, model, reason) SELECT m, algorithm, parameters, train_from,"
+                " train_to, threshold, metrics, model, reason FROM models,"
+                " unnest(%s::text[]) AS m WHERE version = %s", (ids[1:], version))
             conn.commit()
-        print(f"{args.meters} meters with {HISTORY_DAYS} days each, models trained in "
-              f"{time.monotonic() - started:.0f} s")
-        env = {**os.environ, "WATTWATCH_DATABASE_URL": with_database(admin, name, "wattwatch_jobs",
-                                                                     password)}
-        detector = subprocess.Popen([str(WATTWATCH), "detect", "run", "--metrics-port", "0"],
+        print(f"{args.meters} meters with {HISTORY_DAYS} days each, stored with their models "
+              f"in {time.monotonic() - started:.0f} s")
+        env = {**os.environ, "PYTHONPATH": str(PROJECT),
+               "WATTWATCH_DATABASE_URL": with_database(admin, name, "wattwatch_jobs", password)}
+        detector = subprocess.Popen([*WATTWATCH, "detect", "run", "--metrics-port", "0"],
                                     env=env, stdout=subprocess.DEVNULL)
-        time.sleep(5)  # the first cycle scores the history
         with psycopg.connect(url, autocommit=True) as conn:
+            started = time.monotonic()
+            if not _wait(conn, "SELECT count(*) = %s FROM detector_watermarks", (args.meters,),
+                         3600):
+                raise SystemExit("the detector did not score the history within an hour")
+            print(f"history ({args.meters * len(history):,} readings) scored in "
+                  f"{time.monotonic() - started:.0f} s")
             for second in range(args.seconds):
                 tick = time.monotonic()
-                row = live.iloc[[second]]
-                with conn.transaction():
-                    for meter_id in ids:
-                        copy_frame(conn, meter_id, row)
+                _feed(conn, ids, live.iloc[[second]])
                 time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
-            time.sleep(5)
-            p50, p95, scored, fed = conn.execute(
+            fed = args.meters * args.seconds
+            _wait(conn, "SELECT count(*) = %s FROM anomaly_scores WHERE time >= %s",
+                  (fed, live.index[0]), SETTLE_SECONDS)
+            p50, p95, most, scored = conn.execute(
                 "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag),"
-                " percentile_cont(0.95) WITHIN GROUP (ORDER BY lag), count(lag), count(*) FROM"
+                " percentile_cont(0.95) WITHIN GROUP (ORDER BY lag), max(lag), count(lag) FROM"
                 " (SELECT extract(epoch FROM s.scored_at - r.ingested_at) AS lag FROM readings r"
                 "  LEFT JOIN anomaly_scores s USING (meter_id, time) WHERE r.time >= %s) AS l",
                 (live.index[0],)).fetchone()
+        detector.send_signal(signal.SIGINT)
+        detector.wait(timeout=60)
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         print(f"live: {fed:,} readings fed ({args.meters} meters x 1/s for {args.seconds} s), "
-              f"{scored:,} scored; insert-to-score p50 {p50:.2f} s, p95 {p95:.2f} s")
+              f"{scored:,} scored; insert-to-score p50 {p50:.2f} s, p95 {p95:.2f} s, "
+              f"max {most:.2f} s; detector CPU {usage.ru_utime + usage.ru_stime:.0f} s in all")
     finally:
-        if detector is not None:
+        if detector is not None and detector.poll() is None:
             detector.send_signal(signal.SIGINT)
-            detector.wait(timeout=30)
+            detector.wait(timeout=60)
         drop_database(admin, url)
 
 

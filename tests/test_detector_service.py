@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from detector import registry
+from detector import readings, registry
 from detector.metrics import DetectorMetrics
 from detector.patterns import store_patterns
 from detector.readings import copy_frame, meters
@@ -237,3 +237,49 @@ def test_cli_run_once_and_train_as_the_jobs_role(role_url):
     assert "readings scored" in ran.stdout
     missing = run_cli(["detect", "train", "--meter", "nowhere"], env=env)
     assert missing.returncode == 1 and "no meter 'nowhere'" in missing.stderr
+
+
+def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
+    """A backfill in batches, then readings arriving a few at a time for two meters (scored
+    together in one write per cycle), give the scores of one pass over the whole series."""
+    settings, conn = jobs
+    frames = {meter_id: household(days=6, seed=seed) for meter_id, seed in (("s1", 31), ("s2", 32))}
+    history = 5 * 1440
+    for meter_id, frame in frames.items():
+        _add_meter(db_url, meter_id, frame.iloc[:history])
+        _train(conn, settings, meter_id, frame)
+    with psycopg.connect(db_url) as owner:  # stored well before the live readings below
+        owner.execute("UPDATE readings SET ingested_at = ingested_at - interval '1 hour'"
+                      " WHERE meter_id IN ('s1', 's2')")
+    run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True)  # batches of 5000
+    writes = []
+    original = Scorer._write
+
+    def counting(self, write_conn, batch):
+        writes.append(sorted(scored.meter.meter_id for scored in batch))
+        return original(self, write_conn, batch)
+
+    monkeypatch.setattr(Scorer, "_write", counting)
+    for start in range(history, history + 30, 3):
+        for meter_id, frame in frames.items():
+            with psycopg.connect(db_url) as owner:
+                copy_frame(owner, meter_id, frame.iloc[start:start + 3])
+        assert run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True) == 6
+    assert writes == [["s1", "s2"]] * 10, writes  # one write for both meters each cycle
+    for meter_id in frames:
+        model = registry.load(conn, registry.active_versions(conn, [meter_id])[meter_id])
+        stored_readings = readings.window(conn, _meter(conn, meter_id), None, None)
+        assert len(stored_readings) == history + 30
+        expected = model.detector.score(stored_readings[model.fields])
+        rows = conn.execute(
+            "SELECT score, is_anomaly, severity, kind, top_feature, expected_active_power_kw"
+            " FROM anomaly_scores WHERE meter_id = %s ORDER BY time", (meter_id,)).fetchall()
+        conn.commit()
+        assert len(rows) == len(expected)
+        stored = np.array([row[0] for row in rows])
+        np.testing.assert_array_equal(stored.astype(np.float32), expected["score"].to_numpy())
+        assert [row[1:5] for row in rows] == [
+            (bool(r.is_anomaly), r.severity, r.kind, r.top_feature)
+            for r in expected.itertuples()]
+        np.testing.assert_allclose(np.array([row[5] for row in rows], dtype=float),
+                                   expected["expected"].to_numpy(float), rtol=1e-12)

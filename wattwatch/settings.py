@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     # Detector: seconds between scoring cycles, days of history a model trains on, age (days)
     # after which a model is retrained (0: never), the false-alarm rate its threshold is
     # calibrated for, and readings scored per batch (bounds memory during a backfill).
-    detector_interval_seconds: float = Field(1.0, gt=0, le=3600)
+    detector_interval_seconds: float = Field(0.25, gt=0, le=3600)
     detector_train_days: float = Field(28.0, gt=0, le=3660)
     detector_model_max_age_days: float = Field(30.0, ge=0)
     detector_alarm_rate: float = Field(1e-4, gt=0, lt=0.5)
