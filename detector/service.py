@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from detector.calibration import SEVERITIES
 from detector.kinds import KINDS
 from detector.metrics import DetectorMetrics
 from detector.seasonality import epoch_ns
+from timescale.binary_copy import HEADER, POSTGRES_EPOCH, TRAILER
 from timescale.connect import connect
 from wattwatch.errors import WattwatchError
 from wattwatch.settings import Settings
@@ -53,9 +53,6 @@ UNSCORED = "NOT EXISTS (SELECT FROM anomaly_scores s WHERE s.meter_id = r.meter_
 # never fewer than this; a meter with more is scored alone, in batches.
 GROUP_MIN_ROWS = 1_000
 NEVER = datetime.min.replace(tzinfo=timezone.utc)
-COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-COPY_TRAILER = struct.pack(">h", -1)
-POSTGRES_EPOCH_US = 946_684_800_000_000  # binary timestamps count from 2000-01-01 UTC
 # One binary COPY row of the staging table: 9 fields, each a length and a big-endian value.
 ROW = np.dtype([("n", ">i2"), ("lp", ">i4"), ("part", ">i2"), ("l0", ">i4"), ("time", ">i8"),
                 ("l1", ">i4"), ("score", ">f4"), ("l2", ">i4"), ("anomaly", "u1"),
@@ -135,7 +132,7 @@ def _copy_rows(batch: list[Scored], names: list[str]) -> bytes:
         rows_of = rows[start:start + len(result)]  # a view: filled in place
         start += len(result)
         rows_of["part"] = part
-        rows_of["time"] = epoch_ns(result.index) // 1000 - POSTGRES_EPOCH_US
+        rows_of["time"] = epoch_ns(result.index) // 1000 - POSTGRES_EPOCH * 1_000_000
         rows_of["score"] = result["score"].to_numpy()
         rows_of["anomaly"] = result["is_anomaly"].to_numpy()
         rows_of["severity"] = pd.Categorical(result["severity"], categories=SEVERITIES).codes + 1
@@ -143,7 +140,7 @@ def _copy_rows(batch: list[Scored], names: list[str]) -> bytes:
         rows_of["top"] = pd.Categorical(result["top_feature"], categories=names).codes + 1
         rows_of["expected"] = result["expected"].to_numpy(float)
         rows_of["recheck"] = scored.recheck
-    return COPY_HEADER + rows.tobytes() + COPY_TRAILER
+    return HEADER + rows.tobytes() + TRAILER
 
 
 class Scorer:

@@ -10,16 +10,15 @@ import psycopg
 from psycopg import sql
 
 from ingest.fields import FIELDS
+from timescale.binary_copy import POSTGRES_EPOCH, SIGNATURE
 from wattwatch.errors import WattwatchError
 
-SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 # Binary COPY rows: field count, then (length, value) per field: time as microseconds since
 # 2000-01-01 UTC, then each feature as float8. Missing values come as NaN (never NULL), so every
 # row has the same size and the whole buffer is one numpy structured array.
 ROW = np.dtype([("fields", ">i2"), ("time_length", ">i4"), ("time", ">i8")]
                + [item for index in range(len(FIELDS))
                   for item in ((f"length_{index}", ">i4"), (f"value_{index}", ">f8"))])
-POSTGRES_EPOCH = 946_684_800  # 2000-01-01 in Unix seconds
 
 
 def read_window(conn: psycopg.Connection, meter_id: str, start: datetime,

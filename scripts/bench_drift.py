@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from drift.analysis import DriftConfig
-from drift.readings import POSTGRES_EPOCH, SIGNATURE
+from timescale.binary_copy import HEADER, POSTGRES_EPOCH, TRAILER
 from drift.runner import MeterWork, judge_meter
 from ingest.fields import FIELDS
 
@@ -85,7 +85,7 @@ def binary_copy(meter: str, seconds: np.ndarray, values: np.ndarray) -> bytes:
     rows["time_length"], rows["time"] = 8, (seconds - POSTGRES_EPOCH) * 1_000_000
     for i in range(len(FIELDS)):
         rows[f"l{i}"], rows[f"v{i}"] = 8, values[:, i]
-    return SIGNATURE + b"\0" * 8 + rows.tobytes() + b"\xff\xff"
+    return HEADER + rows.tobytes() + TRAILER
 
 
 def peak_rss_mb() -> str:
