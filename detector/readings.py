@@ -75,20 +75,44 @@ def query_frame(conn: psycopg.Connection, query: str, params: tuple, timezone: s
     return _frame(_columns(_arrays(conn, query, params)), timezone)
 
 
-def group_frames(conn: psycopg.Connection, wanted: list[tuple[Meter, datetime, datetime, int]],
-                 limit: int) -> list[pd.DataFrame]:
+@dataclass(frozen=True)
+class Rows:
+    """A meter's readings as arrays, in time order: time and ingested_at in microseconds since
+    the epoch, and one column per field (COLUMNS)."""
+
+    t: np.ndarray
+    i: np.ndarray
+    values: np.ndarray  # readings x COLUMNS
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def frame(self, timezone: str) -> pd.DataFrame:
+        return _frame([self.t, self.i, *self.values.T], timezone)
+
+    def then(self, later: "Rows") -> "Rows":
+        """These readings followed by later ones."""
+        return Rows(np.concatenate([self.t, later.t]), np.concatenate([self.i, later.i]),
+                    np.concatenate([self.values, later.values]))
+
+    def tail(self, n: int) -> "Rows":
+        return Rows(self.t[-n:], self.i[-n:], self.values[-n:])
+
+
+def group_rows(conn: psycopg.Connection, wanted: list[tuple[Meter, datetime, datetime, int]],
+               limit: int) -> list[Rows]:
     """For each (meter, first, newest, context) wanted: its `context` readings before `first`
-    and up to `limit` readings from `first` on stored by `newest`, as one frame in time order;
-    all meters in one query."""
+    and up to `limit` readings from `first` on stored by `newest`, in time order; all meters in
+    one query."""
     if not wanted:
         return []
     columns = list(zip(*[(m.meter_id, first, newest, context) for m, first, newest, context in wanted]))
     arrays = _arrays(conn, GROUP_SELECT, (*map(list, columns), limit), keys=("n",))
     numbers = np.array(arrays[0] or [], dtype=np.int64)
-    columns = _columns(arrays[1:])
+    t, i, *fields = _columns(arrays[1:])
+    values = np.column_stack(fields)
     edges = np.searchsorted(numbers, np.arange(1, len(wanted) + 2))
-    return [_frame([c[edges[k]:edges[k + 1]] for c in columns], meter.timezone)
-            for k, (meter, *_) in enumerate(wanted)]
+    return [Rows(t[a:b], i[a:b], values[a:b]) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def fields_present(frame: pd.DataFrame) -> list[str]:

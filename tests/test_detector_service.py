@@ -16,6 +16,7 @@ from detector.metrics import DetectorMetrics
 from detector.patterns import store_patterns
 from detector.readings import copy_frame, meters
 from detector.service import Scorer, run
+from detector.stacked import Stack
 from exporters.metrics import serve_metrics
 from ingest.anomalies import inject_many
 from tests.conftest import prometheus_query, settings_for
@@ -241,7 +242,8 @@ def test_cli_run_once_and_train_as_the_jobs_role(role_url):
 
 def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
     """A backfill in batches, then readings arriving a few at a time for two meters (scored
-    together in one write per cycle), give the scores of one pass over the whole series."""
+    together in one write per cycle, by one service that keeps each meter's last readings so
+    that it reads only the new ones), give the scores of one pass over the whole series."""
     settings, conn = jobs
     frames = {meter_id: household(days=6, seed=seed) for meter_id, seed in (("s1", 31), ("s2", 32))}
     history = 5 * 1440
@@ -252,20 +254,35 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
         owner.execute("UPDATE readings SET ingested_at = ingested_at - interval '1 hour'"
                       " WHERE meter_id IN ('s1', 's2')")
     run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True)  # batches of 5000
-    writes = []
-    original = Scorer._write
+    writes, contexts, passes = [], [], []
+    original_write, original_rows, original_pass = Scorer._write, readings.group_rows, Stack.score
 
     def counting(self, write_conn, batch):
-        writes.append(sorted(scored.meter.meter_id for scored in batch))
-        return original(self, write_conn, batch)
+        writes.append(sorted(meter.meter_id for scored in batch for meter in scored.meters))
+        return original_write(self, write_conn, batch)
+
+    def reading(read_conn, wanted, limit):
+        contexts.append([context for *_, context in wanted])
+        return original_rows(read_conn, wanted, limit)
+
+    def stacked(self, meter_ids, *args):
+        passes.append(list(meter_ids))
+        return original_pass(self, meter_ids, *args)
 
     monkeypatch.setattr(Scorer, "_write", counting)
+    monkeypatch.setattr(readings, "group_rows", reading)
+    monkeypatch.setattr(Stack, "score", stacked)
+    scorer = Scorer(conn, settings, DetectorMetrics(CollectorRegistry()))
     for start in range(history, history + 30, 3):
         for meter_id, frame in frames.items():
             with psycopg.connect(db_url) as owner:
                 copy_frame(owner, meter_id, frame.iloc[start:start + 3])
-        assert run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True) == 6
+        assert scorer.cycle() == 6
     assert writes == [["s1", "s2"]] * 10, writes  # one write for both meters each cycle
+    assert passes == [["s1", "s2"]] * 10, passes  # both meters' models in one pass each cycle
+    # context read from the database in the first live cycle only
+    assert contexts[0] == [scorer.models[m].detector.context_rows for m in ("s1", "s2")]
+    assert contexts[1:] == [[0, 0]] * 9, contexts
     for meter_id in frames:
         model = registry.load(conn, registry.active_versions(conn, [meter_id])[meter_id])
         stored_readings = readings.window(conn, _meter(conn, meter_id), None, None)
@@ -283,3 +300,21 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
             for r in expected.itertuples()]
         np.testing.assert_allclose(np.array([row[5] for row in rows], dtype=float),
                                    expected["expected"].to_numpy(float), rtol=1e-12)
+    # A reading older than the last one scored arrives late: scored with its context read again.
+    s1, s2 = frames["s1"], frames["s2"]
+    live = history + 30
+    with psycopg.connect(db_url) as owner:
+        copy_frame(owner, "s1", s1.iloc[[live, live + 2]])
+        copy_frame(owner, "s2", s2.iloc[live:live + 3])
+    assert scorer.cycle() == 5
+    with psycopg.connect(db_url) as owner:
+        copy_frame(owner, "s1", s1.iloc[[live + 1]])
+    assert scorer.cycle() == 1
+    assert contexts[-1] == [scorer.models["s1"].detector.context_rows]
+    model = scorer.models["s1"]
+    expected = model.detector.score(s1.iloc[:live + 2][model.fields]).iloc[-1]
+    score, anomalous = conn.execute("SELECT score, is_anomaly FROM anomaly_scores"
+                                    " WHERE meter_id = 's1' AND time = %s",
+                                    (s1.index[live + 1],)).fetchone()
+    conn.commit()
+    assert (np.float32(score), anomalous) == (expected["score"], expected["is_anomaly"])
