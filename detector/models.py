@@ -23,7 +23,7 @@ from sklearn.ensemble import IsolationForest
 
 from detector.algorithms import DEFAULT_MODEL, RAW, SEASONAL  # noqa: F401 (re-exported)
 from detector.calibration import TailCalibration, score_from_p, severities
-from detector.features import ContextFeatures, Features
+from detector.features import POWER, ContextFeatures, Features
 from detector.kinds import classify
 
 RESULT_COLUMNS = ("score", "is_anomaly", "severity", "kind", "top_feature", "expected")
@@ -185,12 +185,17 @@ class RawIForest:
         return 0
 
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
-        raw = -self.forest_.score_samples(self._inputs(frame))
+        inputs = self._inputs(frame)
+        raw = -self.forest_.score_samples(inputs)
         scores = score_from_p(self.calibration_.pvalues(raw[:, None])[:, 0])
         anomalous = raw >= self.cut_
-        empty = np.full(len(frame), None, dtype=object)
-        return _result(frame.index, scores, anomalous, empty, empty.copy(),
-                       np.full(len(frame), np.nan))
+        # The baseline explains nothing; its kind is only the direction of the main column
+        # against its training median (an incident needs a kind).
+        primary = self.columns_.index(POWER) if POWER in self.columns_ else 0
+        above = inputs[:, primary] >= self.fill_.iloc[primary]
+        kind = np.where(anomalous, np.where(above, "spike", "drop"), None).astype(object)
+        return _result(frame.index, scores, anomalous, kind,
+                       np.full(len(frame), None, dtype=object), np.full(len(frame), np.nan))
 
 
 MODELS = {SeasonalDetector.algorithm: SeasonalDetector, RawIForest.algorithm: RawIForest}

@@ -318,3 +318,36 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
                                     (s1.index[live + 1],)).fetchone()
     conn.commit()
     assert (np.float32(score), anomalous) == (expected["score"], expected["is_anomaly"])
+
+
+def test_live_cycle_scores_a_baseline_meter_beside_stacked_ones(db_url, jobs):
+    """A meter on the iforest-raw baseline (not stackable) is scored by its own model in the
+    same live cycles as meters scored in a stack."""
+    settings, conn = jobs
+    frames = {meter_id: household(days=4, seed=seed) for meter_id, seed in
+              (("raw1", 51), ("st1", 52), ("st2", 53))}
+    history = 3 * 1440
+    for meter_id, frame in frames.items():
+        _add_meter(db_url, meter_id, frame.iloc[:history])
+        with conn.transaction():
+            registry.train(conn, _meter(conn, meter_id), settings, start=frame.index[0],
+                           end=frame.index[history - 1],
+                           algorithm="iforest-raw" if meter_id == "raw1" else "seasonal-iforest")
+    scorer = Scorer(conn, settings, DetectorMetrics(CollectorRegistry()))
+    scorer.cycle()  # the history, in batches
+    for start in range(history, history + 6, 2):
+        for meter_id, frame in frames.items():
+            with psycopg.connect(db_url) as owner:
+                copy_frame(owner, meter_id, frame.iloc[start:start + 2])
+        assert scorer.cycle() == 6
+    assert [layout is None for layout in map(scorer.layouts.get, frames)] == [True, False, False]
+    for meter_id in frames:
+        model = scorer.models[meter_id]
+        stored_readings = readings.window(conn, _meter(conn, meter_id), None, None)
+        assert len(stored_readings) == history + 6
+        expected = model.detector.score(stored_readings[model.fields])
+        stored = conn.execute("SELECT score FROM anomaly_scores WHERE meter_id = %s"
+                              " ORDER BY time", (meter_id,)).fetchall()
+        conn.commit()
+        np.testing.assert_array_equal(np.array([s for (s,) in stored], dtype=np.float32),
+                                      expected["score"].to_numpy())
