@@ -13,9 +13,9 @@ import psycopg
 from ingest.fields import FIELDS
 
 COLUMNS = list(FIELDS)
-SELECT = ("SELECT (extract(epoch FROM time) * 1e6)::bigint AS t,"
-          " (extract(epoch FROM ingested_at) * 1e6)::bigint AS i, " + ", ".join(COLUMNS) +
-          " FROM readings")
+READING = ("(extract(epoch FROM time) * 1e6)::bigint AS t,"
+           " (extract(epoch FROM ingested_at) * 1e6)::bigint AS i, " + ", ".join(COLUMNS))
+SELECT = "SELECT " + READING + " FROM readings"
 # Readings travel as one binary array per column: far faster than a Python tuple per row (or a
 # binary COPY, one message per row), and the server sorts once for all the aggregates.
 AS_ARRAYS = "SELECT {arrays} FROM ({query}) AS rows"
@@ -27,6 +27,15 @@ GROUP_SELECT = (
     "(" + SELECT + " WHERE meter_id = m.meter_id AND time < m.first ORDER BY time DESC"
     " LIMIT m.context) UNION ALL (" + SELECT + " WHERE meter_id = m.meter_id"
     " AND time >= m.first AND ingested_at <= m.newest ORDER BY time LIMIT %s)) AS r")
+# Several meters' new readings alone (n, first and newest as above), stored after `since`:
+# one scan of the ingested_at index, its time bounded by a constant (the oldest `first`) so
+# that only the chunks that can hold them are planned and read.
+NEW_SELECT = (
+    "SELECT m.n, r.* FROM unnest(%(meters)s::text[], %(firsts)s::timestamptz[],"
+    " %(newests)s::timestamptz[]) WITH ORDINALITY AS m(meter_id, first, newest, n) JOIN ("
+    "SELECT meter_id AS id, time AS at, ingested_at AS stored, " + READING + " FROM readings"
+    " WHERE time >= %(earliest)s AND ingested_at > %(since)s AND ingested_at <= %(newest)s)"
+    " AS r ON r.id = m.meter_id AND r.at >= m.first AND r.stored <= m.newest")
 
 
 @dataclass(frozen=True)
@@ -107,11 +116,29 @@ def group_rows(conn: psycopg.Connection, wanted: list[tuple[Meter, datetime, dat
     if not wanted:
         return []
     columns = list(zip(*[(m.meter_id, first, newest, context) for m, first, newest, context in wanted]))
-    arrays = _arrays(conn, GROUP_SELECT, (*map(list, columns), limit), keys=("n",))
+    return _split(_arrays(conn, GROUP_SELECT, (*map(list, columns), limit), keys=("n",)),
+                  len(wanted))
+
+
+def new_rows(conn: psycopg.Connection, wanted: list[tuple[Meter, datetime, datetime]],
+             since: datetime) -> list[Rows]:
+    """For each (meter, first, newest) wanted: its readings from `first` on stored after
+    `since` and by `newest`, in time order; all meters in one query."""
+    if not wanted:
+        return []
+    meters, firsts, newests = (list(column) for column in zip(*wanted))
+    params = {"meters": [meter.meter_id for meter in meters], "firsts": firsts,
+              "newests": newests, "earliest": min(firsts), "since": since,
+              "newest": max(newests)}
+    return _split(_arrays(conn, NEW_SELECT, params, keys=("n",)), len(wanted))
+
+
+def _split(arrays, count: int) -> list[Rows]:
+    """The fetched arrays (n, t, i, our fields) as each of `count` meters' rows (n from 1)."""
     numbers = np.array(arrays[0] or [], dtype=np.int64)
     t, i, *fields = _columns(arrays[1:])
     values = np.column_stack(fields)
-    edges = np.searchsorted(numbers, np.arange(1, len(wanted) + 2))
+    edges = np.searchsorted(numbers, np.arange(1, count + 2))
     return [Rows(t[a:b], i[a:b], values[a:b]) for a, b in zip(edges[:-1], edges[1:])]
 
 

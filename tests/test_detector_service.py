@@ -254,23 +254,31 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
         owner.execute("UPDATE readings SET ingested_at = ingested_at - interval '1 hour'"
                       " WHERE meter_id IN ('s1', 's2')")
     run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True)  # batches of 5000
-    writes, contexts, passes = [], [], []
-    original_write, original_rows, original_pass = Scorer._write, readings.group_rows, Stack.score
+    writes, reads, passes = [], [], []
+    original_write, original_pass = Scorer._write, Stack.score
+    original_group, original_new = readings.group_rows, readings.new_rows
 
     def counting(self, write_conn, batch):
         writes.append(sorted(meter.meter_id for scored in batch for meter in scored.meters))
         return original_write(self, write_conn, batch)
 
-    def reading(read_conn, wanted, limit):
-        contexts.append([context for *_, context in wanted])
-        return original_rows(read_conn, wanted, limit)
+    def with_context(read_conn, wanted, limit):
+        if wanted:
+            reads.append(("context", [context for *_, context in wanted]))
+        return original_group(read_conn, wanted, limit)
+
+    def new_only(read_conn, wanted, since):
+        if wanted:
+            reads.append(("new", [meter.meter_id for meter, *_ in wanted]))
+        return original_new(read_conn, wanted, since)
 
     def stacked(self, meter_ids, *args):
         passes.append(list(meter_ids))
         return original_pass(self, meter_ids, *args)
 
     monkeypatch.setattr(Scorer, "_write", counting)
-    monkeypatch.setattr(readings, "group_rows", reading)
+    monkeypatch.setattr(readings, "group_rows", with_context)
+    monkeypatch.setattr(readings, "new_rows", new_only)
     monkeypatch.setattr(Stack, "score", stacked)
     scorer = Scorer(conn, settings, DetectorMetrics(CollectorRegistry()))
     for start in range(history, history + 30, 3):
@@ -280,9 +288,9 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
         assert scorer.cycle() == 6
     assert writes == [["s1", "s2"]] * 10, writes  # one write for both meters each cycle
     assert passes == [["s1", "s2"]] * 10, passes  # both meters' models in one pass each cycle
-    # context read from the database in the first live cycle only
-    assert contexts[0] == [scorer.models[m].detector.context_rows for m in ("s1", "s2")]
-    assert contexts[1:] == [[0, 0]] * 9, contexts
+    # the readings before the new ones read from the database in the first live cycle only
+    contexts = [scorer.models[m].context_rows for m in ("s1", "s2")]
+    assert reads == [("context", contexts)] + [("new", ["s1", "s2"])] * 9, reads
     for meter_id in frames:
         model = registry.load(conn, registry.active_versions(conn, [meter_id])[meter_id])
         stored_readings = readings.window(conn, _meter(conn, meter_id), None, None)
@@ -310,7 +318,7 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
     with psycopg.connect(db_url) as owner:
         copy_frame(owner, "s1", s1.iloc[[live + 1]])
     assert scorer.cycle() == 1
-    assert contexts[-1] == [scorer.models["s1"].detector.context_rows]
+    assert reads[-2:] == [("new", ["s1", "s2"]), ("context", contexts[:1])], reads
     model = scorer.models["s1"]
     expected = model.detector.score(s1.iloc[:live + 2][model.fields]).iloc[-1]
     score, anomalous = conn.execute("SELECT score, is_anomaly FROM anomaly_scores"
@@ -351,3 +359,34 @@ def test_live_cycle_scores_a_baseline_meter_beside_stacked_ones(db_url, jobs):
         conn.commit()
         np.testing.assert_array_equal(np.array([s for (s,) in stored], dtype=np.float32),
                                       expected["score"].to_numpy())
+
+
+def test_readings_committed_after_the_watermark_passed_them_are_scored(db_url, jobs):
+    """A transaction stamps ingested_at when it starts: readings it commits after a cycle
+    moved the watermark past that stamp are found again, whether their time follows the last
+    reading the service holds or falls in a gap before it."""
+    settings, conn = jobs
+    frame = household(days=6, seed=61)
+    history = 5 * 1440
+    gap = history - 5  # a reading missing from the history, arriving late
+    _add_meter(db_url, "lc", frame.iloc[:history].drop(frame.index[gap]))
+    _train(conn, settings, "lc", frame)
+    scorer = Scorer(conn, settings, DetectorMetrics(CollectorRegistry()))
+    scorer.cycle()
+    with psycopg.connect(db_url) as owner:
+        copy_frame(owner, "lc", frame.iloc[history:history + 2])
+    assert scorer.cycle() == 2  # the service now holds the meter's last readings
+    with psycopg.connect(db_url) as owner:
+        mark = owner.execute("SELECT ingested_at FROM detector_watermarks"
+                             " WHERE meter_id = 'lc'").fetchone()[0]
+        copy_frame(owner, "lc", frame.iloc[[gap, history + 2]])
+        owner.execute("UPDATE readings SET ingested_at = %s WHERE meter_id = 'lc'"
+                      " AND time IN (%s, %s)", (mark - timedelta(seconds=2),
+                                                frame.index[gap], frame.index[history + 2]))
+        copy_frame(owner, "lc", frame.iloc[[history + 3]])
+    assert scorer.cycle() == 3
+    count, distinct = conn.execute("SELECT count(*), count(DISTINCT time) FROM anomaly_scores"
+                                   " WHERE meter_id = 'lc'").fetchone()
+    conn.commit()
+    assert count == distinct == history + 4
+    assert scorer.cycle() == 0  # nothing found twice
