@@ -217,22 +217,6 @@ class Tables:
             nominal_voltage=column(lambda model: model.nominal_voltage_v),
         )
 
-    def rows(self, meters: np.ndarray) -> "Tables":
-        """The tables of some meters (positions), in that order."""
-        def pick(table):
-            return table[meters]
-
-        return Tables(
-            profiles={name: (pick(medians), pick(scales))
-                      for name, (medians, scales) in self.profiles.items()},
-            spreads={c: pick(v) for c, v in self.spreads.items()},
-            diff_scales={c: pick(v) for c, v in self.diff_scales.items()},
-            flat_caps={c: pick(v) for c, v in self.flat_caps.items()},
-            q001=pick(self.q001), q999=pick(self.q999), quiet_slots=pick(self.quiet_slots),
-            current=tuple(pick(v) for v in self.current) if self.current else None,
-            nominal_voltage=pick(self.nominal_voltage),
-        )
-
 
 class ContextFeatures:
     """Learns each column's seasonal profile and typical spreads; computes the statistics."""
@@ -402,20 +386,23 @@ class ContextFeatures:
             raise ValueError(f"the model was trained with column(s) {', '.join(missing)} "
                              f"that these readings lack")
         times = epoch_ns(frame.index)[None, :] if self.step_ns_ else None
-        return self.compute(Tables.of([self]), self._values(frame), times,
-                            self.season_.slot_of(frame.index)[None, :])
+        return self.compute(Tables.of([self]), np.zeros(1, dtype=np.intp), self._values(frame),
+                            times, self.season_.slot_of(frame.index)[None, :])
 
-    def compute(self, tables: Tables, values: dict[str, np.ndarray], times: np.ndarray | None,
-                slots: np.ndarray) -> Features:
+    def compute(self, tables: Tables, meters: np.ndarray, values: dict[str, np.ndarray],
+                times: np.ndarray | None, slots: np.ndarray) -> Features:
         """The statistics of the last k readings of each row, k being the width of `slots`
-        (their cycle slots). `values` are this layout's columns (meters x readings, older
+        (their cycle slots). `values` are this layout's columns (a row per meter, older
         readings first: the context the windows need, NaN where a meter has fewer), `times`
-        their epoch nanoseconds, `tables` the meters' parameters. Rows of the result: each
-        meter's k readings in turn."""
-        meters, k = slots.shape
+        their epoch nanoseconds, `meters` each row's place in `tables`, the parameters of the
+        models. Rows of the result: each meter's k readings in turn."""
+        k = slots.shape[1]
 
         def at(table: np.ndarray) -> np.ndarray:  # a per-slot table at each reading's slot
-            return np.take_along_axis(table, slots, axis=1)
+            return table[meters[:, None], slots]
+
+        def of(column: np.ndarray) -> np.ndarray:  # a per-meter number, as a column
+            return column[meters]
 
         stats, seasonal = [], {}
         window = self.rolling_window
@@ -425,25 +412,26 @@ class ContextFeatures:
             medians, scales = tables.profiles[column]
             z = (now - at(medians)) / at(scales)
             seasonal[column] = z
-            for name, rolled in self._windowed(column, rows, k, tables.spreads[column]).items():
+            for name, rolled in self._windowed(column, rows, k, of(tables.spreads[column])).items():
                 medians, scales = tables.profiles[name]
                 seasonal[name] = (rolled - at(medians)) / at(scales)
             if column == UNMETERED:
                 continue
             spread = np.maximum(rolling(rows, window, "std", k, min_periods=5, shift=1),
-                                0.5 * tables.spreads[column])
+                                0.5 * of(tables.spreads[column]))
             previous = rolling(rows, window, "mean", k, min_periods=5, shift=1)
-            change = np.diff(rows, axis=1, prepend=np.nan)[:, -k:] / tables.diff_scales[column]
+            change = np.diff(rows, axis=1, prepend=np.nan)[:, -k:] / of(tables.diff_scales[column])
             computed = {"seasonal": z, "level": seasonal[f"{column}:level"],
                         "rolling": (now - previous) / spread, "change": change}
             for stat in self._statistics(column):
                 if stat == "flat":
-                    stats.append(np.minimum(run_lengths(rows)[:, -k:], tables.flat_caps[column]))
+                    cap = of(tables.flat_caps[column])
+                    stats.append(np.minimum(run_lengths(rows)[:, -k:], cap))
                 else:
                     stats.append(np.abs(computed[stat]))
             if column == self.primary_:
                 # only calmer than usual counts: busier shows in the other statistics
-                stats += [self._outside_range(now, tables.q001, tables.q999),
+                stats += [self._outside_range(now, of(tables.q001), of(tables.q999)),
                           np.maximum(-seasonal[f"{column}:calm"], 0.0)]
         for column in self._floor_columns():
             for name in FLOORS:
@@ -452,7 +440,7 @@ class ContextFeatures:
                 # sub-meters' (their own physics check) or the whole meter's (its floor).
                 stats.append(np.maximum(z, 0.0) if column == UNMETERED else np.abs(z))
         if self.has_current_:
-            offset, center, scale = tables.current
+            offset, center, scale = map(of, tables.current)
             stats.append(np.abs((self._current_mismatch(values, k, offset) - center) / scale))
         if self.sub_meters_:
             step_minutes = self.step_ns_ / 60e9 if self.step_ns_ else 1.0
@@ -463,7 +451,7 @@ class ContextFeatures:
         voltage_delta = None
         if "voltage_v" in self.columns_:
             voltage = values["voltage_v"][:, -k:]
-            outside = np.abs(voltage / tables.nominal_voltage - 1.0) - EN50160_BAND
+            outside = np.abs(voltage / of(tables.nominal_voltage) - 1.0) - EN50160_BAND
             stats.append(100.0 * np.maximum(outside, 0.0))
             voltage_delta = (voltage - at(tables.profiles["voltage_v"][0])).reshape(-1)
         stats.append(np.mean([np.isnan(values[c][:, -k:]) for c in self.columns_], axis=0))
@@ -485,5 +473,5 @@ class ContextFeatures:
             primary=series[self.primary_][:, -k:].reshape(-1),
             expected=at(tables.profiles[self.primary_][0]).reshape(-1),
             voltage_delta=voltage_delta,
-            primary_q999=np.broadcast_to(tables.q999, (meters, k)).reshape(-1),
+            primary_q999=np.repeat(of(tables.q999)[:, 0], k),
         )

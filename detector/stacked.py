@@ -46,7 +46,7 @@ class Stack:
             mine = zones == zone
             local = pd.DatetimeIndex(pd.to_datetime(now[mine].reshape(-1), unit="ns", utc=True))
             slots[mine] = self.features.season_.slot_of(local.tz_convert(zone)).reshape(-1, k)
-        features = self.features.compute(self.tables.rows(meters), values, times, slots)
+        features = self.features.compute(self.tables, meters, values, times, slots)
         rows = np.repeat(meters, k)
         isolation = self.forests.isolation(np.log1p(features.stats), rows)
         return judge(features, isolation, lambda stats: self.calibration.pvalues(stats, rows),
