@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
+from detector.seasonality import epoch_ns
 from ingest.fields import FIELDS
 
 COLUMNS = list(FIELDS)
@@ -96,6 +97,13 @@ class Rows:
     def __len__(self) -> int:
         return len(self.t)
 
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> "Rows":
+        """The rows of a frame as `query_frame` returns it."""
+        return cls(epoch_ns(frame.index) // 1000,
+                   epoch_ns(pd.DatetimeIndex(frame["ingested_at"])) // 1000,
+                   frame[COLUMNS].to_numpy(float))
+
     def frame(self, timezone: str) -> pd.DataFrame:
         return _frame([self.t, self.i, *self.values.T], timezone)
 
@@ -105,7 +113,8 @@ class Rows:
                     np.concatenate([self.values, later.values]))
 
     def tail(self, n: int) -> "Rows":
-        return Rows(self.t[-n:], self.i[-n:], self.values[-n:])
+        start = max(len(self) - n, 0)
+        return Rows(self.t[start:], self.i[start:], self.values[start:])
 
 
 def group_rows(conn: psycopg.Connection, wanted: list[tuple[Meter, datetime, datetime, int]],

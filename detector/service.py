@@ -146,7 +146,8 @@ class _Tail:
     def serves(self, pending: Pending, model: registry.ActiveModel) -> bool:
         """True when these are the readings just before the pending ones (same model, and no
         pending reading older than them: a late reading sends the meter back to the database)."""
-        return self.version == model.version and _micros(pending.first) > self.rows.t[-1]
+        return (self.version == model.version and len(self.rows) > 0
+                and _micros(pending.first) > self.rows.t[-1])
 
 
 def _micros(moment: datetime) -> int:
@@ -427,6 +428,7 @@ class Scorer:
         self.tails.pop(pending.meter.meter_id, None)
         writer = _Writer(self)
         batches = _Prefetch(lambda: self._batches(pending, model))
+        chunk = None
         try:
             for context, chunk, started in batches:
                 writer.put((self._score(pending, model, context, chunk), started))
@@ -435,6 +437,9 @@ class Scorer:
             written = writer.close()
         with self.conn.transaction():
             self._advance([pending])
+        if chunk is not None:  # the last batch ends with the newest readings: kept for live
+            last = pd.concat([context, chunk]).tail(model.context_rows)
+            self.tails[pending.meter.meter_id] = _Tail(model.version, readings.Rows.of(last))
         return written
 
     def _batches(self, pending: Pending, model: registry.ActiveModel):

@@ -372,10 +372,13 @@ def test_readings_committed_after_the_watermark_passed_them_are_scored(db_url, j
     _add_meter(db_url, "lc", frame.iloc[:history].drop(frame.index[gap]))
     _train(conn, settings, "lc", frame)
     scorer = Scorer(conn, settings, DetectorMetrics(CollectorRegistry()))
-    scorer.cycle()
+    scorer.cycle()  # in batches, the last of which the service keeps for the live cycles
+    held = scorer.tails["lc"].rows
+    assert len(held) == scorer.models["lc"].context_rows
+    assert held.t[-1] == frame.index[history - 1].value // 1000
     with psycopg.connect(db_url) as owner:
         copy_frame(owner, "lc", frame.iloc[history:history + 2])
-    assert scorer.cycle() == 2  # the service now holds the meter's last readings
+    assert scorer.cycle() == 2
     with psycopg.connect(db_url) as owner:
         mark = owner.execute("SELECT ingested_at FROM detector_watermarks"
                              " WHERE meter_id = 'lc'").fetchone()[0]
