@@ -83,12 +83,45 @@ class TailCalibration:
             # The tail is computed only where it applies: beyond the 99th percentile, ~1%.
             above = np.flatnonzero(x > self.u_[j])
             if len(above):
-                excess = (x[above] - self.u_[j]) / self.beta_[j]
-                shape = self.shape_[j]
-                if shape > 1e-6:
-                    tail = self.p_u_[j] * np.exp(-np.log1p(shape * excess) / shape)
-                else:
-                    tail = self.p_u_[j] * np.exp(-excess)
-                column[above] = np.minimum(tail, self.p_u_[j])
+                column[above] = _tail(x[above], self.u_[j], self.beta_[j], self.shape_[j],
+                                      self.p_u_[j])
             p[:, j] = column
         return np.maximum(p, 1e-300, out=p)
+
+
+def _tail(x: np.ndarray, u, beta, shape, p_u) -> np.ndarray:
+    """The fitted tail's probability of values beyond the 99th percentile u (element-wise)."""
+    excess = (x - u) / beta
+    positive = shape > 1e-6
+    with np.errstate(divide="ignore", invalid="ignore"):  # the exponential case's 0/0
+        pareto = p_u * np.exp(-np.log1p(shape * excess) / shape)
+    return np.minimum(np.where(positive, pareto, p_u * np.exp(-excess)), p_u)
+
+
+class StackedCalibration:
+    """The calibrations of several meters' models (same statistics), one row per meter: the
+    probabilities of readings of many meters at once (live scoring)."""
+
+    def __init__(self, calibrations: list[TailCalibration]):
+        self.body = np.stack([c.body_ for c in calibrations])  # meters x features x levels
+        self.u, self.beta, self.shape, self.p_u = (
+            np.stack([getattr(c, name) for c in calibrations])
+            for name in ("u_", "beta_", "shape_", "p_u_"))
+
+    def pvalues(self, stats: np.ndarray, meters: np.ndarray) -> np.ndarray:
+        """As TailCalibration.pvalues, each row of stats with the calibration of its meter."""
+        x = np.asarray(stats, dtype=float)
+        body = self.body[meters]
+        # np.interp per row: j is the last level at or below x
+        j = (body <= x[..., None]).sum(axis=-1) - 1
+        inside = (j >= 0) & (j < len(BODY_LEVELS) - 1)
+        lo = np.clip(j, 0, len(BODY_LEVELS) - 2)
+        x0 = np.take_along_axis(body, lo[..., None], axis=-1)[..., 0]
+        x1 = np.take_along_axis(body, lo[..., None] + 1, axis=-1)[..., 0]
+        f0, f1 = BODY_LEVELS[lo], BODY_LEVELS[lo + 1]
+        with np.errstate(divide="ignore", invalid="ignore"):  # rows outside: not used
+            level = np.where(inside, (f1 - f0) / (x1 - x0) * (x - x0) + f0,
+                             np.where(j < 0, BODY_LEVELS[0], BODY_LEVELS[-1]))
+        u, p_u = self.u[meters], self.p_u[meters]
+        p = np.where(x > u, _tail(x, u, self.beta[meters], self.shape[meters], p_u), 1.0 - level)
+        return np.maximum(p, 1e-300)

@@ -44,10 +44,12 @@ before this one).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 
 from detector.seasonality import Season, epoch_ns
 
@@ -77,7 +79,8 @@ RAISED_FLOOR = 3.0
 
 @dataclass
 class Features:
-    """The statistics (n x features) plus the signed values kinds and explanations need."""
+    """The statistics (n x features) plus the signed values kinds and explanations need; one
+    row per reading scored (of one meter, or of several meters one after the other)."""
 
     stats: np.ndarray
     names: list[str]
@@ -89,7 +92,7 @@ class Features:
     primary: np.ndarray      # the primary column's values
     expected: np.ndarray     # the primary column's profile median at each reading
     voltage_delta: np.ndarray | None  # voltage minus its profile median [V]
-    primary_q999: float      # the primary column's 99.9th percentile in training
+    primary_q999: np.ndarray  # the primary column's 99.9th percentile in training
 
 
 def _scale(values: np.ndarray) -> float:
@@ -102,15 +105,49 @@ def _scale(values: np.ndarray) -> float:
 
 
 def run_lengths(values: np.ndarray) -> np.ndarray:
-    """For each position, how many readings in a row (ending here) have had this exact value."""
-    n = len(values)
+    """For each position, how many readings in a row (ending here) have had this exact value,
+    along the last axis (each row of a 2-d array is a series)."""
+    n = values.shape[-1]
     if not n:
-        return np.zeros(0)
-    moved = np.ones(n, dtype=bool)
-    moved[1:] = ~(values[1:] == values[:-1])  # NaN never equals: a gap restarts the run
+        return np.zeros(values.shape)
+    moved = np.ones(values.shape, dtype=bool)
+    moved[..., 1:] = ~(values[..., 1:] == values[..., :-1])  # NaN never equals: a gap restarts
     index = np.arange(n)
-    start = np.maximum.accumulate(np.where(moved, index, 0))
+    start = np.maximum.accumulate(np.where(moved, index, 0), axis=-1)
     return (index - start + 1).astype(float)
+
+
+def rolling(values: np.ndarray, window: int, how: str, k: int, *, min_periods: int = 1,
+            shift: int = 0) -> np.ndarray:
+    """`how` ("mean", "std", "min" or "median") of the `window` values ending `shift` readings
+    before each of the last k positions of each row (rows x k), NaN counting as absent and too
+    few values giving NaN, as in pandas. A whole series (k = its length) goes through pandas in
+    one pass; the last few readings of many meters (live scoring) through sliding windows."""
+    m, n = values.shape
+    if k == n:
+        return np.vstack([getattr(pd.Series(row).shift(shift).rolling(
+            window, min_periods=min_periods), how)().to_numpy() for row in values])
+    need = k + window - 1 + shift
+    if n < need:  # a short history: the missing start counts as absent
+        values = np.concatenate([np.full((m, need - n), np.nan), values], axis=1)
+        n = need
+    windows = sliding_window_view(values[:, n - need:n - shift], window, axis=1)
+    present = ~np.isnan(windows)
+    count = present.sum(axis=-1)
+    if how == "min":
+        out = np.fmin.reduce(windows, axis=-1)
+    elif how == "median":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: NaN, as wanted
+            out = np.nanmedian(windows, axis=-1)
+    else:
+        mean = np.where(present, windows, 0.0).sum(axis=-1) / np.maximum(count, 1)
+        out = mean
+        if how == "std":  # sample deviation (ddof 1), as pandas
+            squares = np.where(present, windows - mean[..., None], 0.0) ** 2
+            out = np.sqrt(squares.sum(axis=-1) / np.maximum(count - 1, 1))
+            out[count < 2] = np.nan
+    return np.where(count >= min_periods, out, np.nan)
 
 
 def _per_slot(values: np.ndarray, slots: np.ndarray, n_slots: int, floor: float):
@@ -129,15 +166,56 @@ def _per_slot(values: np.ndarray, slots: np.ndarray, n_slots: int, floor: float)
     return medians, scales
 
 
-def _recent_median(values: np.ndarray) -> np.ndarray:
-    """The median of the last PHYSICS_WINDOW values (fewer at the start)."""
-    return pd.Series(values).rolling(PHYSICS_WINDOW, min_periods=1).median().to_numpy()
+def _sum_present(columns: list[np.ndarray]) -> np.ndarray:
+    """Element-wise sum of the columns, NaN only where all are missing."""
+    stacked = np.stack(columns)
+    return np.where(np.isnan(stacked).all(axis=0), np.nan, np.nansum(stacked, axis=0))
 
 
-def _apparent_current(frame: pd.DataFrame) -> np.ndarray:
-    p = frame[POWER].to_numpy(float)
-    q = frame["reactive_power_kw"].to_numpy(float) if "reactive_power_kw" in frame else 0.0
-    return 1000.0 * np.sqrt(p ** 2 + q ** 2) / frame["voltage_v"].to_numpy(float)
+def _apparent_current(values: dict[str, np.ndarray]) -> np.ndarray:
+    p = values[POWER]
+    q = values.get("reactive_power_kw", 0.0)
+    return 1000.0 * np.sqrt(p ** 2 + q ** 2) / values["voltage_v"]
+
+
+@dataclass
+class Tables:
+    """The fitted parameters of one or more meters' models, one row per meter, so that their
+    readings are scored in one pass (models of one `ContextFeatures.layout()`). Per-meter
+    values are (meters, 1) columns, per-slot ones (meters, slots)."""
+
+    profiles: dict[str, tuple[np.ndarray, np.ndarray]]  # medians and scales by name
+    spreads: dict[str, np.ndarray]
+    diff_scales: dict[str, np.ndarray]
+    flat_caps: dict[str, np.ndarray]
+    q001: np.ndarray
+    q999: np.ndarray
+    quiet_slots: np.ndarray
+    current: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # offset, center, scale
+    nominal_voltage: np.ndarray
+
+    @classmethod
+    def of(cls, models: list["ContextFeatures"]) -> "Tables":
+        first = models[0]
+
+        def column(get) -> np.ndarray:
+            return np.array([[get(model)] for model in models], dtype=float)
+
+        return cls(
+            profiles={name: tuple(np.stack([model.profiles_[name][part] for model in models])
+                                  for part in (0, 1)) for name in first.profiles_},
+            spreads={c: column(lambda model: model.spreads_[c]) for c in first.spreads_},
+            diff_scales={c: column(lambda model: model.diff_scales_[c])
+                         for c in first.diff_scales_},
+            flat_caps={c: column(lambda model: model.flat_caps_[c]) for c in first.flat_caps_},
+            q001=column(lambda model: model.primary_q001_),
+            q999=column(lambda model: model.primary_q999_),
+            quiet_slots=np.stack([model.quiet_slots_ for model in models]),
+            current=tuple(column(lambda model: getattr(model, name)) for name in (
+                "current_offset_", "current_center_", "current_scale_"))
+            if first.has_current_ else None,
+            nominal_voltage=column(lambda model: model.nominal_voltage_v),
+        )
 
 
 class ContextFeatures:
@@ -158,24 +236,28 @@ class ContextFeatures:
         self.step_ns_ = self._step_ns(frame.index)
         self.level_window_ = self._level_window(frame.index)
         slots = self.season_.slot_of(frame.index)
+        n = len(frame)
+        values = self._values(frame)
         self.profiles_, self.diff_scales_, self.flat_caps_, self.spreads_ = {}, {}, {}, {}
-        for column, values in self._series(frame).items():
-            spread = _scale(values)
+        for column, rows in self._series(values).items():
+            series = rows[0]
+            spread = _scale(series)
             floor = 0.1 * spread
             self.spreads_[column] = spread
-            self.profiles_[column] = _per_slot(values, slots, self.season_.slots, floor)
-            for name, windowed in self._windowed(column, values).items():
+            self.profiles_[column] = _per_slot(series, slots, self.season_.slots, floor)
+            for name, windowed in self._windowed(column, rows, n, spread).items():
+                windowed = windowed[0]
                 # calm is a log: its spreads are in its own unit, not the column's
                 own = 0.1 * _scale(windowed) if name.endswith(":calm") else floor
                 self.profiles_[name] = _per_slot(windowed, slots, self.season_.slots, own)
             # Floors keep columns that rarely move (reactive power at 0.000 for hours) from
             # turning their first small move into an enormous z-score.
-            self.diff_scales_[column] = max(_scale(np.diff(values)), 0.1 * spread)
+            self.diff_scales_[column] = max(_scale(np.diff(series)), 0.1 * spread)
             if column == UNMETERED:
                 continue
-            longest = np.nanmax(run_lengths(values))
+            longest = np.nanmax(run_lengths(series))
             # A column flat for most of its training window is flat by nature: not judged on it.
-            if longest < 0.5 * len(values):
+            if longest < 0.5 * len(series):
                 # Runs are counted up to 4x the longest seen, at most MAX_FLAT_RUN readings:
                 # longer is stuck anyway, and the cap bounds the history a score needs.
                 self.flat_caps_[column] = min(4.0 * longest, MAX_FLAT_RUN)
@@ -186,29 +268,38 @@ class ContextFeatures:
         self.quiet_slots_ = medians < np.median(medians)  # none when there is one slot
         self.has_current_ = {POWER, "voltage_v", "current_a"} <= set(frame.columns)
         if self.has_current_:
-            self.current_offset_ = 0.1 * float(np.nanmedian(_apparent_current(frame)))
-            mismatch = self._current_mismatch(frame)
+            self.current_offset_ = 0.1 * float(np.nanmedian(_apparent_current(values)))
+            mismatch = self._current_mismatch(values, n, self.current_offset_)[0]
             self.current_center_ = float(np.nanmedian(mismatch))
             self.current_scale_ = max(_scale(mismatch), 0.01)
         return self
 
-    def _series(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    def layout(self) -> tuple:
+        """What models must share to be scored together: everything but per-meter numbers."""
+        return (tuple(self.columns_), self.primary_, tuple(self.sub_meters_), self.season_,
+                self.step_ns_, self.level_window_, self.rolling_window,
+                tuple(sorted(self.flat_caps_)), self.has_current_, tuple(self.profiles_))
+
+    def _values(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The model's columns of a frame, each as one row (1 x readings)."""
+        return {column: frame[column].to_numpy(float)[None, :] for column in self.columns_}
+
+    def _series(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The columns' values, plus the unmetered power when there are sub-meters."""
-        series = {column: frame[column].to_numpy(float) for column in self.columns_}
+        series = dict(values)
         if self.sub_meters_:
             step_minutes = self.step_ns_ / 60e9 if self.step_ns_ else 1.0
-            metered = frame[self.sub_meters_].sum(axis=1, min_count=1).to_numpy(float)
-            series[UNMETERED] = series[POWER] - metered * 60.0 / 1000.0 / step_minutes
+            metered = _sum_present([values[c] for c in self.sub_meters_])
+            series[UNMETERED] = values[POWER] - metered * 60.0 / 1000.0 / step_minutes
         return series
 
-    def _current_mismatch(self, frame: pd.DataFrame) -> np.ndarray:
+    def _current_mismatch(self, values: dict[str, np.ndarray], k: int, offset) -> np.ndarray:
         """log of measured over computed current, its median over the last few readings: the
         relative error weighs small and large loads alike (a meter's resolution is a larger
         share of a small current), and the median ignores a single reading taken while the
         load changed."""
-        c = self.current_offset_
-        ratio = np.log((frame["current_a"].to_numpy(float) + c) / (_apparent_current(frame) + c))
-        return _recent_median(ratio)
+        ratio = np.log((values["current_a"] + offset) / (_apparent_current(values) + offset))
+        return rolling(ratio, PHYSICS_WINDOW, "median", k)
 
     def _floor_columns(self) -> list[str]:
         return [self.primary_, UNMETERED] if self.sub_meters_ else [self.primary_]
@@ -216,34 +307,33 @@ class ContextFeatures:
     def _window(self, floor: str) -> int:
         return max(2, round(FLOORS[floor] * self.level_window_))
 
-    def _windowed(self, column: str, values: np.ndarray) -> dict[str, np.ndarray]:
-        """Rolling statistics of a column over the level window (and multiples), by name."""
-        series = pd.Series(values)
+    def _windowed(self, column: str, values: np.ndarray, k: int, spread) -> dict[str, np.ndarray]:
+        """Rolling statistics of a column over the level window (and multiples) at the last k
+        readings, by name."""
         windowed = {}
         if column != UNMETERED:
-            windowed[f"{column}:level"] = series.rolling(self.level_window_,
-                                                         min_periods=1).mean().to_numpy()
+            windowed[f"{column}:level"] = rolling(values, self.level_window_, "mean", k)
         if column == self.primary_:
             # log, so that "ten times calmer" counts as much at a quiet hour as at a busy one
-            moves = pd.Series(np.abs(np.diff(values, prepend=np.nan)))
-            mean_move = moves.rolling(self._window("long_floor"), min_periods=1).mean().to_numpy()
-            windowed[f"{column}:calm"] = np.log(mean_move + 0.01 * self.spreads_[column])
+            moves = np.abs(np.diff(values, axis=1, prepend=np.nan))
+            mean_move = rolling(moves, self._window("long_floor"), "mean", k)
+            windowed[f"{column}:calm"] = np.log(mean_move + 0.01 * spread)
         if column in self._floor_columns():
             for name in FLOORS:
-                windowed[f"{column}:{name}"] = series.rolling(self._window(name),
-                                                              min_periods=1).min().to_numpy()
+                windowed[f"{column}:{name}"] = rolling(values, self._window(name), "min", k)
         return windowed
 
-    def _outside_range(self, values: np.ndarray) -> np.ndarray:
-        low, high = self.primary_q001_, self.primary_q999_
-        if low > 0:  # a positive quantity: how many times below or above its usual range
-            ratio = values / low
-            below = -np.log(np.maximum(ratio, 1e-3))
-            return np.maximum.reduce([below, np.log(np.maximum(values, 1e-300) / high),
-                                      np.zeros_like(values)])
-        spread = max(high - low, 1e-9)
-        return np.maximum.reduce([(low - values) / spread, (values - high) / spread,
-                                  np.zeros_like(values)])
+    @staticmethod
+    def _outside_range(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """How far values lie outside [low, high]: for a positive quantity (low > 0) how many
+        times below or above as a log ratio, else in multiples of the range."""
+        zero = np.zeros_like(values)
+        with np.errstate(divide="ignore", invalid="ignore"):  # the branch not taken
+            below = -np.log(np.maximum(values / low, 1e-3))
+            ratio = np.maximum.reduce([below, np.log(np.maximum(values, 1e-300) / high), zero])
+            spread = np.maximum(high - low, 1e-9)
+            linear = np.maximum.reduce([(low - values) / spread, (values - high) / spread, zero])
+        return np.where(low > 0, ratio, linear)
 
     @staticmethod
     def _step_ns(index: pd.Index) -> int | None:
@@ -295,32 +385,53 @@ class ContextFeatures:
         if missing:
             raise ValueError(f"the model was trained with column(s) {', '.join(missing)} "
                              f"that these readings lack")
-        slots = self.season_.slot_of(frame.index)
+        times = epoch_ns(frame.index)[None, :] if self.step_ns_ else None
+        return self.compute(Tables.of([self]), np.zeros(1, dtype=np.intp), self._values(frame),
+                            times, self.season_.slot_of(frame.index)[None, :])
+
+    def compute(self, tables: Tables, meters: np.ndarray, values: dict[str, np.ndarray],
+                times: np.ndarray | None, slots: np.ndarray) -> Features:
+        """The statistics of the last k readings of each row, k being the width of `slots`
+        (their cycle slots). `values` are this layout's columns (a row per meter, older
+        readings first: the context the windows need, NaN where a meter has fewer), `times`
+        their epoch nanoseconds, `meters` each row's place in `tables`, the parameters of the
+        models. Rows of the result: each meter's k readings in turn."""
+        k = slots.shape[1]
+
+        def at(table: np.ndarray) -> np.ndarray:  # a per-slot table at each reading's slot
+            return table[meters[:, None], slots]
+
+        def of(column: np.ndarray) -> np.ndarray:  # a per-meter number, as a column
+            return column[meters]
+
         stats, seasonal = [], {}
         window = self.rolling_window
-        for column, values in self._series(frame).items():
-            medians, scales = self.profiles_[column]
-            z = (values - medians[slots]) / scales[slots]
+        series = self._series(values)
+        for column, rows in series.items():
+            now = rows[:, -k:]
+            medians, scales = tables.profiles[column]
+            z = (now - at(medians)) / at(scales)
             seasonal[column] = z
-            for name, rolled in self._windowed(column, values).items():
-                medians, scales = self.profiles_[name]
-                seasonal[name] = (rolled - medians[slots]) / scales[slots]
+            for name, rolled in self._windowed(column, rows, k, of(tables.spreads[column])).items():
+                medians, scales = tables.profiles[name]
+                seasonal[name] = (rolled - at(medians)) / at(scales)
             if column == UNMETERED:
                 continue
-            previous = pd.Series(values).shift(1).rolling(window, min_periods=5)
-            spread = np.maximum(previous.std().to_numpy(), 0.5 * self.spreads_[column])
-            rolling = (values - previous.mean().to_numpy()) / spread
-            change = np.diff(values, prepend=np.nan) / self.diff_scales_[column]
+            spread = np.maximum(rolling(rows, window, "std", k, min_periods=5, shift=1),
+                                0.5 * of(tables.spreads[column]))
+            previous = rolling(rows, window, "mean", k, min_periods=5, shift=1)
+            change = np.diff(rows, axis=1, prepend=np.nan)[:, -k:] / of(tables.diff_scales[column])
             computed = {"seasonal": z, "level": seasonal[f"{column}:level"],
-                        "rolling": rolling, "change": change}
+                        "rolling": (now - previous) / spread, "change": change}
             for stat in self._statistics(column):
                 if stat == "flat":
-                    stats.append(np.minimum(run_lengths(values), self.flat_caps_[column]))
+                    cap = of(tables.flat_caps[column])
+                    stats.append(np.minimum(run_lengths(rows)[:, -k:], cap))
                 else:
                     stats.append(np.abs(computed[stat]))
             if column == self.primary_:
                 # only calmer than usual counts: busier shows in the other statistics
-                stats += [self._outside_range(values),
+                stats += [self._outside_range(now, of(tables.q001), of(tables.q999)),
                           np.maximum(-seasonal[f"{column}:calm"], 0.0)]
         for column in self._floor_columns():
             for name in FLOORS:
@@ -329,36 +440,38 @@ class ContextFeatures:
                 # sub-meters' (their own physics check) or the whole meter's (its floor).
                 stats.append(np.maximum(z, 0.0) if column == UNMETERED else np.abs(z))
         if self.has_current_:
-            mismatch = (self._current_mismatch(frame) - self.current_center_) / self.current_scale_
-            stats.append(np.abs(mismatch))
+            offset, center, scale = map(of, tables.current)
+            stats.append(np.abs((self._current_mismatch(values, k, offset) - center) / scale))
         if self.sub_meters_:
             step_minutes = self.step_ns_ / 60e9 if self.step_ns_ else 1.0
-            energy = frame[POWER].to_numpy(float) * 1000.0 / 60.0 * step_minutes
-            excess = frame[self.sub_meters_].sum(axis=1, min_count=1).to_numpy(float) - energy
+            energy = values[POWER] * 1000.0 / 60.0 * step_minutes
+            excess = _sum_present([values[c] for c in self.sub_meters_]) - energy
             # as for the current: the median of a few readings, so one glitch is not a fault
-            stats.append(np.maximum(_recent_median(excess), 0.0))
+            stats.append(np.maximum(rolling(excess, PHYSICS_WINDOW, "median", k), 0.0))
         voltage_delta = None
         if "voltage_v" in self.columns_:
-            voltage = frame["voltage_v"].to_numpy(float)
-            outside = np.abs(voltage / self.nominal_voltage_v - 1.0) - EN50160_BAND
+            voltage = values["voltage_v"][:, -k:]
+            outside = np.abs(voltage / of(tables.nominal_voltage) - 1.0) - EN50160_BAND
             stats.append(100.0 * np.maximum(outside, 0.0))
-            voltage_delta = voltage - self.profiles_["voltage_v"][0][slots]
-        stats.append(frame[self.columns_].isna().mean(axis=1).to_numpy(float))
+            voltage_delta = (voltage - at(tables.profiles["voltage_v"][0])).reshape(-1)
+        stats.append(np.mean([np.isnan(values[c][:, -k:]) for c in self.columns_], axis=0))
         if self.step_ns_:
-            times = epoch_ns(frame.index)
-            steps = np.diff(times, prepend=times[:1]) / self.step_ns_
+            steps = np.diff(times, axis=1, prepend=times[:, :1])[:, -k:] / self.step_ns_
             stats.append(np.maximum(np.round(steps) - 1.0, 0.0))
-        matrix = np.nan_to_num(np.column_stack(stats), nan=0.0, posinf=CLIP)
+        matrix = np.nan_to_num(np.column_stack([s.reshape(-1) for s in stats]), nan=0.0,
+                               posinf=CLIP)
         np.clip(matrix, 0.0, CLIP, out=matrix)
-        primary = frame[self.primary_].to_numpy(float)
-        windowed = {name: np.nan_to_num(z) for name, z in seasonal.items() if ":" in name}
+        windowed = {name: np.nan_to_num(z).reshape(-1) for name, z in seasonal.items()
+                    if ":" in name}
         long_floors = [windowed[f"{column}:long_floor"] for column in self._floor_columns()]
         return Features(
             stats=matrix.astype(np.float32), names=self.names(),
-            seasonal_z=np.nan_to_num(seasonal[self.primary_]), windowed_z=windowed,
+            seasonal_z=np.nan_to_num(seasonal[self.primary_]).reshape(-1), windowed_z=windowed,
             floor_z=windowed[f"{self.primary_}:floor"],
             long_raised=np.maximum.reduce(long_floors) > RAISED_FLOOR,
-            quiet=self.quiet_slots_[slots], primary=primary,
-            expected=self.profiles_[self.primary_][0][slots], voltage_delta=voltage_delta,
-            primary_q999=self.primary_q999_,
+            quiet=at(tables.quiet_slots).reshape(-1),
+            primary=series[self.primary_][:, -k:].reshape(-1),
+            expected=at(tables.profiles[self.primary_][0]).reshape(-1),
+            voltage_delta=voltage_delta,
+            primary_q999=np.repeat(of(tables.q999)[:, 0], k),
         )

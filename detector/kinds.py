@@ -45,7 +45,7 @@ def classify(features: Features, top: np.ndarray, pvalues: np.ndarray, rows: np.
             kinds[out] = "unusual_time" if quiet_hour else "level_shift"
         elif features.seasonal_z[row] < 0 or features.floor_z[row] < -RAISED_FLOOR:
             kinds[out] = "drop"
-        elif features.primary[row] > features.primary_q999:
+        elif features.primary[row] > features.primary_q999[row]:
             kinds[out] = "spike"
         elif stat == "seasonal":
             kinds[out] = "unusual_time"

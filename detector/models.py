@@ -15,13 +15,15 @@ row per reading with score, is_anomaly, severity, kind, top_feature, expected.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import IsolationForest
 
 from detector.algorithms import DEFAULT_MODEL, RAW, SEASONAL  # noqa: F401 (re-exported)
 from detector.calibration import TailCalibration, score_from_p, severities
-from detector.features import ContextFeatures
+from detector.features import POWER, ContextFeatures, Features
 from detector.kinds import classify
 
 RESULT_COLUMNS = ("score", "is_anomaly", "severity", "kind", "top_feature", "expected")
@@ -50,6 +52,31 @@ def _as_standard_allows(stats: np.ndarray, names: list[str]) -> np.ndarray:
     allowed = stats.copy()
     allowed[:, names.index(BAND)] = 0.0
     return allowed
+
+
+def combine(pvalues: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Score of each reading and the index of its top rule feature (the explanation)."""
+    n_features = pvalues.shape[1]
+    smallest = pvalues.min(axis=1)
+    scores = score_from_p(np.minimum(1.0, n_features * smallest))
+    top = pvalues[:, :-1].argmin(axis=1)  # the forest is evidence, not an explanation
+    return scores, top
+
+
+def judge(features: Features, isolation: np.ndarray, pvalues_of: Callable, threshold,
+          index: pd.Index) -> pd.DataFrame:
+    """Score, anomaly flag, severity, kind and explanation of readings, from their statistics,
+    the forest's isolation of them, their models' calibration (`pvalues_of`) and threshold
+    (one, or one per reading)."""
+    pvalues = pvalues_of(np.column_stack([features.stats, isolation]))
+    scores, top = combine(pvalues)
+    anomalous = scores >= threshold
+    rows = np.flatnonzero(anomalous)
+    kind = np.full(len(index), None, dtype=object)
+    top_feature = np.full(len(index), None, dtype=object)
+    kind[rows] = classify(features, top, pvalues, rows)
+    top_feature[rows] = np.asarray(features.names, dtype=object)[top[rows]]
+    return _result(index, scores, anomalous, kind, top_feature, features.expected)
 
 
 def _result(index: pd.Index, score, anomalous, kind, top, expected) -> pd.DataFrame:
@@ -91,12 +118,12 @@ class SeasonalDetector:
         self.forest_ = IsolationForest(n_estimators=self.n_estimators,
                                        max_samples=min(self.max_samples, len(rows)),
                                        random_state=self.random_state).fit(inputs[rows])
-        stats = self._with_isolation(features.stats, inputs)
+        stats = np.column_stack([features.stats, self._isolation(inputs)])
         self.names_ = features.names + [ISOLATION]
         floors = [_min_tail_scale(name) for name in self.names_]
         stats = _as_standard_allows(stats, self.names_)
         self.calibration_ = TailCalibration(floors).fit(stats)
-        train_scores = self._combine(self.calibration_.pvalues(stats))[0]
+        train_scores = combine(self.calibration_.pvalues(stats))[0]
         # The threshold is the score of alarm_rate rarity, raised if the training window itself
         # would alarm more often than that.
         self.threshold_ = float(max(score_from_p(np.array([self.alarm_rate]))[0],
@@ -113,30 +140,13 @@ class SeasonalDetector:
     def context_rows(self) -> int:
         return self.features_.context_rows
 
-    def _with_isolation(self, stats: np.ndarray, inputs: np.ndarray) -> np.ndarray:
-        isolation = -self.forest_.score_samples(inputs)
-        return np.column_stack([stats, isolation])
-
-    def _combine(self, pvalues: np.ndarray):
-        """Score of each reading and the index of its top rule feature (the explanation)."""
-        n_features = pvalues.shape[1]
-        smallest = pvalues.min(axis=1)
-        scores = score_from_p(np.minimum(1.0, n_features * smallest))
-        top = pvalues[:, :-1].argmin(axis=1)  # the forest is evidence, not an explanation
-        return scores, top
+    def _isolation(self, inputs: np.ndarray) -> np.ndarray:
+        return -self.forest_.score_samples(inputs)
 
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         features = self.features_.transform(frame)
-        stats = self._with_isolation(features.stats, np.log1p(features.stats))
-        pvalues = self.calibration_.pvalues(stats)
-        scores, top = self._combine(pvalues)
-        anomalous = scores >= self.threshold_
-        rows = np.flatnonzero(anomalous)
-        kind = np.full(len(frame), None, dtype=object)
-        top_feature = np.full(len(frame), None, dtype=object)
-        kind[rows] = classify(features, top, pvalues, rows)
-        top_feature[rows] = np.asarray(self.features_.names(), dtype=object)[top[rows]]
-        return _result(frame.index, scores, anomalous, kind, top_feature, features.expected)
+        return judge(features, self._isolation(np.log1p(features.stats)),
+                     self.calibration_.pvalues, self.threshold_, frame.index)
 
 
 class RawIForest:
@@ -175,12 +185,17 @@ class RawIForest:
         return 0
 
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
-        raw = -self.forest_.score_samples(self._inputs(frame))
+        inputs = self._inputs(frame)
+        raw = -self.forest_.score_samples(inputs)
         scores = score_from_p(self.calibration_.pvalues(raw[:, None])[:, 0])
         anomalous = raw >= self.cut_
-        empty = np.full(len(frame), None, dtype=object)
-        return _result(frame.index, scores, anomalous, empty, empty.copy(),
-                       np.full(len(frame), np.nan))
+        # The baseline explains nothing; its kind is only the direction of the main column
+        # against its training median (an incident needs a kind).
+        primary = self.columns_.index(POWER) if POWER in self.columns_ else 0
+        above = inputs[:, primary] >= self.fill_.iloc[primary]
+        kind = np.where(anomalous, np.where(above, "spike", "drop"), None).astype(object)
+        return _result(frame.index, scores, anomalous, kind,
+                       np.full(len(frame), None, dtype=object), np.full(len(frame), np.nan))
 
 
 MODELS = {SeasonalDetector.algorithm: SeasonalDetector, RawIForest.algorithm: RawIForest}

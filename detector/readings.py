@@ -13,11 +13,13 @@ import psycopg
 from psycopg.adapt import Loader
 from psycopg.pq import Format
 
+from detector.seasonality import epoch_ns
 from ingest.fields import FIELDS
 from timescale.binary_copy import POSTGRES_EPOCH
 
 COLUMNS = list(FIELDS)
-SELECT = "SELECT time, ingested_at, " + ", ".join(COLUMNS) + " FROM readings"
+READING = "time AS t, ingested_at AS i, " + ", ".join(COLUMNS)
+SELECT = "SELECT " + READING + " FROM readings"
 # Readings travel as one binary array per column, each parsed by numpy in one go (_ArrayLoader):
 # far faster than a Python tuple per row, or a binary COPY (one message per row). Aggregated in
 # the time order the query already walks in, they cost the server no sort of their own.
@@ -30,6 +32,16 @@ GROUP_SELECT = (
     "(" + SELECT + " WHERE meter_id = m.meter_id AND time < m.first ORDER BY time DESC"
     " LIMIT m.context) UNION ALL (" + SELECT + " WHERE meter_id = m.meter_id"
     " AND time >= m.first AND ingested_at <= m.newest ORDER BY time LIMIT %s)) AS r")
+# Several meters' new readings alone (n, first and newest as above), stored after `since`:
+# one scan of the ingested_at index, its time bounded by a constant (the oldest `first`) so
+# that only the chunks that can hold them are planned and read.
+NEW_SELECT = (
+    "SELECT m.n, r.* FROM unnest(%(meters)s::text[], %(firsts)s::timestamptz[],"
+    " %(newests)s::timestamptz[]) WITH ORDINALITY AS m(meter_id, first, newest, n) JOIN ("
+    "SELECT meter_id AS id, time AS at, ingested_at AS stored, " + READING + " FROM readings"
+    " WHERE time >= %(earliest)s AND ingested_at > %(since)s AND ingested_at <= %(newest)s)"
+    " AS r ON r.id = m.meter_id AND r.at >= m.first AND r.stored <= m.newest")
+
 # Element types of the arrays read (binary: big-endian): timestamptz[] (microseconds since
 # 2000-01-01 UTC), float8[], int8[].
 ELEMENTS = {1185: np.dtype(">i8"), 1022: np.dtype(">f8"), 1016: np.dtype(">i8")}
@@ -81,10 +93,10 @@ def meters(conn: psycopg.Connection, meter_id: str | None = None) -> list[Meter]
 
 
 def _arrays(conn: psycopg.Connection, query: str, params: tuple, keys: tuple[str, ...] = ()):
-    """One numpy array per column of `query` (keys, time, ingested_at, our fields; NaN where a
-    value is missing), in the order of keys then time."""
-    order = ", ".join([*keys, "time"])
-    arrays = ", ".join([f"array_agg({c} ORDER BY {order})" for c in [*keys, "time", "ingested_at"]]
+    """One numpy array per column of `query` (keys, t, i, our fields; NaN where a value is
+    missing), in the order of keys then time."""
+    order = ", ".join([*keys, "t"])
+    arrays = ", ".join([f"array_agg({c} ORDER BY {order})" for c in [*keys, "t", "i"]]
                        + [f"array_agg(coalesce({c}, 'NaN') ORDER BY {order})" for c in COLUMNS])
     cursor = conn.cursor(binary=True)
     for oid, loader in LOADERS.items():
@@ -94,35 +106,92 @@ def _arrays(conn: psycopg.Connection, query: str, params: tuple, keys: tuple[str
     return [np.empty(0) if array is None else array for array in row]
 
 
+def _columns(arrays) -> list[np.ndarray]:
+    """The fetched arrays of (t, i, our fields) as t and i in microseconds since the epoch and
+    the fields as floats."""
+    return [*(a.astype(np.int64, copy=False) + POSTGRES_EPOCH * 1_000_000 for a in arrays[:2]),
+            *(a.astype(float, copy=False) for a in arrays[2:])]
+
+
 def _frame(columns: list[np.ndarray], timezone: str) -> pd.DataFrame:
-    """Columns (time, ingested_at, our fields) as a frame indexed by local time (the meter's
-    zone, for its cycles), with `ingested_at` (UTC) and our fields."""
-    time, ingested = (pd.to_datetime(c.astype(np.int64, copy=False) + POSTGRES_EPOCH * 1_000_000,
-                                     unit="us", utc=True) for c in columns[:2])
-    frame = pd.DataFrame(dict(zip(COLUMNS, (c.astype(float, copy=False) for c in columns[2:]))),
-                         index=pd.DatetimeIndex(time).tz_convert(timezone))
-    frame.insert(0, "ingested_at", ingested)
+    """Columns (t, i, our fields) as a frame indexed by local time (the meter's zone, for its
+    cycles), with `ingested_at` (UTC) and our fields."""
+    frame = pd.DataFrame(dict(zip(COLUMNS, columns[2:])),
+                         index=pd.DatetimeIndex(pd.to_datetime(columns[0], unit="us", utc=True))
+                         .tz_convert(timezone))
+    frame.insert(0, "ingested_at", pd.to_datetime(columns[1], unit="us", utc=True))
     return frame
 
 
 def query_frame(conn: psycopg.Connection, query: str, params: tuple, timezone: str) -> pd.DataFrame:
     """The rows of `query` (a SELECT of SELECT's columns) as a frame in time order."""
-    return _frame(_arrays(conn, query, params), timezone)
+    return _frame(_columns(_arrays(conn, query, params)), timezone)
 
 
-def group_frames(conn: psycopg.Connection, wanted: list[tuple[Meter, datetime, datetime, int]],
-                 limit: int) -> list[pd.DataFrame]:
+@dataclass(frozen=True)
+class Rows:
+    """A meter's readings as arrays, in time order: time and ingested_at in microseconds since
+    the epoch, and one column per field (COLUMNS)."""
+
+    t: np.ndarray
+    i: np.ndarray
+    values: np.ndarray  # readings x COLUMNS
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> "Rows":
+        """The rows of a frame as `query_frame` returns it."""
+        return cls(epoch_ns(frame.index) // 1000,
+                   epoch_ns(pd.DatetimeIndex(frame["ingested_at"])) // 1000,
+                   frame[COLUMNS].to_numpy(float))
+
+    def frame(self, timezone: str) -> pd.DataFrame:
+        return _frame([self.t, self.i, *self.values.T], timezone)
+
+    def then(self, later: "Rows") -> "Rows":
+        """These readings followed by later ones."""
+        return Rows(np.concatenate([self.t, later.t]), np.concatenate([self.i, later.i]),
+                    np.concatenate([self.values, later.values]))
+
+    def tail(self, n: int) -> "Rows":
+        start = max(len(self) - n, 0)
+        return Rows(self.t[start:], self.i[start:], self.values[start:])
+
+
+def group_rows(conn: psycopg.Connection, wanted: list[tuple[Meter, datetime, datetime, int]],
+               limit: int) -> list[Rows]:
     """For each (meter, first, newest, context) wanted: its `context` readings before `first`
-    and up to `limit` readings from `first` on stored by `newest`, as one frame in time order;
-    all meters in one query."""
+    and up to `limit` readings from `first` on stored by `newest`, in time order; all meters in
+    one query."""
     if not wanted:
         return []
     columns = list(zip(*[(m.meter_id, first, newest, context) for m, first, newest, context in wanted]))
-    arrays = _arrays(conn, GROUP_SELECT, (*map(list, columns), limit), keys=("n",))
-    numbers, columns = arrays[0], arrays[1:]
-    edges = np.searchsorted(numbers, np.arange(1, len(wanted) + 2))
-    return [_frame([c[edges[k]:edges[k + 1]] for c in columns], meter.timezone)
-            for k, (meter, *_) in enumerate(wanted)]
+    return _split(_arrays(conn, GROUP_SELECT, (*map(list, columns), limit), keys=("n",)),
+                  len(wanted))
+
+
+def new_rows(conn: psycopg.Connection, wanted: list[tuple[Meter, datetime, datetime]],
+             since: datetime) -> list[Rows]:
+    """For each (meter, first, newest) wanted: its readings from `first` on stored after
+    `since` and by `newest`, in time order; all meters in one query."""
+    if not wanted:
+        return []
+    meters, firsts, newests = (list(column) for column in zip(*wanted))
+    params = {"meters": [meter.meter_id for meter in meters], "firsts": firsts,
+              "newests": newests, "earliest": min(firsts), "since": since,
+              "newest": max(newests)}
+    return _split(_arrays(conn, NEW_SELECT, params, keys=("n",)), len(wanted))
+
+
+def _split(arrays, count: int) -> list[Rows]:
+    """The fetched arrays (n, t, i, our fields) as each of `count` meters' rows (n from 1)."""
+    numbers = arrays[0]
+    t, i, *fields = _columns(arrays[1:])
+    values = np.column_stack(fields)
+    edges = np.searchsorted(numbers, np.arange(1, count + 2))
+    return [Rows(t[a:b], i[a:b], values[a:b]) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def fields_present(frame: pd.DataFrame) -> list[str]:

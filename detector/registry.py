@@ -26,6 +26,10 @@ class ActiveModel:
     detector: object
     fields: list[str]
 
+    def __post_init__(self):
+        # asked for every meter in every live cycle: computed once
+        self.context_rows: int = self.detector.context_rows
+
 
 def _default_end(conn: psycopg.Connection, meter_id: str) -> datetime | None:
     row = conn.execute("SELECT max(time) FROM readings WHERE meter_id = %s", (meter_id,)).fetchone()

@@ -7,8 +7,9 @@ model, and written to anomaly_scores together with the incidents built from the 
 inserted; a row that may have a score already is inserted only if it has none.
 
 - Meters with few pending readings (the live case) are scored together: one read of all their
-  new readings and context, one write of all their scores, incidents and watermarks, in one
-  transaction.
+  new readings (with the readings before them that the features need, unless kept from the
+  meter's previous cycle), one pass of the models stacked by layout (`detector.stacked`), one
+  write of all their scores, incidents and watermarks, in one transaction.
 - A meter with many (a backfill) is scored in batches of detector_batch_rows, in a pipeline of
   three connections: the next batch is read while this one is scored and the last one written.
   Its watermark moves after all its batches are committed: a crash re-reads them, and the
@@ -29,7 +30,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from detector import incidents, readings, registry
+from detector import incidents, readings, registry, stacked
 from detector.calibration import SEVERITIES
 from detector.kinds import KINDS
 from detector.metrics import DetectorMetrics
@@ -46,25 +47,31 @@ log = logging.getLogger("wattwatch.detector")
 LATE_COMMIT = timedelta(seconds=10)
 # Of the readings stored a little before the watermark, only those without a score are
 # pending: a history stored in one transaction just before live readings is not re-read. The
-# queries keep this check apart from the readings after the watermark (UNION ALL, not OR), so
-# that the database can check a large window with one hash anti-join, not a probe per reading.
+# queries keep this check apart from the readings after the watermark, so that the database
+# can check a large window with one hash anti-join, not a probe per reading.
 UNSCORED = "NOT EXISTS (SELECT FROM anomaly_scores s WHERE s.meter_id = r.meter_id AND s.time = r.time)"
 # Meters scored together may each bring detector_batch_rows / (meters pending) readings, and
 # never fewer than this; a meter with more is scored alone, in batches.
 GROUP_MIN_ROWS = 1_000
+# A meter with at most this many new readings is scored in its models' stack; with more, the
+# stack's sliding windows would cost more than the meter's own model call.
+STACK_MAX_NEW = 32
 NEVER = datetime.min.replace(tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+POWER = readings.COLUMNS.index("active_power_kw")
 # One binary COPY row of the staging table: 9 fields, each a length and a big-endian value.
-ROW = np.dtype([("n", ">i2"), ("lp", ">i4"), ("part", ">i2"), ("l0", ">i4"), ("time", ">i8"),
+ROW = np.dtype([("n", ">i2"), ("lp", ">i4"), ("part", ">i4"), ("l0", ">i4"), ("time", ">i8"),
                 ("l1", ">i4"), ("score", ">f4"), ("l2", ">i4"), ("anomaly", "u1"),
                 ("l3", ">i4"), ("severity", ">i2"), ("l4", ">i4"), ("kind", ">i2"),
                 ("l5", ">i4"), ("top", ">i2"), ("l6", ">i4"), ("expected", ">f8"),
                 ("l7", ">i4"), ("recheck", "u1")])
-LENGTHS = {"n": 9, "lp": 2, "l0": 8, "l1": 4, "l2": 1, "l3": 2, "l4": 2, "l5": 2, "l6": 8, "l7": 1}
-STAGING = ("CREATE TEMP TABLE IF NOT EXISTS detector_batch (part smallint, time timestamptz,"
+LENGTHS = {"n": 9, "lp": 4, "l0": 8, "l1": 4, "l2": 1, "l3": 2, "l4": 2, "l5": 2, "l6": 8, "l7": 1}
+STAGING = ("CREATE TEMP TABLE IF NOT EXISTS detector_batch (part integer, time timestamptz,"
            " score real, is_anomaly boolean, severity smallint, kind smallint, top smallint,"
            " expected double precision, recheck boolean) ON COMMIT DELETE ROWS")
 
-# Texts travel as codes into the arrays passed along (part: the meter's place in the batch).
+# Texts travel as codes into the arrays passed along (part: the meter's place in the batch,
+# an integer: a live cycle may hold more meters than a smallint counts).
 SCORE_COLUMNS = ("INSERT INTO anomaly_scores (time, meter_id, model_version, score, is_anomaly,"
                  " severity, kind, top_feature, expected_active_power_kw)"
                  " SELECT time, (%(meters)s::text[])[part], (%(versions)s::int[])[part], score, is_anomaly,"
@@ -107,39 +114,71 @@ class Pending:
 
 @dataclass
 class Scored:
-    """A meter's freshly scored readings, to be written."""
+    """Freshly scored readings of one meter, or of several scored in one stack, to be
+    written."""
 
-    meter: readings.Meter
-    model: registry.ActiveModel
-    result: pd.DataFrame   # one row per reading, as the model's score() returns
-    actual: pd.Series      # the readings' active power, for the incidents' excess energy
+    meters: list[readings.Meter]
+    models: list[registry.ActiveModel]  # each meter's model
+    part: np.ndarray       # each row's meter (a position in meters)
+    result: pd.DataFrame   # one row per reading, as the models' score() returns
+    actual: np.ndarray     # the readings' active power, for the incidents' excess energy
     recheck: np.ndarray    # rows that may have a score already
     newest: datetime       # newest ingested_at among them
 
+    @property
+    def names(self) -> list[str]:
+        """The feature names of its models (one layout)."""
+        features = getattr(self.models[0].detector, "features_", None)
+        return features.names() if features is not None else []
 
-def _feature_names(model: registry.ActiveModel) -> list[str]:
-    return model.detector.features_.names() if hasattr(model.detector, "features_") else []
+    def rows_of(self, position: int) -> np.ndarray:
+        return np.flatnonzero(self.part == position)
+
+
+@dataclass(frozen=True)
+class _Tail:
+    """A meter's newest readings scored in a live cycle, as many as its model's features need
+    before the next reading: the next cycle then reads only the new readings."""
+
+    version: int
+    rows: readings.Rows
+
+    def serves(self, pending: Pending, model: registry.ActiveModel) -> bool:
+        """True when these are the readings just before the pending ones (same model, and no
+        pending reading older than them: a late reading sends the meter back to the database)."""
+        return (self.version == model.version and len(self.rows) > 0
+                and _micros(pending.first) > self.rows.t[-1])
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
 
 
 def _copy_rows(batch: list[Scored], names: list[str]) -> bytes:
-    """The scores as one binary COPY payload; texts travel as codes (0 = NULL) decoded by SQL."""
-    rows = np.zeros(sum(len(scored.result) for scored in batch), dtype=ROW)
+    """The scores as one binary COPY payload; texts travel as codes (0 = NULL) decoded by SQL,
+    coded once for the whole batch (a thousand meters' few readings in a live cycle)."""
+    results = [scored.result for scored in batch]
+
+    def column(name: str) -> np.ndarray:
+        return np.concatenate([result[name].to_numpy() for result in results])
+
+    def codes(name: str, categories) -> np.ndarray:
+        return pd.Categorical(column(name), categories=categories).codes + 1
+
+    rows = np.zeros(sum(len(result) for result in results), dtype=ROW)
     for field, length in LENGTHS.items():
         rows[field] = length
-    start = 0
-    for part, scored in enumerate(batch, start=1):
-        result = scored.result
-        rows_of = rows[start:start + len(result)]  # a view: filled in place
-        start += len(result)
-        rows_of["part"] = part
-        rows_of["time"] = epoch_ns(result.index) // 1000 - POSTGRES_EPOCH * 1_000_000
-        rows_of["score"] = result["score"].to_numpy()
-        rows_of["anomaly"] = result["is_anomaly"].to_numpy()
-        rows_of["severity"] = pd.Categorical(result["severity"], categories=SEVERITIES).codes + 1
-        rows_of["kind"] = pd.Categorical(result["kind"], categories=KINDS).codes + 1
-        rows_of["top"] = pd.Categorical(result["top_feature"], categories=names).codes + 1
-        rows_of["expected"] = result["expected"].to_numpy(float)
-        rows_of["recheck"] = scored.recheck
+    first = np.cumsum([0] + [len(scored.meters) for scored in batch[:-1]])
+    rows["part"] = np.concatenate([scored.part + 1 + at for scored, at in zip(batch, first)])
+    times = np.concatenate([epoch_ns(result.index) for result in results])
+    rows["time"] = times // 1000 - POSTGRES_EPOCH * 1_000_000
+    rows["score"] = column("score")
+    rows["anomaly"] = column("is_anomaly")
+    rows["severity"] = codes("severity", SEVERITIES)
+    rows["kind"] = codes("kind", KINDS)
+    rows["top"] = codes("top_feature", names)
+    rows["expected"] = column("expected").astype(float)
+    rows["recheck"] = np.concatenate([scored.recheck for scored in batch])
     return HEADER + rows.tobytes() + TRAILER
 
 
@@ -152,6 +191,13 @@ class Scorer:
         self.metrics = metrics
         self.models: dict[str, registry.ActiveModel] = {}
         self.algorithms: dict[str, tuple] = {}
+        self.tails: dict[str, _Tail] = {}
+        # The loaded models' stacks by layout, and each meter's layout (None: not stacked).
+        self.stacks: dict[tuple, stacked.Stack] = {}
+        self.layouts: dict[str, tuple | None] = {}
+        # Prepared statements get generic plans, which cannot leave out chunks by the values
+        # of the parameters: a live cycle's read of a thousand meters took 6 times longer.
+        conn.prepare_threshold = None
         self._connections: dict[str, psycopg.Connection] = {}
 
     def connection(self, purpose: str) -> psycopg.Connection:
@@ -160,6 +206,7 @@ class Scorer:
         conn = self._connections.get(purpose)
         if conn is None or conn.closed:
             conn = self._connections[purpose] = connect(self.settings)
+            conn.prepare_threshold = None  # as self.conn, see __init__
         return conn
 
     def close(self) -> None:
@@ -191,17 +238,15 @@ class Scorer:
             "SELECT meter_id, ingested_at FROM detector_watermarks").fetchall())
         found = {}
         if marks:
-            found.update((row[0], row[1:]) for row in self.conn.execute(
-                "SELECT meter_id, max(ingested_at), min(time), count(*) FROM ("
-                " SELECT r.meter_id, r.time, r.ingested_at, w.ingested_at AS mark FROM readings r"
+            oldest = min(marks.values()) - LATE_COMMIT
+            found.update((row[0], list(row[1:])) for row in self.conn.execute(
+                "SELECT r.meter_id, max(r.ingested_at), min(r.time), count(*) FROM readings r"
                 " JOIN detector_watermarks w USING (meter_id)"
-                " WHERE r.ingested_at > %(oldest)s AND r.ingested_at > w.ingested_at"
-                " UNION ALL SELECT r.meter_id, r.time, r.ingested_at, w.ingested_at FROM readings r"
-                " JOIN detector_watermarks w USING (meter_id) WHERE r.ingested_at > %(oldest)s"
-                " AND r.ingested_at > w.ingested_at - %(late)s AND r.ingested_at <= w.ingested_at"
-                " AND " + UNSCORED + ") AS p"
-                " GROUP BY meter_id HAVING max(ingested_at) > min(mark)",
-                {"oldest": min(marks.values()) - LATE_COMMIT, "late": LATE_COMMIT}).fetchall())
+                " WHERE r.ingested_at > %s AND r.ingested_at > w.ingested_at"
+                " GROUP BY r.meter_id", (oldest,)).fetchall())
+            for meter_id, first, count in self._late_unscored(oldest, set(found)):
+                found[meter_id][1] = min(found[meter_id][1], first)
+                found[meter_id][2] += count
         new = [meter.meter_id for meter in known if meter.meter_id not in marks]
         if new:
             found.update((row[0], row[1:]) for row in self.conn.execute(
@@ -211,10 +256,48 @@ class Scorer:
         return [Pending(meter, marks.get(meter.meter_id), *found[meter.meter_id], settled)
                 for meter in known if meter.meter_id in found]
 
+    def _late_unscored(self, oldest: datetime, meter_ids: set[str]) -> list[tuple]:
+        """(meter, oldest time, count) of the readings of these meters stored a little before
+        their watermark (LATE_COMMIT) that have no score: their transaction committed after
+        the cycle that moved the watermark read. Where the service holds a meter's tail, the
+        times it holds were read and scored, and only the others are looked up in
+        anomaly_scores, between constant time bounds (a probe per reading into every chunk
+        cost 0.3 s per cycle at 1,000 meters); other meters' windows (after a backfill, say)
+        are checked by the database at once."""
+        window = (" FROM readings r JOIN detector_watermarks w USING (meter_id)"
+                  " WHERE r.meter_id = ANY(%(meters)s) AND r.ingested_at > %(oldest)s"
+                  " AND r.ingested_at > w.ingested_at - %(late)s"
+                  " AND r.ingested_at <= w.ingested_at")
+        held = [meter_id for meter_id in meter_ids if meter_id in self.tails]
+        others = [meter_id for meter_id in meter_ids if meter_id not in self.tails]
+        late = self.conn.execute(
+            "SELECT r.meter_id, min(r.time), count(*)" + window + " AND " + UNSCORED +
+            " GROUP BY r.meter_id", {"meters": others, "oldest": oldest, "late": LATE_COMMIT}
+        ).fetchall() if others else []
+        read = self.conn.cursor(binary=True).execute(
+            "SELECT r.meter_id, array_agg((extract(epoch FROM r.time) * 1e6)::bigint)" +
+            window + " GROUP BY r.meter_id", {"meters": held, "oldest": oldest,
+                                              "late": LATE_COMMIT}).fetchall() if held else []
+        ids, times = [], []
+        for meter_id, stamps in read:
+            stamps = np.array(stamps, dtype=np.int64)
+            unknown = stamps[~np.isin(stamps, self.tails[meter_id].rows.t)]
+            ids += [meter_id] * len(unknown)
+            times += [EPOCH + timedelta(microseconds=int(t)) for t in unknown]
+        if ids:
+            late += self.conn.execute(
+                "SELECT c.meter_id, min(c.time), count(*) FROM unnest(%s::text[],"
+                " %s::timestamptz[]) AS c(meter_id, time) WHERE NOT EXISTS (SELECT FROM"
+                " anomaly_scores s WHERE s.meter_id = c.meter_id AND s.time = c.time"
+                " AND s.time BETWEEN %s AND %s) GROUP BY c.meter_id",
+                (ids, times, min(times), max(times))).fetchall()
+        return late
+
     def _models(self, meters: list[readings.Meter]) -> dict[str, registry.ActiveModel]:
         """The newest active model of each meter (trained first if it has none; left out if
-        it has too little data yet), loaded once per version."""
-        models = {}
+        it has too little data yet), loaded once per version; the stacks of the layouts whose
+        models changed are rebuilt."""
+        models, changed = {}, set()
         with self.conn.transaction():
             versions = registry.active_versions(self.conn, [m.meter_id for m in meters])
             for meter in meters:
@@ -228,11 +311,21 @@ class Scorer:
                 cached = self.models.get(meter.meter_id)
                 if cached is None or cached.version != version:
                     cached = self.models[meter.meter_id] = registry.load(self.conn, version)
+                    layout = stacked.layout(cached.detector)
+                    changed |= {self.layouts.get(meter.meter_id), layout}
+                    self.layouts[meter.meter_id] = layout
                     algorithm = cached.detector.algorithm
                     self.metrics.use_model(meter.meter_id, version, algorithm,
                                            self.algorithms.get(meter.meter_id))
                     self.algorithms[meter.meter_id] = (str(version), algorithm)
                 models[meter.meter_id] = cached
+        for layout in changed - {None}:
+            members = {meter_id: self.models[meter_id].detector
+                       for meter_id, its in self.layouts.items() if its == layout}
+            if members:
+                self.stacks[layout] = stacked.Stack(members)
+            else:
+                self.stacks.pop(layout, None)
         return models
 
     @staticmethod
@@ -245,8 +338,9 @@ class Scorer:
         # Readings from before the watermark may already have a score, perhaps from an older
         # model version: they are written only if they have none.
         recheck = (chunk["ingested_at"] <= (pending.mark or NEVER)).to_numpy()[fresh]
-        return Scored(pending.meter, model, result[fresh], chunk["active_power_kw"][fresh],
-                      recheck, chunk["ingested_at"].max())
+        return Scored([pending.meter], [model], np.zeros(int(fresh.sum()), dtype=np.intp),
+                      result[fresh], chunk["active_power_kw"].to_numpy(float)[fresh], recheck,
+                      chunk["ingested_at"].max())
 
     def _score_group(self, group: list[Pending], models: dict[str, registry.ActiveModel],
                      limit: int) -> tuple[int, list[Pending]]:
@@ -254,20 +348,42 @@ class Scorer:
         incidents and watermarks in one transaction. Returns the rows written and the meters
         that brought `limit` readings or more (to be scored alone, in batches)."""
         started = time.monotonic()
+        tails = {}
+        for p in group:
+            tail = self.tails.get(p.meter.meter_id)
+            if tail is not None and tail.serves(p, models[p.meter.meter_id]):
+                tails[p.meter.meter_id] = tail.rows
+        held = [p for p in group if p.meter.meter_id in tails]
+        other = [p for p in group if p.meter.meter_id not in tails]
         with self.conn.transaction():
-            frames = readings.group_frames(self.conn, [
-                (p.meter, p.first, p.newest, models[p.meter.meter_id].detector.context_rows)
-                for p in group], limit)
-        batch, done, alone = [], [], []
-        for p, frame in zip(group, frames):
-            new = frame.index >= p.first
-            if new.sum() >= limit:
+            fetched = dict(zip([p.meter.meter_id for p in held + other], readings.new_rows(
+                self.conn, [(p.meter, p.first, p.newest) for p in held],
+                min((p.since for p in held), default=NEVER)) + readings.group_rows(
+                self.conn, [(p.meter, p.first, p.newest, models[p.meter.meter_id].context_rows)
+                            for p in other], limit)))
+        batch, done, alone, stacks = [], [], [], {}
+        for p in group:
+            meter_id, model = p.meter.meter_id, models[p.meter.meter_id]
+            rows = fetched[meter_id]
+            if meter_id in tails:
+                rows = tails[meter_id].then(rows)
+            new = rows.t >= _micros(p.first)
+            count = int(new.sum())
+            if count >= limit:
                 alone.append(p)
+                self.tails.pop(meter_id, None)
                 continue
             done.append(p)
-            scored = self._score(p, models[p.meter.meter_id], frame[~new], frame[new])
+            self.tails[meter_id] = _Tail(model.version, rows.tail(model.context_rows))
+            layout = self.layouts.get(meter_id)
+            if 0 < count <= STACK_MAX_NEW and layout is not None:
+                stacks.setdefault(layout, []).append((p, model, rows, count))
+                continue
+            frame = rows.frame(p.meter.timezone)
+            scored = self._score(p, model, frame[~new], frame[new])
             if len(scored.result):
                 batch.append(scored)
+        batch += [self._score_stacked(layout, members) for layout, members in stacks.items()]
         with self.conn.transaction():
             written = self._write(self.conn, batch) if batch else 0
             self._advance(done)
@@ -276,10 +392,43 @@ class Scorer:
             self._observe_lag(p.meter, p.newest)
         return written, alone
 
+    def _score_stacked(self, layout: tuple, members: list[tuple]) -> Scored:
+        """Score the new readings of meters of one layout in one pass of their stack; each
+        member is (pending, model, its readings with their context, how many are new)."""
+        stack = self.stacks[layout]
+        k = max(count for *_, count in members)
+        width = max(len(rows) for _, _, rows, _ in members)
+        fields = [readings.COLUMNS.index(column) for column in stack.features.columns_]
+        values = np.full((len(fields), len(members), width), np.nan)
+        times = np.empty((len(members), width), dtype=np.int64)
+        # The k readings scored per meter: its new ones (the last `count`) stored since
+        # `since` are written, those stored by its watermark only where they have no score.
+        ingested = np.full((len(members), k), np.iinfo(np.int64).min)
+        power = np.full((len(members), k), np.nan)
+        since, mark = (np.array([_micros(edge) for edge in edges]) for edges in zip(
+            *[(p.since, p.mark or NEVER) for p, *_ in members]))
+        for m, (_, _, rows, count) in enumerate(members):
+            start = width - len(rows)  # a short history: nothing before it (NaN)
+            values[:, m, start:] = rows.values[:, fields].T
+            times[m, start:] = rows.t
+            times[m, :start] = rows.t[0]
+            ingested[m, k - count:] = rows.i[-count:]
+            power[m, k - count:] = rows.values[-count:, POWER]
+        result = stack.score([p.meter.meter_id for p, *_ in members],
+                             dict(zip(stack.features.columns_, values)), times * 1000,
+                             [p.meter.timezone for p, *_ in members], k)
+        keep = np.flatnonzero(ingested.reshape(-1) > np.repeat(since, k))
+        part = keep // k
+        return Scored([p.meter for p, *_ in members], [model for _, model, *_ in members], part,
+                      result.iloc[keep], power.reshape(-1)[keep],
+                      ingested.reshape(-1)[keep] <= mark[part], max(p.newest for p, *_ in members))
+
     def _score_meter(self, pending: Pending, model: registry.ActiveModel) -> int:
         """Score one meter's pending readings in batches, read, scored and written at once."""
+        self.tails.pop(pending.meter.meter_id, None)
         writer = _Writer(self)
         batches = _Prefetch(lambda: self._batches(pending, model))
+        chunk = None
         try:
             for context, chunk, started in batches:
                 writer.put((self._score(pending, model, context, chunk), started))
@@ -288,13 +437,16 @@ class Scorer:
             written = writer.close()
         with self.conn.transaction():
             self._advance([pending])
+        if chunk is not None:  # the last batch ends with the newest readings: kept for live
+            last = pd.concat([context, chunk]).tail(model.context_rows)
+            self.tails[pending.meter.meter_id] = _Tail(model.version, readings.Rows.of(last))
         return written
 
     def _batches(self, pending: Pending, model: registry.ActiveModel):
         """(context, chunk, start time) of each batch of the meter's pending readings, read on
         the pipeline's read connection."""
         conn = self.connection("read")
-        rows, context_rows = self.settings.detector_batch_rows, model.detector.context_rows
+        rows, context_rows = self.settings.detector_batch_rows, model.context_rows
         # A meter never scored has every reading pending: its batches follow each other, each
         # one's context is the tail of the one before, and no query looks for the next start.
         contiguous = pending.mark is None
@@ -355,20 +507,20 @@ class Scorer:
         batch = [scored for scored in batch if len(scored.result)]
         if not batch:
             return 0
-        names = sorted(set().union(*(_feature_names(s.model) for s in batch)))
+        names = sorted(set().union(*(scored.names for scored in batch)))
         conn.execute(STAGING)
         with conn.cursor().copy("COPY detector_batch FROM STDIN WITH (FORMAT binary)") as copy:
             copy.write(_copy_rows(batch, names))
-        params = {"meters": [s.meter.meter_id for s in batch],
-                  "versions": [s.model.version for s in batch], "severities": list(SEVERITIES),
-                  "kinds": list(KINDS), "names": names}
+        params = {"meters": [meter.meter_id for scored in batch for meter in scored.meters],
+                  "versions": [model.version for scored in batch for model in scored.models],
+                  "severities": list(SEVERITIES), "kinds": list(KINDS), "names": names}
         inserted = None
-        if len(batch) == 1 and self._span_is_free(conn, batch[0]):
+        if len(params["meters"]) == 1 and self._span_is_free(conn, batch[0]):
             try:
                 with conn.transaction():  # a savepoint: a racing writer sends us below
                     conn.execute(INSERT_SCORES, params)
                 result = batch[0].result
-                inserted = {batch[0].meter.meter_id: (
+                inserted = {params["meters"][0]: (
                     len(result), list(result.index[result["is_anomaly"].to_numpy()]))}
             except psycopg.errors.UniqueViolation:
                 pass
@@ -377,22 +529,27 @@ class Scorer:
                         in conn.execute(INSERT_UNSCORED, params).fetchall()}
         written = 0
         for scored in batch:
-            count, anomalous_times = inserted.get(scored.meter.meter_id, (0, None))
-            written += count
-            self.metrics.scored.labels(scored.meter.meter_id).inc(count)
-            if anomalous_times:
-                self._record_incidents(conn, scored, anomalous_times)
+            for position, meter in enumerate(scored.meters):
+                count, anomalous_times = inserted.get(meter.meter_id, (0, None))
+                written += count
+                self.metrics.scored.labels(meter.meter_id).inc(count)
+                if anomalous_times:
+                    self._record_incidents(conn, scored, position, anomalous_times)
         return written
 
-    def _record_incidents(self, conn: psycopg.Connection, scored: Scored, times: list) -> None:
-        result = scored.result
-        anomalies = result.loc[result.index.isin(pd.DatetimeIndex(times))].copy()
-        anomalies["actual"] = scored.actual.loc[anomalies.index].to_numpy()
+    def _record_incidents(self, conn: psycopg.Connection, scored: Scored, position: int,
+                          times: list) -> None:
+        """Merge a meter's newly inserted anomalous readings (at `times`) into incidents."""
+        meter, model = scored.meters[position], scored.models[position]
+        rows = scored.rows_of(position)
+        result = scored.result.iloc[rows]
+        inserted = result.index.isin(pd.DatetimeIndex(times))
+        anomalies = result.loc[inserted].copy()
+        anomalies["actual"] = scored.actual[rows][inserted]
         for (severity, kind), n in anomalies.groupby(["severity", "kind"]).size().items():
             self.metrics.anomalies.labels(severity, kind).inc(n)
-        touched = incidents.record(conn, scored.meter, scored.model.version, anomalies,
-                                   self._step(scored.model))
-        self.metrics.incidents.labels(scored.meter.meter_id).inc(touched)
+        touched = incidents.record(conn, meter, model.version, anomalies, self._step(model))
+        self.metrics.incidents.labels(meter.meter_id).inc(touched)
 
     @staticmethod
     def _span_is_free(conn: psycopg.Connection, scored: Scored) -> bool:
@@ -402,7 +559,7 @@ class Scorer:
             return False
         return not conn.execute(
             "SELECT EXISTS (SELECT FROM anomaly_scores WHERE meter_id = %s AND time BETWEEN %s"
-            " AND %s)", (scored.meter.meter_id, scored.result.index[0],
+            " AND %s)", (scored.meters[0].meter_id, scored.result.index[0],
                          scored.result.index[-1])).fetchone()[0]
 
     @staticmethod
@@ -477,7 +634,7 @@ class _Writer:
                 self.error = exc
                 continue
             self.scorer.metrics.batch.observe(time.monotonic() - started)
-            self.scorer._observe_lag(scored.meter, scored.newest)
+            self.scorer._observe_lag(scored.meters[0], scored.newest)
 
     def put(self, item: tuple) -> None:
         if self.error is not None:

@@ -133,7 +133,8 @@ def main() -> None:
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         print(f"live: {fed:,} readings fed ({args.meters} meters x 1/s for {args.seconds} s), "
               f"{scored:,} scored; insert-to-score p50 {p50:.2f} s, p95 {p95:.2f} s, "
-              f"max {most:.2f} s; detector CPU {usage.ru_utime + usage.ru_stime:.0f} s in all")
+              f"max {most:.2f} s; detector CPU {usage.ru_utime + usage.ru_stime:.0f} s in all, "
+              f"peak RSS {usage.ru_maxrss / 1024:.0f} MiB")
     finally:
         if detector is not None and detector.poll() is None:
             detector.send_signal(signal.SIGINT)

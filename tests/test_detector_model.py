@@ -119,6 +119,12 @@ def test_iforest_raw_flags_its_five_percent():
     frame = household(days=7, seed=9)
     result = make_model("iforest-raw").fit(frame).score(frame)
     assert 0.04 <= result["is_anomaly"].mean() <= 0.06
+    # its kind is the direction of the power against its median: incidents need one
+    flagged = result[result["is_anomaly"]]
+    median = frame["active_power_kw"].median()
+    assert (flagged["kind"] == np.where(frame.loc[flagged.index, "active_power_kw"] >= median,
+                                        "spike", "drop")).all()
+    assert result.loc[~result["is_anomaly"], "kind"].isna().all()
     with pytest.raises(ValueError, match="unknown model 'magic'"):
         make_model("magic")
 

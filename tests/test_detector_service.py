@@ -17,6 +17,7 @@ from detector.metrics import DetectorMetrics
 from detector.patterns import store_patterns
 from detector.readings import copy_frame, meters
 from detector.service import Scorer, run
+from detector.stacked import Stack
 from exporters.metrics import serve_metrics
 from ingest.anomalies import inject_many
 from tests.conftest import prometheus_query, settings_for
@@ -263,7 +264,8 @@ def test_cli_run_once_and_train_as_the_jobs_role(role_url):
 
 def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
     """A backfill in batches, then readings arriving a few at a time for two meters (scored
-    together in one write per cycle), give the scores of one pass over the whole series."""
+    together in one write per cycle, by one service that keeps each meter's last readings so
+    that it reads only the new ones), give the scores of one pass over the whole series."""
     settings, conn = jobs
     frames = {meter_id: household(days=6, seed=seed) for meter_id, seed in (("s1", 31), ("s2", 32))}
     history = 5 * 1440
@@ -274,20 +276,43 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
         owner.execute("UPDATE readings SET ingested_at = ingested_at - interval '1 hour'"
                       " WHERE meter_id IN ('s1', 's2')")
     run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True)  # batches of 5000
-    writes = []
-    original = Scorer._write
+    writes, reads, passes = [], [], []
+    original_write, original_pass = Scorer._write, Stack.score
+    original_group, original_new = readings.group_rows, readings.new_rows
 
     def counting(self, write_conn, batch):
-        writes.append(sorted(scored.meter.meter_id for scored in batch))
-        return original(self, write_conn, batch)
+        writes.append(sorted(meter.meter_id for scored in batch for meter in scored.meters))
+        return original_write(self, write_conn, batch)
+
+    def with_context(read_conn, wanted, limit):
+        if wanted:
+            reads.append(("context", [context for *_, context in wanted]))
+        return original_group(read_conn, wanted, limit)
+
+    def new_only(read_conn, wanted, since):
+        if wanted:
+            reads.append(("new", [meter.meter_id for meter, *_ in wanted]))
+        return original_new(read_conn, wanted, since)
+
+    def stacked(self, meter_ids, *args):
+        passes.append(list(meter_ids))
+        return original_pass(self, meter_ids, *args)
 
     monkeypatch.setattr(Scorer, "_write", counting)
+    monkeypatch.setattr(readings, "group_rows", with_context)
+    monkeypatch.setattr(readings, "new_rows", new_only)
+    monkeypatch.setattr(Stack, "score", stacked)
+    scorer = Scorer(conn, settings, DetectorMetrics(CollectorRegistry()))
     for start in range(history, history + 30, 3):
         for meter_id, frame in frames.items():
             with psycopg.connect(db_url) as owner:
                 copy_frame(owner, meter_id, frame.iloc[start:start + 3])
-        assert run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True) == 6
+        assert scorer.cycle() == 6
     assert writes == [["s1", "s2"]] * 10, writes  # one write for both meters each cycle
+    assert passes == [["s1", "s2"]] * 10, passes  # both meters' models in one pass each cycle
+    # the readings before the new ones read from the database in the first live cycle only
+    contexts = [scorer.models[m].context_rows for m in ("s1", "s2")]
+    assert reads == [("context", contexts)] + [("new", ["s1", "s2"])] * 9, reads
     for meter_id in frames:
         model = registry.load(conn, registry.active_versions(conn, [meter_id])[meter_id])
         stored_readings = readings.window(conn, _meter(conn, meter_id), None, None)
@@ -305,3 +330,88 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
             for r in expected.itertuples()]
         np.testing.assert_allclose(np.array([row[5] for row in rows], dtype=float),
                                    expected["expected"].to_numpy(float), rtol=1e-12)
+    # A reading older than the last one scored arrives late: scored with its context read again.
+    s1, s2 = frames["s1"], frames["s2"]
+    live = history + 30
+    with psycopg.connect(db_url) as owner:
+        copy_frame(owner, "s1", s1.iloc[[live, live + 2]])
+        copy_frame(owner, "s2", s2.iloc[live:live + 3])
+    assert scorer.cycle() == 5
+    with psycopg.connect(db_url) as owner:
+        copy_frame(owner, "s1", s1.iloc[[live + 1]])
+    assert scorer.cycle() == 1
+    assert reads[-2:] == [("new", ["s1", "s2"]), ("context", contexts[:1])], reads
+    model = scorer.models["s1"]
+    expected = model.detector.score(s1.iloc[:live + 2][model.fields]).iloc[-1]
+    score, anomalous = conn.execute("SELECT score, is_anomaly FROM anomaly_scores"
+                                    " WHERE meter_id = 's1' AND time = %s",
+                                    (s1.index[live + 1],)).fetchone()
+    conn.commit()
+    assert (np.float32(score), anomalous) == (expected["score"], expected["is_anomaly"])
+
+
+def test_live_cycle_scores_a_baseline_meter_beside_stacked_ones(db_url, jobs):
+    """A meter on the iforest-raw baseline (not stackable) is scored by its own model in the
+    same live cycles as meters scored in a stack."""
+    settings, conn = jobs
+    frames = {meter_id: household(days=4, seed=seed) for meter_id, seed in
+              (("raw1", 51), ("st1", 52), ("st2", 53))}
+    history = 3 * 1440
+    for meter_id, frame in frames.items():
+        _add_meter(db_url, meter_id, frame.iloc[:history])
+        with conn.transaction():
+            registry.train(conn, _meter(conn, meter_id), settings, start=frame.index[0],
+                           end=frame.index[history - 1],
+                           algorithm="iforest-raw" if meter_id == "raw1" else "seasonal-iforest")
+    scorer = Scorer(conn, settings, DetectorMetrics(CollectorRegistry()))
+    scorer.cycle()  # the history, in batches
+    for start in range(history, history + 6, 2):
+        for meter_id, frame in frames.items():
+            with psycopg.connect(db_url) as owner:
+                copy_frame(owner, meter_id, frame.iloc[start:start + 2])
+        assert scorer.cycle() == 6
+    assert [layout is None for layout in map(scorer.layouts.get, frames)] == [True, False, False]
+    for meter_id in frames:
+        model = scorer.models[meter_id]
+        stored_readings = readings.window(conn, _meter(conn, meter_id), None, None)
+        assert len(stored_readings) == history + 6
+        expected = model.detector.score(stored_readings[model.fields])
+        stored = conn.execute("SELECT score FROM anomaly_scores WHERE meter_id = %s"
+                              " ORDER BY time", (meter_id,)).fetchall()
+        conn.commit()
+        np.testing.assert_array_equal(np.array([s for (s,) in stored], dtype=np.float32),
+                                      expected["score"].to_numpy())
+
+
+def test_readings_committed_after_the_watermark_passed_them_are_scored(db_url, jobs):
+    """A transaction stamps ingested_at when it starts: readings it commits after a cycle
+    moved the watermark past that stamp are found again, whether their time follows the last
+    reading the service holds or falls in a gap before it."""
+    settings, conn = jobs
+    frame = household(days=6, seed=61)
+    history = 5 * 1440
+    gap = history - 5  # a reading missing from the history, arriving late
+    _add_meter(db_url, "lc", frame.iloc[:history].drop(frame.index[gap]))
+    _train(conn, settings, "lc", frame)
+    scorer = Scorer(conn, settings, DetectorMetrics(CollectorRegistry()))
+    scorer.cycle()  # in batches, the last of which the service keeps for the live cycles
+    held = scorer.tails["lc"].rows
+    assert len(held) == scorer.models["lc"].context_rows
+    assert held.t[-1] == frame.index[history - 1].value // 1000
+    with psycopg.connect(db_url) as owner:
+        copy_frame(owner, "lc", frame.iloc[history:history + 2])
+    assert scorer.cycle() == 2
+    with psycopg.connect(db_url) as owner:
+        mark = owner.execute("SELECT ingested_at FROM detector_watermarks"
+                             " WHERE meter_id = 'lc'").fetchone()[0]
+        copy_frame(owner, "lc", frame.iloc[[gap, history + 2]])
+        owner.execute("UPDATE readings SET ingested_at = %s WHERE meter_id = 'lc'"
+                      " AND time IN (%s, %s)", (mark - timedelta(seconds=2),
+                                                frame.index[gap], frame.index[history + 2]))
+        copy_frame(owner, "lc", frame.iloc[[history + 3]])
+    assert scorer.cycle() == 3
+    count, distinct = conn.execute("SELECT count(*), count(DISTINCT time) FROM anomaly_scores"
+                                   " WHERE meter_id = 'lc'").fetchone()
+    conn.commit()
+    assert count == distinct == history + 4
+    assert scorer.cycle() == 0  # nothing found twice

@@ -85,7 +85,8 @@ def test_maintain_applies_retention_for_the_mode(make_database, server_license):
     assert run_cli(["db", "migrate"], env).returncode == 0
     now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
     with psycopg.connect(url, autocommit=True) as conn:
-        load_minutes(conn, "old", now - timedelta(days=60), 120)
+        # two hours inside one day (one chunk), whatever the time of day the test runs
+        load_minutes(conn, "old", (now - timedelta(days=60)).replace(hour=0, minute=0), 120)
         load_minutes(conn, "new", now - timedelta(hours=3), 120)
 
     result = run_cli(["db", "maintain", "--all"], env)

@@ -1,0 +1,103 @@
+"""Many meters' models stacked into one pass (the live path) give each model's own scores,
+kinds and explanations, exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from detector.calibration import StackedCalibration, TailCalibration
+from detector.forests import ForestStack
+from detector.models import RawIForest, SeasonalDetector
+from detector.seasonality import epoch_ns
+from detector.stacked import Stack, layout
+from ingest.anomalies import inject_many
+from tests.test_detector_synthetic import household
+
+TRAIN_DAYS = 7
+RESULT = ["score", "is_anomaly", "severity", "kind", "top_feature", "expected"]
+
+
+@pytest.fixture(scope="module")
+def meters():
+    """Three houses with anomalies of every kind after a week of training, their models and
+    each model's own scores of the whole series."""
+    houses = {}
+    for n, seed in enumerate((41, 42, 43)):
+        frame = household(days=TRAIN_DAYS + 5, seed=seed)
+        inject_many(frame, np.random.default_rng(seed), per_kind=1, min_gap=120,
+                    skip=TRAIN_DAYS * 1440 + 60)
+        model = SeasonalDetector(random_state=n).fit(frame.iloc[:TRAIN_DAYS * 1440])
+        houses[f"m{n}"] = frame, model, model.score(frame)
+    return houses
+
+
+def _stacked(houses, wanted: list[tuple[str, int]], k: int) -> pd.DataFrame:
+    """Stack scores of the k readings ending at each (meter, end position), from as much
+    history as each needs (less where the series starts later)."""
+    stack = Stack({meter_id: model for meter_id, (_, model, _) in houses.items()})
+    width = max(model.context_rows for _, model, _ in houses.values()) + k
+    columns = stack.features.columns_
+    values = np.full((len(columns), len(wanted), width), np.nan)
+    times = np.empty((len(wanted), width), dtype=np.int64)
+    for m, (meter_id, end) in enumerate(wanted):
+        frame = houses[meter_id][0].iloc[max(0, end - width):end]
+        values[:, m, width - len(frame):] = frame[columns].to_numpy(float).T
+        times[m, width - len(frame):] = epoch_ns(frame.index)
+        times[m, :width - len(frame)] = epoch_ns(frame.index)[0]
+    return stack.score([meter_id for meter_id, _ in wanted], dict(zip(columns, values)), times,
+                       [str(houses[meter_id][0].index.tz) for meter_id, _ in wanted], k)
+
+
+def _same(stacked: pd.DataFrame, expected: pd.DataFrame) -> None:
+    assert len(stacked) == len(expected)
+    for column in RESULT:
+        left, right = stacked[column].to_numpy(), expected[column].to_numpy()
+        if left.dtype == object:
+            assert [v if isinstance(v, str) else None for v in left] == \
+                [v if isinstance(v, str) else None for v in right], column
+        else:
+            np.testing.assert_array_equal(left, right, err_msg=column)
+
+
+def test_one_layout_for_models_of_alike_meters_and_none_for_the_baseline(meters):
+    assert len({layout(model) for _, model, _ in meters.values()}) == 1
+    frame = meters["m0"][0]
+    assert layout(RawIForest().fit(frame.iloc[:1440])) is None
+
+
+def test_stack_scores_every_anomaly_as_its_own_model(meters):
+    wanted = [(meter_id, end + 1) for meter_id, (_, _, scores) in meters.items()
+              for end in np.flatnonzero(scores["is_anomaly"].to_numpy())]
+    assert len(wanted) > 20 and len({meter_id for meter_id, _ in wanted}) == 3
+    expected = pd.concat([meters[meter_id][2].iloc[[end - 1]] for meter_id, end in wanted])
+    stacked = _stacked(meters, wanted, 1)
+    assert stacked["is_anomaly"].all()
+    assert set(stacked["kind"]) >= {"spike", "drop", "flatline", "voltage_sag"}
+    _same(stacked, expected)
+
+
+def test_stack_scores_several_readings_and_short_histories_as_their_own_models(meters):
+    rng = np.random.default_rng(0)
+    ends = rng.integers(TRAIN_DAYS * 1440, (TRAIN_DAYS + 5) * 1440, size=30)
+    wanted = [(f"m{n % 3}", int(end)) for n, end in enumerate(ends)]
+    expected = pd.concat([meters[meter_id][2].iloc[end - 3:end] for meter_id, end in wanted])
+    _same(_stacked(meters, wanted, 3), expected)
+    # A meter whose history is shorter than the context: its own model sees only that history.
+    frame, model, _ = meters["m1"]
+    _same(_stacked(meters, [("m1", 40)], 3), model.score(frame.iloc[:40]).iloc[-3:])
+
+
+def test_forest_and_calibration_stacks_equal_their_single_model_versions(meters):
+    models = [model for _, model, _ in meters.values()]
+    frame = meters["m2"][0].iloc[-2000:]
+    features = models[2].features_.transform(frame)
+    inputs = np.log1p(features.stats)
+    which = np.full(len(inputs), 2)
+    isolation = ForestStack([model.forest_ for model in models]).isolation(inputs, which)
+    np.testing.assert_array_equal(isolation, -models[2].forest_.score_samples(inputs))
+    stats = np.column_stack([features.stats, isolation])
+    calibrations: list[TailCalibration] = [model.calibration_ for model in models]
+    np.testing.assert_array_equal(StackedCalibration(calibrations).pvalues(stats, which),
+                                  calibrations[2].pvalues(stats))
