@@ -101,7 +101,6 @@ def _arrays(conn: psycopg.Connection, query: str, params: tuple, keys: tuple[str
     cursor = conn.cursor(binary=True)
     for oid, loader in LOADERS.items():
         cursor.adapters.register_loader(oid, loader)
-    cursor.execute(ORDERED_SCANS)
     row = cursor.execute(AS_ARRAYS.format(arrays=arrays, query=query), params).fetchone()
     return [np.empty(0) if array is None else array for array in row]
 
@@ -125,6 +124,7 @@ def _frame(columns: list[np.ndarray], timezone: str) -> pd.DataFrame:
 
 def query_frame(conn: psycopg.Connection, query: str, params: tuple, timezone: str) -> pd.DataFrame:
     """The rows of `query` (a SELECT of SELECT's columns) as a frame in time order."""
+    conn.execute(ORDERED_SCANS)
     return _frame(_columns(_arrays(conn, query, params)), timezone)
 
 
