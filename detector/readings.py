@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
 import psycopg
+from psycopg.adapt import Loader
+from psycopg.pq import Format
 
 from detector.seasonality import epoch_ns
 from ingest.fields import FIELDS
+from timescale.binary_copy import POSTGRES_EPOCH
 
 COLUMNS = list(FIELDS)
-READING = ("(extract(epoch FROM time) * 1e6)::bigint AS t,"
-           " (extract(epoch FROM ingested_at) * 1e6)::bigint AS i, " + ", ".join(COLUMNS))
+READING = "time AS t, ingested_at AS i, " + ", ".join(COLUMNS)
 SELECT = "SELECT " + READING + " FROM readings"
-# Readings travel as one binary array per column: far faster than a Python tuple per row (or a
-# binary COPY, one message per row), and the server sorts once for all the aggregates.
+# Readings travel as one binary array per column, each parsed by numpy in one go (_ArrayLoader):
+# far faster than a Python tuple per row, or a binary COPY (one message per row). Aggregated in
+# the time order the query already walks in, they cost the server no sort of their own.
 AS_ARRAYS = "SELECT {arrays} FROM ({query}) AS rows"
 # Several meters' readings in one query: for each meter (numbered n from 1), the `context`
 # readings before `first` and then up to %s readings from `first` on stored by `newest`.
@@ -37,6 +41,38 @@ NEW_SELECT = (
     "SELECT meter_id AS id, time AS at, ingested_at AS stored, " + READING + " FROM readings"
     " WHERE time >= %(earliest)s AND ingested_at > %(since)s AND ingested_at <= %(newest)s)"
     " AS r ON r.id = m.meter_id AND r.at >= m.first AND r.stored <= m.newest")
+
+# Element types of the arrays read (binary: big-endian): timestamptz[] (microseconds since
+# 2000-01-01 UTC), float8[], int8[].
+ELEMENTS = {1185: np.dtype(">i8"), 1022: np.dtype(">f8"), 1016: np.dtype(">i8")}
+# Readings a fresh bulk load brought have no planner statistics yet: the planner then takes
+# every reading after the start by bitmap scans and sorts them all, to keep the first few.
+# Without bitmap scans it walks the (meter_id, time) index in time order up to the limit (SET
+# LOCAL: for the rest of the reading's transaction).
+ORDERED_SCANS = "SET LOCAL enable_bitmapscan = off"
+
+
+class _ArrayLoader(Loader):
+    """A one-dimensional binary array of fixed-size elements without NULLs, as a numpy array:
+    after a 20-byte header, each element is its length (int32) and its value."""
+
+    format = Format.BINARY
+    element: np.dtype
+
+    def load(self, data) -> np.ndarray:
+        dimensions, has_null, _ = struct.unpack_from(">iii", data)
+        if dimensions == 0:
+            return np.empty(0, self.element.newbyteorder("="))
+        if dimensions != 1 or has_null:
+            raise ValueError("expected a one-dimensional array without NULLs")
+        (count,) = struct.unpack_from(">i", data, 12)
+        items = np.frombuffer(data, np.dtype([("length", ">i4"), ("value", self.element)]),
+                              count, 20)
+        return items["value"].astype(self.element.newbyteorder("="))
+
+
+LOADERS = {oid: type(f"ArrayLoader{oid}", (_ArrayLoader,), {"element": element})
+           for oid, element in ELEMENTS.items()}
 
 
 @dataclass(frozen=True)
@@ -57,17 +93,23 @@ def meters(conn: psycopg.Connection, meter_id: str | None = None) -> list[Meter]
 
 
 def _arrays(conn: psycopg.Connection, query: str, params: tuple, keys: tuple[str, ...] = ()):
-    """One array per column of `query` (keys, t, i, our fields), in the order of keys then time."""
+    """One numpy array per column of `query` (keys, t, i, our fields; NaN where a value is
+    missing), in the order of keys then time."""
     order = ", ".join([*keys, "t"])
-    arrays = ", ".join(f"array_agg({c} ORDER BY {order})" for c in [*keys, "t", "i", *COLUMNS])
-    return conn.cursor(binary=True).execute(AS_ARRAYS.format(arrays=arrays, query=query),
-                                            params).fetchone()
+    arrays = ", ".join([f"array_agg({c} ORDER BY {order})" for c in [*keys, "t", "i"]]
+                       + [f"array_agg(coalesce({c}, 'NaN') ORDER BY {order})" for c in COLUMNS])
+    cursor = conn.cursor(binary=True)
+    for oid, loader in LOADERS.items():
+        cursor.adapters.register_loader(oid, loader)
+    row = cursor.execute(AS_ARRAYS.format(arrays=arrays, query=query), params).fetchone()
+    return [np.empty(0) if array is None else array for array in row]
 
 
 def _columns(arrays) -> list[np.ndarray]:
-    """The fetched arrays of (t, i, our fields) as numpy arrays."""
-    return [np.array(arrays[0] or [], dtype=np.int64), np.array(arrays[1] or [], dtype=np.int64),
-            *(np.array(a or [], dtype=float) for a in arrays[2:])]
+    """The fetched arrays of (t, i, our fields) as t and i in microseconds since the epoch and
+    the fields as floats."""
+    return [*(a.astype(np.int64, copy=False) + POSTGRES_EPOCH * 1_000_000 for a in arrays[:2]),
+            *(a.astype(float, copy=False) for a in arrays[2:])]
 
 
 def _frame(columns: list[np.ndarray], timezone: str) -> pd.DataFrame:
@@ -82,6 +124,7 @@ def _frame(columns: list[np.ndarray], timezone: str) -> pd.DataFrame:
 
 def query_frame(conn: psycopg.Connection, query: str, params: tuple, timezone: str) -> pd.DataFrame:
     """The rows of `query` (a SELECT of SELECT's columns) as a frame in time order."""
+    conn.execute(ORDERED_SCANS)
     return _frame(_columns(_arrays(conn, query, params)), timezone)
 
 
@@ -144,7 +187,7 @@ def new_rows(conn: psycopg.Connection, wanted: list[tuple[Meter, datetime, datet
 
 def _split(arrays, count: int) -> list[Rows]:
     """The fetched arrays (n, t, i, our fields) as each of `count` meters' rows (n from 1)."""
-    numbers = np.array(arrays[0] or [], dtype=np.int64)
+    numbers = arrays[0]
     t, i, *fields = _columns(arrays[1:])
     values = np.column_stack(fields)
     edges = np.searchsorted(numbers, np.arange(1, count + 2))

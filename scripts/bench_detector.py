@@ -90,11 +90,13 @@ def main() -> None:
               f"peak RSS of the detector process {peak_kib / 1024:.0f} MiB; its CPU time "
               f"{cpu:.1f} s (the database server's is not counted)")
         # Reference in the same run: the database alone writing the same scores into an
-        # identical empty hypertable (same indexes), the floor under any detector here.
+        # identical empty hypertable (same indexes and chunk interval), the floor under any
+        # detector here.
         with psycopg.connect(url) as conn:
             conn.execute("CREATE TABLE reference_scores (LIKE anomaly_scores INCLUDING ALL)")
             conn.execute("SELECT create_hypertable('reference_scores', by_range('time',"
-                         " INTERVAL '1 day'))")
+                         " (SELECT time_interval FROM timescaledb_information.dimensions"
+                         "  WHERE hypertable_name = 'anomaly_scores')), create_default_indexes => false)")
             conn.commit()
             started = time.monotonic()
             conn.execute("INSERT INTO reference_scores SELECT * FROM anomaly_scores")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import numpy as np
+import pandas as pd
 import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
@@ -63,6 +64,27 @@ def house(db_url, jobs):
     version = _train(conn, settings, "house", frame)
     written = run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True)
     return frame, injected, version, written
+
+
+def test_readings_come_back_exactly_with_missing_values_as_nan(db_url, jobs):
+    """The binary arrays the detector reads: times to the microsecond in the meter's zone,
+    ingested_at, values, and NULL (a missing value) as NaN; also a window with no reading."""
+    conn = jobs[1]
+    frame = household(days=1, seed=3).iloc[:5]
+    frame.index = frame.index + pd.to_timedelta([0, 1, 17, 999_999, 123_456], unit="us")
+    frame.iloc[2, frame.columns.get_loc("voltage_v")] = np.nan
+    _add_meter(db_url, "exact", frame)
+    meter = _meter(conn, "exact")
+    read = readings.window(conn, meter, None, None)
+    conn.commit()
+    assert list(read.index) == list(frame.index.tz_convert("Europe/Paris"))
+    assert str(read.index.tz) == "Europe/Paris"
+    assert read["ingested_at"].nunique() == 1 and read["ingested_at"].iloc[0] > frame.index[-1]
+    np.testing.assert_array_equal(read[frame.columns].to_numpy(), frame.to_numpy())
+    assert np.isnan(read["voltage_v"].iloc[2])
+    empty = readings.window(conn, meter, frame.index[-1] + timedelta(days=1), None)
+    conn.commit()
+    assert empty.empty and list(empty.columns) == list(read.columns)
 
 
 def test_training_stores_a_validated_versioned_model(house, jobs):

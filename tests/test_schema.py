@@ -21,7 +21,7 @@ def test_hypertables_and_chunk_intervals(conn):
         "SELECT hypertable_name, column_name, time_interval FROM timescaledb_information.dimensions "
         "WHERE hypertable_schema = 'public' ORDER BY 1").fetchall()
     day = rows[0][2].__class__(days=1)
-    assert rows == [("anomaly_scores", "time", day), ("readings", "time", day)]
+    assert rows == [("anomaly_scores", "time", 7 * day), ("readings", "time", day)]
 
 
 def test_readings_key_is_meter_and_time(conn):
@@ -181,3 +181,12 @@ def test_data_dictionary_doc_matches_the_schema(conn):
     for relation in DASHBOARD_RELATIONS + ["models"]:
         assert f"\n## {relation}\n" in doc
     assert "| voltage_v | double precision | V | RMS voltage |" in doc
+
+
+def test_scores_are_indexed_by_meter_and_for_anomalous_and_elevated_scores_only(conn):
+    """No index on time alone: every query of scores filters by meter or reads a partial index,
+    and each index costs every score written (migration 0035)."""
+    indexes = conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'anomaly_scores'"
+                           " ORDER BY 1").fetchall()
+    assert indexes == [("anomaly_scores_anomalies_idx",), ("anomaly_scores_elevated_idx",),
+                       ("anomaly_scores_pkey",)]
