@@ -76,7 +76,7 @@ class TailCalibration:
 
     def pvalues(self, stats: np.ndarray) -> np.ndarray:
         stats = np.asarray(stats)
-        p = np.empty(stats.shape, dtype=float)
+        p = np.empty(stats.shape, dtype=float, order="F")  # filled a column at a time
         for j in range(stats.shape[1]):
             x = np.ascontiguousarray(stats[:, j], dtype=float)
             column = 1.0 - np.interp(x, self.body_[j], BODY_LEVELS)

@@ -68,7 +68,10 @@ def judge(features: Features, isolation: np.ndarray, pvalues_of: Callable, thres
     """Score, anomaly flag, severity, kind and explanation of readings, from their statistics,
     the forest's isolation of them, their models' calibration (`pvalues_of`) and threshold
     (one, or one per reading)."""
-    pvalues = pvalues_of(np.column_stack([features.stats, isolation]))
+    # column-major: the calibration reads the statistics one column at a time
+    stats = np.empty((len(isolation), features.stats.shape[1] + 1), order="F")
+    stats[:, :-1], stats[:, -1] = features.stats, isolation
+    pvalues = pvalues_of(stats)
     scores, top = combine(pvalues)
     anomalous = scores >= threshold
     rows = np.flatnonzero(anomalous)
