@@ -9,7 +9,7 @@ extends it.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,7 @@ from detector.seasonality import epoch_ns
 
 # Anomalous readings at most this many reading steps apart belong to the same incident.
 INCIDENT_GAP = 60
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _groups(times: pd.DatetimeIndex, gap: timedelta) -> list[slice]:
@@ -28,61 +29,107 @@ def _groups(times: pd.DatetimeIndex, gap: timedelta) -> list[slice]:
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def record(conn: psycopg.Connection, meter, version: int, anomalies: pd.DataFrame,
-           step: timedelta) -> int:
-    """Merge anomalous readings (index: time; columns score, kind, top_feature, expected,
-    actual) into anomaly_incidents of (meter, version); returns the incidents touched."""
-    if anomalies.empty:
-        return 0
-    anomalies = anomalies.sort_index()
-    gap = INCIDENT_GAP * step
-    hours = step / timedelta(hours=1)
-    # The incidents this batch may extend: those within a gap of its span (usually the last).
-    nearby = conn.execute(
-        "SELECT incident_id, start_time, end_time, peak_score, excess_energy_kwh"
-        " FROM anomaly_incidents WHERE meter_id = %s AND model_version = %s AND end_time >= %s"
-        " AND start_time <= %s ORDER BY start_time FOR UPDATE",
-        (meter.meter_id, version, anomalies.index[0] - gap, anomalies.index[-1] + gap)).fetchall()
-    new_rows = []
-    for rows in _groups(anomalies.index, gap):
-        part = anomalies.iloc[rows]
-        start, end = part.index[0].to_pydatetime(), part.index[-1].to_pydatetime()
-        peak = int(part["score"].to_numpy().argmax())
-        peak_score = float(part["score"].iloc[peak])
-        excess = float(np.nansum(part["actual"].to_numpy() - part["expected"].to_numpy()) * hours)
-        severity = severities(np.array([peak_score]), np.array([True]))[0]
-        top_feature = part["top_feature"].iloc[peak]
-        existing = next((i for i in nearby if i[2] >= start - gap and i[1] <= end + gap), None)
-        if existing is None:
-            kind = Counter(part["kind"]).most_common(1)[0][0]
-            new_rows.append((meter.meter_id, version, start, end, len(part), peak_score, severity,
-                             kind, top_feature, excess, _cost(excess, meter), meter.currency))
-            continue
-        incident_id, _, _, old_peak, old_excess = existing
-        total = (old_excess or 0.0) + excess
-        higher = peak_score > old_peak
-        conn.execute(
-            "UPDATE anomaly_incidents SET start_time = least(start_time, %s),"
-            " end_time = greatest(end_time, %s), n_readings = n_readings + %s,"
-            " peak_score = greatest(peak_score, %s),"
-            " severity = CASE WHEN %s THEN %s ELSE severity END,"
-            " top_feature = CASE WHEN %s THEN %s ELSE top_feature END,"
-            " kind = (SELECT kind FROM anomaly_scores WHERE meter_id = %s AND model_version = %s"
-            "   AND is_anomaly AND time BETWEEN least(anomaly_incidents.start_time, %s)"
-            "   AND greatest(anomaly_incidents.end_time, %s)"
-            "   GROUP BY kind ORDER BY count(*) DESC, kind LIMIT 1),"
-            " excess_energy_kwh = %s, estimated_cost = %s, updated_at = now()"
-            " WHERE incident_id = %s",
-            (start, end, len(part), peak_score, higher, severity, higher, top_feature,
-             meter.meter_id, version, start, end, total, _cost(total, meter), incident_id))
-    if new_rows:
-        with conn.cursor() as cursor:
-            cursor.executemany(
+# An incident extended: its span, count, peak (severity and explanation with it), the most
+# frequent kind among all its scores, energy and cost. Parameters in the order of `updates`.
+SET = (" start_time = least(a.start_time, u.first), end_time = greatest(a.end_time, u.last),"
+       " n_readings = a.n_readings + u.n, peak_score = greatest(a.peak_score, u.peak),"
+       " severity = CASE WHEN u.higher THEN u.severity ELSE a.severity END,"
+       " top_feature = CASE WHEN u.higher THEN u.top ELSE a.top_feature END,"
+       " kind = (SELECT kind FROM anomaly_scores s WHERE s.meter_id = u.meter_id"
+       "   AND s.model_version = u.version AND s.is_anomaly"
+       "   AND s.time BETWEEN least(a.start_time, u.first) AND greatest(a.end_time, u.last)"
+       "   GROUP BY kind ORDER BY count(*) DESC, kind LIMIT 1),"
+       " excess_energy_kwh = u.total, estimated_cost = u.cost, updated_at = now()")
+COLUMNS = "(first, last, n, peak, higher, severity, higher_too, top, meter_id, version, low," \
+    " high, total, cost, id)"
+UPDATE_ALL = (
+    "UPDATE anomaly_incidents a SET" + SET + " FROM unnest(%s::timestamptz[],"
+    " %s::timestamptz[], %s::int[], %s::real[], %s::bool[], %s::text[], %s::bool[], %s::text[],"
+    " %s::text[], %s::int[], %s::timestamptz[], %s::timestamptz[], %s::float8[], %s::float8[],"
+    " %s::bigint[]) AS u" + COLUMNS + " WHERE a.incident_id = u.id")
+UPDATE_ONE = (
+    "UPDATE anomaly_incidents a SET" + SET + " FROM (VALUES (%s::timestamptz, %s::timestamptz,"
+    " %s::int, %s::real, %s::bool, %s::text, %s::bool, %s::text, %s::text, %s::int,"
+    " %s::timestamptz, %s::timestamptz, %s::float8, %s::float8, %s::bigint)) AS u" + COLUMNS +
+    " WHERE a.incident_id = u.id")
+
+
+def record(conn: psycopg.Connection, batch: list[tuple]) -> list[int]:
+    """Merge anomalous readings into anomaly_incidents, for each (meter, model version,
+    anomalies, reading step) of the batch (anomalies: index time; columns score, kind,
+    top_feature, expected, actual); returns the incidents touched per item. All meters' nearby
+    incidents are read in one query and written in two pipelines: a cycle in which a
+    thousand meters turn anomalous at once (readings resuming after a fleet-wide gap, say)
+    costs a few round trips, not a few per meter."""
+    batch = [(meter, version, anomalies.sort_index(), INCIDENT_GAP * step, step)
+             for meter, version, anomalies, step in batch if not anomalies.empty]
+    if not batch:
+        return []
+    # The incidents each item may extend: those within a gap of its span (usually the last).
+    nearby: dict[int, list] = {n: [] for n in range(len(batch))}
+    for n, *incident in conn.execute(
+            "SELECT q.n, a.incident_id, a.start_time, a.end_time, a.peak_score,"
+            " a.excess_energy_kwh FROM unnest(%s::text[], %s::int[], %s::timestamptz[],"
+            " %s::timestamptz[]) WITH ORDINALITY AS q(meter_id, version, low, high, n)"
+            " JOIN anomaly_incidents a ON a.meter_id = q.meter_id"
+            " AND a.model_version = q.version AND a.end_time >= q.low AND a.start_time <= q.high"
+            " ORDER BY q.n, a.start_time FOR UPDATE OF a",
+            ([meter.meter_id for meter, *_ in batch], [version for _, version, *_ in batch],
+             [anomalies.index[0] - gap for _, _, anomalies, gap, _ in batch],
+             [anomalies.index[-1] + gap for _, _, anomalies, gap, _ in batch])).fetchall():
+        nearby[n - 1].append(incident)
+    new_rows, updates, touched = [], [], []
+    for n, (meter, version, anomalies, gap, step) in enumerate(batch):
+        hours = step / timedelta(hours=1)
+        # plain arrays: a fleet-wide anomaly brings a thousand meters' few readings at once
+        times = epoch_ns(anomalies.index)
+        scores, kinds, tops = (anomalies[c].to_numpy() for c in ("score", "kind", "top_feature"))
+        excess_of = anomalies["actual"].to_numpy(float) - anomalies["expected"].to_numpy(float)
+        groups = _groups(anomalies.index, gap)
+        touched.append(len(groups))
+        for rows in groups:
+            start, end = _moment(times[rows.start]), _moment(times[rows.stop - 1])
+            peak = rows.start + int(scores[rows].argmax())
+            peak_score = float(scores[peak])
+            excess = float(np.nansum(excess_of[rows]) * hours)
+            severity = severities(np.array([peak_score]), np.array([True]))[0]
+            top_feature = tops[peak]
+            existing = next((i for i in nearby[n] if i[2] >= start - gap and i[1] <= end + gap),
+                            None)
+            if existing is None:
+                kind = Counter(kinds[rows]).most_common(1)[0][0]
+                new_rows.append((meter.meter_id, version, start, end, rows.stop - rows.start,
+                                 peak_score, severity, kind, top_feature, excess,
+                                 _cost(excess, meter), meter.currency))
+                continue
+            incident_id, _, _, old_peak, old_excess = existing
+            total = (old_excess or 0.0) + excess
+            higher = peak_score > old_peak
+            updates.append((start, end, rows.stop - rows.start, peak_score, higher, severity,
+                            higher, top_feature, meter.meter_id, version, start, end, total,
+                            _cost(total, meter), incident_id))
+    with conn.cursor() as cursor:
+        if updates:  # one statement for all of them, unless two extend one incident
+            one_each = len({update[-1] for update in updates}) == len(updates)
+            statement = UPDATE_ALL if one_each else UPDATE_ONE
+            if one_each:
+                cursor.execute(statement, [list(column) for column in zip(*updates)])
+            else:
+                cursor.executemany(statement, updates)
+        if new_rows:  # one statement for all of them
+            cursor.execute(
                 "INSERT INTO anomaly_incidents (meter_id, model_version, start_time, end_time,"
                 " n_readings, peak_score, severity, kind, top_feature, excess_energy_kwh,"
-                " estimated_cost, currency) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (meter_id, model_version, start_time) DO NOTHING", new_rows)
-    return len(_groups(anomalies.index, gap))
+                " estimated_cost, currency) SELECT * FROM unnest(%s::text[], %s::int[],"
+                " %s::timestamptz[], %s::timestamptz[], %s::int[], %s::real[], %s::text[],"
+                " %s::text[], %s::text[], %s::float8[], %s::float8[], %s::text[])"
+                " ON CONFLICT (meter_id, model_version, start_time) DO NOTHING",
+                [list(column) for column in zip(*new_rows)])
+    return touched
+
+
+def _moment(ns: int) -> datetime:
+    return EPOCH + timedelta(microseconds=int(ns) // 1000)
 
 
 def _cost(kwh: float, meter) -> float | None:

@@ -547,29 +547,50 @@ class Scorer:
         if inserted is None:
             inserted = {meter_id: (count, times) for meter_id, count, times
                         in conn.execute(INSERT_UNSCORED, params).fetchall()}
-        written = 0
+        written, anomalous = 0, []
         for scored in batch:
+            found = {}
             for position, meter in enumerate(scored.meters):
                 count, anomalous_times = inserted.get(meter.meter_id, (0, None))
                 written += count
                 self.metrics.scored.labels(meter.meter_id).inc(count)
                 if anomalous_times:
-                    self._record_incidents(conn, scored, position, anomalous_times)
+                    found[position] = anomalous_times
+            if found:
+                anomalous += self._anomalies(scored, found)
+        if anomalous:
+            self._record_incidents(conn, anomalous)
         return written
 
-    def _record_incidents(self, conn: psycopg.Connection, scored: Scored, position: int,
-                          times: list) -> None:
-        """Merge a meter's newly inserted anomalous readings (at `times`) into incidents."""
-        meter, model = scored.meters[position], scored.models[position]
-        rows = scored.rows_of(position)
-        result = scored.result.iloc[rows]
-        inserted = result.index.isin(pd.DatetimeIndex(times))
-        anomalies = result.loc[inserted].copy()
-        anomalies["actual"] = scored.actual[rows][inserted]
-        for (severity, kind), n in anomalies.groupby(["severity", "kind"]).size().items():
+    @staticmethod
+    def _anomalies(scored: Scored, found: dict[int, list]) -> list[tuple]:
+        """(meter, model, readings) of each meter's newly inserted anomalous readings (`found`:
+        their times by the meter's position), with their power; taken from the batch at once,
+        for a cycle in which many meters turn anomalous together."""
+        flagged = np.flatnonzero(scored.result["is_anomaly"].to_numpy())
+        inserted = {(position, _micros(moment)) for position, times in found.items()
+                    for moment in times}
+        micros = epoch_ns(scored.result.index[flagged]) // 1000
+        rows = flagged[[(position, moment) in inserted for position, moment
+                        in zip(scored.part[flagged].tolist(), micros.tolist())]]
+        readings_found = scored.result.iloc[rows].assign(actual=scored.actual[rows])
+        parts = scored.part[rows]  # rows come meter after meter
+        edges = np.searchsorted(parts, [*found, max(found) + 1])
+        return [(scored.meters[position], scored.models[position],
+                 readings_found.iloc[edges[k]:edges[k + 1]])
+                for k, position in enumerate(found)]
+
+    def _record_incidents(self, conn: psycopg.Connection, anomalous: list[tuple]) -> None:
+        """Merge meters' new anomalous readings, (meter, model, readings) each, into incidents
+        (all in one go), and count them."""
+        counts = pd.concat([found for *_, found in anomalous]).groupby(
+            ["severity", "kind"]).size()
+        for (severity, kind), n in counts.items():
             self.metrics.anomalies.labels(severity, kind).inc(n)
-        touched = incidents.record(conn, meter, model.version, anomalies, self._step(model))
-        self.metrics.incidents.labels(meter.meter_id).inc(touched)
+        touched = incidents.record(conn, [(meter, model.version, found, self._step(model))
+                                          for meter, model, found in anomalous])
+        for (meter, *_), n in zip(anomalous, touched):
+            self.metrics.incidents.labels(meter.meter_id).inc(n)
 
     @staticmethod
     def _span_is_free(conn: psycopg.Connection, scored: Scored) -> bool:

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from detector import readings, registry
+from detector import incidents, readings, registry
 from detector.metrics import DetectorMetrics
 from detector.patterns import store_patterns
 from detector.readings import copy_frame, meters
@@ -415,3 +415,46 @@ def test_readings_committed_after_the_watermark_passed_them_are_scored(db_url, j
     conn.commit()
     assert count == distinct == history + 4
     assert scorer.cycle() == 0  # nothing found twice
+
+
+def test_incidents_of_many_meters_are_merged_in_one_call(db_url, jobs):
+    """One call records several meters' anomalous readings: a new incident for each, and a
+    later call extends the incident its readings continue, without touching the other's."""
+    settings, conn = jobs
+    frame = household(days=1, seed=71)
+    for meter_id in ("inc1", "inc2"):
+        _add_meter(db_url, meter_id, frame.iloc[:10])
+    with conn.transaction():
+        version = conn.execute("INSERT INTO models (meter_id, algorithm, parameters, train_from,"
+                               " train_to, threshold, metrics, model, reason) VALUES ('inc1',"
+                               " 'seasonal-iforest', '{}', now(), now(), 50, '{}', '', 'test')"
+                               " RETURNING version").fetchone()[0]
+
+    def readings_at(positions, score):
+        index = frame.index[positions]
+        return pd.DataFrame({"score": score, "kind": "spike", "expected": 0.5, "actual": 1.5,
+                             "top_feature": "active_power_kw:seasonal"}, index=index)
+
+    with psycopg.connect(db_url) as owner:  # the scores an incident's kind is counted from
+        owner.execute("INSERT INTO anomaly_scores (time, meter_id, model_version, score,"
+                      " is_anomaly, severity, kind) SELECT t, 'inc1', %s, 80, true, 'high',"
+                      " 'spike' FROM unnest(%s::timestamptz[]) AS t",
+                      (version, list(frame.index[[1, 2, 4]])))
+    meters_ = {m.meter_id: m for m in (_meter(conn, "inc1"), _meter(conn, "inc2"))}
+    step = timedelta(minutes=1)
+    with conn.transaction():
+        touched = incidents.record(conn, [
+            (meters_["inc1"], version, readings_at([1, 2], 70.0), step),
+            (meters_["inc2"], version, readings_at([3], 95.0), step)])
+    assert touched == [1, 1]
+    with conn.transaction():
+        extended = incidents.record(conn, [(meters_["inc1"], version, readings_at([4], 85.0),
+                                            step)])
+    assert extended == [1]
+    rows = conn.execute("SELECT meter_id, start_time, end_time, n_readings, peak_score, severity,"
+                        " excess_energy_kwh, estimated_cost FROM anomaly_incidents"
+                        " WHERE meter_id IN ('inc1', 'inc2') ORDER BY meter_id").fetchall()
+    conn.commit()
+    assert rows == [
+        ("inc1", frame.index[1], frame.index[4], 3, 85.0, "high", 3 / 60, 3 / 60 * TARIFF),
+        ("inc2", frame.index[3], frame.index[3], 1, 95.0, "critical", 1 / 60, 1 / 60 * TARIFF)]
