@@ -9,18 +9,17 @@ extends it.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 import psycopg
 
 from detector.calibration import severities
-from detector.seasonality import epoch_ns
+from detector.seasonality import epoch_ns, moment_of
 
 # Anomalous readings at most this many reading steps apart belong to the same incident.
 INCIDENT_GAP = 60
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _groups(times: pd.DatetimeIndex, gap: timedelta) -> list[slice]:
@@ -88,7 +87,8 @@ def record(conn: psycopg.Connection, batch: list[tuple]) -> list[int]:
         groups = _groups(anomalies.index, gap)
         touched.append(len(groups))
         for rows in groups:
-            start, end = _moment(times[rows.start]), _moment(times[rows.stop - 1])
+            start = moment_of(times[rows.start] // 1000)
+            end = moment_of(times[rows.stop - 1] // 1000)
             peak = rows.start + int(scores[rows].argmax())
             peak_score = float(scores[peak])
             excess = float(np.nansum(excess_of[rows]) * hours)
@@ -126,10 +126,6 @@ def record(conn: psycopg.Connection, batch: list[tuple]) -> list[int]:
                 " ON CONFLICT (meter_id, model_version, start_time) DO NOTHING",
                 [list(column) for column in zip(*new_rows)])
     return touched
-
-
-def _moment(ns: int) -> datetime:
-    return EPOCH + timedelta(microseconds=int(ns) // 1000)
 
 
 def _cost(kwh: float, meter) -> float | None:

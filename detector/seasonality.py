@@ -5,6 +5,7 @@ the day; that period for step-indexed files and short histories."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,19 @@ MIN_AUTOCORRELATION = 0.3  # weaker than this, the series is treated as having n
 # With timestamps, the data's own period replaces the calendar's when its autocorrelation is
 # this much stronger than the day's.
 OWN_CYCLE_MARGIN = 0.2
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def micros(moment: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime (exact, unlike timestamp())."""
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def moment_of(microseconds: int) -> datetime:
+    """The aware UTC datetime of microseconds since the epoch."""
+    return EPOCH + timedelta(microseconds=int(microseconds))
 
 
 def epoch_ns(index: pd.DatetimeIndex) -> np.ndarray:

@@ -34,7 +34,7 @@ from detector import incidents, readings, registry, stacked
 from detector.calibration import SEVERITIES
 from detector.kinds import KINDS
 from detector.metrics import DetectorMetrics
-from detector.seasonality import epoch_ns
+from detector.seasonality import epoch_ns, micros, moment_of
 from timescale.binary_copy import HEADER, POSTGRES_EPOCH, TRAILER
 from timescale.connect import connect
 from wattwatch.errors import WattwatchError
@@ -61,7 +61,6 @@ NEVER_AFTER = datetime.max.replace(tzinfo=timezone.utc)
 # More readings than this to check for a score at once are checked by a hash anti-join, not a
 # probe each (828,000 probes took 4 s, the hash join 0.5 s).
 MANY_LATE = 20_000
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 POWER = readings.COLUMNS.index("active_power_kw")
 # One binary COPY row of the staging table: 9 fields, each a length and a big-endian value.
 ROW = np.dtype([("n", ">i2"), ("lp", ">i4"), ("part", ">i4"), ("l0", ">i4"), ("time", ">i8"),
@@ -151,11 +150,7 @@ class _Tail:
         """True when these are the readings just before the pending ones (same model, and no
         pending reading older than them: a late reading sends the meter back to the database)."""
         return (self.version == model.version and len(self.rows) > 0
-                and _micros(pending.first) > self.rows.t[-1])
-
-
-def _micros(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(microseconds=1)
+                and micros(pending.first) > self.rows.t[-1])
 
 
 def _copy_rows(batch: list[Scored], names: list[str]) -> bytes:
@@ -269,7 +264,7 @@ class Scorer:
         reading into every chunk cost 0.3 s per cycle at 1,000 meters). Older readings, and
         all of a meter without a tail (a history stored just before the watermark, say), are
         checked by the database at once."""
-        starts = {meter_id: EPOCH + timedelta(microseconds=int(self.tails[meter_id].rows.t[0]))
+        starts = {meter_id: moment_of(self.tails[meter_id].rows.t[0])
                   for meter_id in meter_ids
                   if meter_id in self.tails and len(self.tails[meter_id].rows)}
         window = (" FROM readings r JOIN detector_watermarks w USING (meter_id) JOIN unnest("
@@ -303,7 +298,7 @@ class Scorer:
             stamps = np.array(stamps, dtype=np.int64)
             unknown = stamps[~np.isin(stamps, self.tails[meter_id].rows.t)]
             ids += [meter_id] * len(unknown)
-            times += [EPOCH + timedelta(microseconds=int(t)) for t in unknown]
+            times += [moment_of(t) for t in unknown]
         if ids:
             late += self.conn.execute(
                 "SELECT c.meter_id, min(c.time), count(*) FROM unnest(%s::text[],"
@@ -387,7 +382,7 @@ class Scorer:
             rows = fetched[meter_id]
             if meter_id in tails:
                 rows = tails[meter_id].then(rows)
-            new = rows.t >= _micros(p.first)
+            new = rows.t >= micros(p.first)
             count = int(new.sum())
             if count >= limit:
                 alone.append(p)
@@ -425,7 +420,7 @@ class Scorer:
         # `since` are written, those stored by its watermark only where they have no score.
         ingested = np.full((len(members), k), np.iinfo(np.int64).min)
         power = np.full((len(members), k), np.nan)
-        since, mark = (np.array([_micros(edge) for edge in edges]) for edges in zip(
+        since, mark = (np.array([micros(edge) for edge in edges]) for edges in zip(
             *[(p.since, p.mark or NEVER) for p, *_ in members]))
         for m, (_, _, rows, count) in enumerate(members):
             start = width - len(rows)  # a short history: nothing before it (NaN)
@@ -568,11 +563,11 @@ class Scorer:
         their times by the meter's position), with their power; taken from the batch at once,
         for a cycle in which many meters turn anomalous together."""
         flagged = np.flatnonzero(scored.result["is_anomaly"].to_numpy())
-        inserted = {(position, _micros(moment)) for position, times in found.items()
+        inserted = {(position, micros(moment)) for position, times in found.items()
                     for moment in times}
-        micros = epoch_ns(scored.result.index[flagged]) // 1000
+        stamps = epoch_ns(scored.result.index[flagged]) // 1000
         rows = flagged[[(position, moment) in inserted for position, moment
-                        in zip(scored.part[flagged].tolist(), micros.tolist())]]
+                        in zip(scored.part[flagged].tolist(), stamps.tolist())]]
         readings_found = scored.result.iloc[rows].assign(actual=scored.actual[rows])
         parts = scored.part[rows]  # rows come meter after meter
         edges = np.searchsorted(parts, [*found, max(found) + 1])
