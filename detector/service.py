@@ -134,9 +134,6 @@ class Scored:
         features = getattr(self.models[0].detector, "features_", None)
         return features.names() if features is not None else []
 
-    def rows_of(self, position: int) -> np.ndarray:
-        return np.flatnonzero(self.part == position)
-
 
 @dataclass(frozen=True)
 class _Tail:
