@@ -8,7 +8,7 @@ extends it.
 
 from __future__ import annotations
 
-from collections import Counter
+from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
@@ -16,117 +16,132 @@ import pandas as pd
 import psycopg
 
 from detector.calibration import severities
+from detector.readings import Meter
 from detector.seasonality import epoch_ns, moment_of
 
 # Anomalous readings at most this many reading steps apart belong to the same incident.
 INCIDENT_GAP = 60
 
 
-def _groups(times: pd.DatetimeIndex, gap: timedelta) -> list[slice]:
-    breaks = np.flatnonzero(np.diff(epoch_ns(times)) > pd.Timedelta(gap).value)
-    edges = [0, *(breaks + 1).tolist(), len(times)]
-    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+@dataclass(frozen=True)
+class Owner:
+    """Whose anomalies a row of a batch is: the meter, the model version that scored it, and
+    the meter's reading step (an incident's gap and a reading's energy)."""
+
+    meter: Meter
+    version: int
+    step: timedelta
 
 
 # An incident extended: its span, count, peak (severity and explanation with it), the most
-# frequent kind among all its scores, energy and cost. Parameters in the order of `updates`.
+# frequent kind among all its scores, energy and cost; every value from the row as it stands,
+# so that two runs of the same cycle extending one incident add up.
 SET = (" start_time = least(a.start_time, u.first), end_time = greatest(a.end_time, u.last),"
        " n_readings = a.n_readings + u.n, peak_score = greatest(a.peak_score, u.peak),"
-       " severity = CASE WHEN u.higher THEN u.severity ELSE a.severity END,"
-       " top_feature = CASE WHEN u.higher THEN u.top ELSE a.top_feature END,"
-       " kind = (SELECT kind FROM anomaly_scores s WHERE s.meter_id = u.meter_id"
-       "   AND s.model_version = u.version AND s.is_anomaly"
+       " severity = CASE WHEN u.peak > a.peak_score THEN u.severity ELSE a.severity END,"
+       " top_feature = CASE WHEN u.peak > a.peak_score THEN u.top ELSE a.top_feature END,"
+       " kind = (SELECT kind FROM anomaly_scores s WHERE s.meter_id = a.meter_id"
+       "   AND s.model_version = a.model_version AND s.is_anomaly"
        "   AND s.time BETWEEN least(a.start_time, u.first) AND greatest(a.end_time, u.last)"
        "   GROUP BY kind ORDER BY count(*) DESC, kind LIMIT 1),"
-       " excess_energy_kwh = u.total, estimated_cost = u.cost, updated_at = now()")
-COLUMNS = "(first, last, n, peak, higher, severity, higher_too, top, meter_id, version, low," \
-    " high, total, cost, id)"
-UPDATE_ALL = (
-    "UPDATE anomaly_incidents a SET" + SET + " FROM unnest(%s::timestamptz[],"
-    " %s::timestamptz[], %s::int[], %s::real[], %s::bool[], %s::text[], %s::bool[], %s::text[],"
-    " %s::text[], %s::int[], %s::timestamptz[], %s::timestamptz[], %s::float8[], %s::float8[],"
-    " %s::bigint[]) AS u" + COLUMNS + " WHERE a.incident_id = u.id")
-UPDATE_ONE = (
-    "UPDATE anomaly_incidents a SET" + SET + " FROM (VALUES (%s::timestamptz, %s::timestamptz,"
-    " %s::int, %s::real, %s::bool, %s::text, %s::bool, %s::text, %s::text, %s::int,"
-    " %s::timestamptz, %s::timestamptz, %s::float8, %s::float8, %s::bigint)) AS u" + COLUMNS +
-    " WHERE a.incident_id = u.id")
+       " excess_energy_kwh = coalesce(a.excess_energy_kwh, 0) + u.excess,"
+       " estimated_cost = (coalesce(a.excess_energy_kwh, 0) + u.excess) * u.tariff,"
+       " updated_at = now()")
+UPDATE_TYPES = ("timestamptz", "timestamptz", "int", "real", "text", "text", "float8", "float8",
+                "bigint")
+UPDATE_COLUMNS = "(first, last, n, peak, severity, top, excess, tariff, id)"
+UPDATE_ALL = ("UPDATE anomaly_incidents a SET" + SET + " FROM unnest("
+              + ", ".join(f"%s::{t}[]" for t in UPDATE_TYPES) + ") AS u" + UPDATE_COLUMNS
+              + " WHERE a.incident_id = u.id")
+UPDATE_ONE = ("UPDATE anomaly_incidents a SET" + SET + " FROM (VALUES ("
+              + ", ".join(f"%s::{t}" for t in UPDATE_TYPES) + ")) AS u" + UPDATE_COLUMNS
+              + " WHERE a.incident_id = u.id")
+INSERT = ("INSERT INTO anomaly_incidents (meter_id, model_version, start_time, end_time,"
+          " n_readings, peak_score, severity, kind, top_feature, excess_energy_kwh,"
+          " estimated_cost, currency) SELECT m, v, f, l, n, p, s, k, t, e, e * r, c FROM unnest("
+          "%s::text[], %s::int[], %s::timestamptz[], %s::timestamptz[], %s::int[], %s::real[],"
+          " %s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[], %s::text[])"
+          " AS u(m, v, f, l, n, p, s, k, t, e, r, c)"
+          " ON CONFLICT (meter_id, model_version, start_time) DO NOTHING")
 
 
-def record(conn: psycopg.Connection, batch: list[tuple]) -> list[int]:
-    """Merge anomalous readings into anomaly_incidents, for each (meter, model version,
-    anomalies, reading step) of the batch (anomalies: index time; columns score, kind,
-    top_feature, expected, actual); returns the incidents touched per item. All meters' nearby
-    incidents are read in one query and written in two pipelines: a cycle in which a
-    thousand meters turn anomalous at once (readings resuming after a fleet-wide gap, say)
-    costs a few round trips, not a few per meter."""
-    batch = [(meter, version, anomalies.sort_index(), INCIDENT_GAP * step, step)
-             for meter, version, anomalies, step in batch if not anomalies.empty]
-    if not batch:
-        return []
-    # The incidents each item may extend: those within a gap of its span (usually the last).
-    nearby: dict[int, list] = {n: [] for n in range(len(batch))}
-    for n, *incident in conn.execute(
-            "SELECT q.n, a.incident_id, a.start_time, a.end_time, a.peak_score,"
-            " a.excess_energy_kwh FROM unnest(%s::text[], %s::int[], %s::timestamptz[],"
+def record(conn: psycopg.Connection, owners: list[Owner], found: pd.DataFrame) -> np.ndarray:
+    """Merge anomalous readings into anomaly_incidents; returns the incidents touched per owner.
+
+    `found`: the anomalous readings of the whole batch, one row each (index time; columns `at`,
+    the owner's position, and score, kind, top_feature, expected, actual). Everything is worked
+    out on whole columns and written in a few statements: a cycle in which a thousand meters
+    turn anomalous at once (readings resuming after a fleet-wide gap, say) costs no more than a
+    few round trips and array operations."""
+    touched = np.zeros(len(owners), dtype=int)
+    if found.empty:
+        return touched
+    at, times = found["at"].to_numpy(), epoch_ns(found.index) // 1000
+    order = np.lexsort((times, at))
+    at, times = at[order], times[order]
+    scores = found["score"].to_numpy(float)[order]
+    step = np.array([owner.step // timedelta(microseconds=1) for owner in owners])
+    # an incident: a run of one owner's readings without a gap of more than INCIDENT_GAP steps
+    breaks = np.r_[True, (at[1:] != at[:-1]) | (np.diff(times) > INCIDENT_GAP * step[at[1:]])]
+    starts = np.flatnonzero(breaks)
+    group = np.cumsum(breaks) - 1
+    who = at[starts]
+    first, last = times[starts], times[np.r_[starts[1:], len(at)] - 1]
+    sizes = np.diff(np.r_[starts, len(at)])
+    peak = np.lexsort((-scores, group))[starts]  # each run's highest score (its first if tied)
+    hours = step[who] / 3.6e9
+    excess_of = (found["actual"].to_numpy(float) - found["expected"].to_numpy(float))[order]
+    excess = np.add.reduceat(np.nan_to_num(excess_of), starts) * hours
+    severity = severities(scores[peak], np.ones(len(starts), dtype=bool))
+    tops = found["top_feature"].to_numpy(object)[order][peak]
+    kind = _most_frequent(found["kind"].to_numpy(object)[order], group, len(starts))
+    np.add.at(touched, who, 1)
+    gap = INCIDENT_GAP * step[who]
+    existing = _nearby(conn, owners, who, first - gap, last + gap)
+    new, updates = [], []
+    for n, owner in enumerate(who.tolist()):
+        values = (moment_of(first[n]), moment_of(last[n]), int(sizes[n]), float(scores[peak[n]]),
+                  severity[n])
+        tariff = owners[owner].meter.tariff_per_kwh
+        if n in existing:
+            updates.append((*values, tops[n], float(excess[n]), tariff, existing[n]))
+        else:
+            meter = owners[owner].meter
+            new.append((meter.meter_id, owners[owner].version, *values, kind[n], tops[n],
+                        float(excess[n]), tariff, meter.currency))
+    with conn.cursor() as cursor:
+        if updates:  # one statement for all of them, unless two runs extend one incident
+            if len({update[-1] for update in updates}) == len(updates):
+                cursor.execute(UPDATE_ALL, [list(column) for column in zip(*updates)])
+            else:
+                cursor.executemany(UPDATE_ONE, updates)
+        if new:
+            cursor.execute(INSERT, [list(column) for column in zip(*new)])
+    return touched
+
+
+def _most_frequent(kinds: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:
+    """The most frequent kind of each run (ties: the first by name, as incidents extended in
+    SQL count them)."""
+    codes, names = pd.factorize(kinds, sort=True)
+    counts = np.zeros((groups, len(names)), dtype=int)
+    np.add.at(counts, (group, codes), 1)
+    return np.asarray(names, dtype=object)[counts.argmax(axis=1)]
+
+
+def _nearby(conn: psycopg.Connection, owners: list[Owner], who: np.ndarray, low: np.ndarray,
+            high: np.ndarray) -> dict[int, int]:
+    """The incident each run extends (by the run's position): the earliest of its meter and
+    model version within a gap of the run, locked until the transaction ends."""
+    found: dict[int, int] = {}
+    for n, incident_id in conn.execute(  # FOR UPDATE allows no DISTINCT ON: first one kept
+            "SELECT q.n - 1, a.incident_id FROM unnest(%s::text[], %s::int[], %s::timestamptz[],"
             " %s::timestamptz[]) WITH ORDINALITY AS q(meter_id, version, low, high, n)"
             " JOIN anomaly_incidents a ON a.meter_id = q.meter_id"
             " AND a.model_version = q.version AND a.end_time >= q.low AND a.start_time <= q.high"
             " ORDER BY q.n, a.start_time FOR UPDATE OF a",
-            ([meter.meter_id for meter, *_ in batch], [version for _, version, *_ in batch],
-             [anomalies.index[0] - gap for _, _, anomalies, gap, _ in batch],
-             [anomalies.index[-1] + gap for _, _, anomalies, gap, _ in batch])).fetchall():
-        nearby[n - 1].append(incident)
-    new_rows, updates, touched = [], [], []
-    for n, (meter, version, anomalies, gap, step) in enumerate(batch):
-        hours = step / timedelta(hours=1)
-        # plain arrays: a fleet-wide anomaly brings a thousand meters' few readings at once
-        times = epoch_ns(anomalies.index)
-        scores, kinds, tops = (anomalies[c].to_numpy() for c in ("score", "kind", "top_feature"))
-        excess_of = anomalies["actual"].to_numpy(float) - anomalies["expected"].to_numpy(float)
-        groups = _groups(anomalies.index, gap)
-        touched.append(len(groups))
-        for rows in groups:
-            start = moment_of(times[rows.start] // 1000)
-            end = moment_of(times[rows.stop - 1] // 1000)
-            peak = rows.start + int(scores[rows].argmax())
-            peak_score = float(scores[peak])
-            excess = float(np.nansum(excess_of[rows]) * hours)
-            severity = severities(np.array([peak_score]), np.array([True]))[0]
-            top_feature = tops[peak]
-            existing = next((i for i in nearby[n] if i[2] >= start - gap and i[1] <= end + gap),
-                            None)
-            if existing is None:
-                kind = Counter(kinds[rows]).most_common(1)[0][0]
-                new_rows.append((meter.meter_id, version, start, end, rows.stop - rows.start,
-                                 peak_score, severity, kind, top_feature, excess,
-                                 _cost(excess, meter), meter.currency))
-                continue
-            incident_id, _, _, old_peak, old_excess = existing
-            total = (old_excess or 0.0) + excess
-            higher = peak_score > old_peak
-            updates.append((start, end, rows.stop - rows.start, peak_score, higher, severity,
-                            higher, top_feature, meter.meter_id, version, start, end, total,
-                            _cost(total, meter), incident_id))
-    with conn.cursor() as cursor:
-        if updates:  # one statement for all of them, unless two extend one incident
-            one_each = len({update[-1] for update in updates}) == len(updates)
-            statement = UPDATE_ALL if one_each else UPDATE_ONE
-            if one_each:
-                cursor.execute(statement, [list(column) for column in zip(*updates)])
-            else:
-                cursor.executemany(statement, updates)
-        if new_rows:  # one statement for all of them
-            cursor.execute(
-                "INSERT INTO anomaly_incidents (meter_id, model_version, start_time, end_time,"
-                " n_readings, peak_score, severity, kind, top_feature, excess_energy_kwh,"
-                " estimated_cost, currency) SELECT * FROM unnest(%s::text[], %s::int[],"
-                " %s::timestamptz[], %s::timestamptz[], %s::int[], %s::real[], %s::text[],"
-                " %s::text[], %s::text[], %s::float8[], %s::float8[], %s::text[])"
-                " ON CONFLICT (meter_id, model_version, start_time) DO NOTHING",
-                [list(column) for column in zip(*new_rows)])
-    return touched
-
-
-def _cost(kwh: float, meter) -> float | None:
-    return kwh * meter.tariff_per_kwh if meter.tariff_per_kwh is not None else None
+            ([owners[o].meter.meter_id for o in who.tolist()],
+             [owners[o].version for o in who.tolist()],
+             [moment_of(t) for t in low.tolist()], [moment_of(t) for t in high.tolist()])):
+        found.setdefault(n, incident_id)
+    return found

@@ -539,50 +539,47 @@ class Scorer:
         if inserted is None:
             inserted = {meter_id: (count, times) for meter_id, count, times
                         in conn.execute(INSERT_UNSCORED, params).fetchall()}
-        written, anomalous = 0, []
+        written, owners, anomalous = 0, [], []
         for scored in batch:
             found = {}
-            for position, meter in enumerate(scored.meters):
+            for position, (meter, model) in enumerate(zip(scored.meters, scored.models)):
                 count, anomalous_times = inserted.get(meter.meter_id, (0, None))
                 written += count
                 self.metrics.scored.labels(meter.meter_id).inc(count)
                 if anomalous_times:
                     found[position] = anomalous_times
             if found:
-                anomalous += self._anomalies(scored, found)
+                anomalous.append(self._anomalies(scored, found, len(owners)))
+            owners += [incidents.Owner(meter, model.version, self._step(model))
+                       for meter, model in zip(scored.meters, scored.models)]
         if anomalous:
-            self._record_incidents(conn, anomalous)
+            self._record_incidents(conn, owners, pd.concat(anomalous))
         return written
 
     @staticmethod
-    def _anomalies(scored: Scored, found: dict[int, list]) -> list[tuple]:
-        """(meter, model, readings) of each meter's newly inserted anomalous readings (`found`:
-        their times by the meter's position), with their power; taken from the batch at once,
-        for a cycle in which many meters turn anomalous together."""
+    def _anomalies(scored: Scored, found: dict[int, list], offset: int) -> pd.DataFrame:
+        """The newly inserted anomalous readings of a scored batch (`found`: their times by the
+        meter's position), with their power and their meter's place (`at`, counted from
+        `offset`); taken from the batch at once, for a cycle in which many meters turn
+        anomalous together."""
         flagged = np.flatnonzero(scored.result["is_anomaly"].to_numpy())
         inserted = {(position, micros(moment)) for position, times in found.items()
                     for moment in times}
         stamps = epoch_ns(scored.result.index[flagged]) // 1000
         rows = flagged[[(position, moment) in inserted for position, moment
                         in zip(scored.part[flagged].tolist(), stamps.tolist())]]
-        readings_found = scored.result.iloc[rows].assign(actual=scored.actual[rows])
-        parts = scored.part[rows]  # rows come meter after meter
-        edges = np.searchsorted(parts, [*found, max(found) + 1])
-        return [(scored.meters[position], scored.models[position],
-                 readings_found.iloc[edges[k]:edges[k + 1]])
-                for k, position in enumerate(found)]
+        return scored.result.iloc[rows].assign(actual=scored.actual[rows],
+                                               at=scored.part[rows] + offset)
 
-    def _record_incidents(self, conn: psycopg.Connection, anomalous: list[tuple]) -> None:
-        """Merge meters' new anomalous readings, (meter, model, readings) each, into incidents
-        (all in one go), and count them."""
-        counts = pd.concat([found for *_, found in anomalous]).groupby(
-            ["severity", "kind"]).size()
-        for (severity, kind), n in counts.items():
+    def _record_incidents(self, conn: psycopg.Connection, owners: list[incidents.Owner],
+                          found: pd.DataFrame) -> None:
+        """Merge newly inserted anomalous readings (`at`: their owner) into incidents, and
+        count them."""
+        for (severity, kind), n in found.groupby(["severity", "kind"]).size().items():
             self.metrics.anomalies.labels(severity, kind).inc(n)
-        touched = incidents.record(conn, [(meter, model.version, found, self._step(model))
-                                          for meter, model, found in anomalous])
-        for (meter, *_), n in zip(anomalous, touched):
-            self.metrics.incidents.labels(meter.meter_id).inc(n)
+        touched = incidents.record(conn, owners, found)
+        for owner in np.flatnonzero(touched).tolist():
+            self.metrics.incidents.labels(owners[owner].meter.meter_id).inc(int(touched[owner]))
 
     @staticmethod
     def _span_is_free(conn: psycopg.Connection, scored: Scored) -> bool:

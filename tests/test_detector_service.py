@@ -430,27 +430,27 @@ def test_incidents_of_many_meters_are_merged_in_one_call(db_url, jobs):
                                " 'seasonal-iforest', '{}', now(), now(), 50, '{}', '', 'test')"
                                " RETURNING version").fetchone()[0]
 
-    def readings_at(positions, score):
+    def readings_at(positions, score, at):
         index = frame.index[positions]
-        return pd.DataFrame({"score": score, "kind": "spike", "expected": 0.5, "actual": 1.5,
-                             "top_feature": "active_power_kw:seasonal"}, index=index)
+        return pd.DataFrame({"at": at, "score": score, "kind": "spike", "expected": 0.5,
+                             "actual": 1.5, "top_feature": "active_power_kw:seasonal"},
+                            index=index)
 
     with psycopg.connect(db_url) as owner:  # the scores an incident's kind is counted from
         owner.execute("INSERT INTO anomaly_scores (time, meter_id, model_version, score,"
                       " is_anomaly, severity, kind) SELECT t, 'inc1', %s, 80, true, 'high',"
                       " 'spike' FROM unnest(%s::timestamptz[]) AS t",
                       (version, list(frame.index[[1, 2, 4]])))
-    meters_ = {m.meter_id: m for m in (_meter(conn, "inc1"), _meter(conn, "inc2"))}
     step = timedelta(minutes=1)
+    owners = [incidents.Owner(_meter(conn, meter_id), version, step)
+              for meter_id in ("inc1", "inc2")]
     with conn.transaction():
-        touched = incidents.record(conn, [
-            (meters_["inc1"], version, readings_at([1, 2], 70.0), step),
-            (meters_["inc2"], version, readings_at([3], 95.0), step)])
-    assert touched == [1, 1]
+        touched = incidents.record(conn, owners, pd.concat([readings_at([3], 95.0, 1),
+                                                            readings_at([1, 2], 70.0, 0)]))
+    assert touched.tolist() == [1, 1]
     with conn.transaction():
-        extended = incidents.record(conn, [(meters_["inc1"], version, readings_at([4], 85.0),
-                                            step)])
-    assert extended == [1]
+        extended = incidents.record(conn, owners, readings_at([4], 85.0, 0))
+    assert extended.tolist() == [1, 0]
     rows = conn.execute("SELECT meter_id, start_time, end_time, n_readings, peak_score, severity,"
                         " excess_energy_kwh, estimated_cost FROM anomaly_incidents"
                         " WHERE meter_id IN ('inc1', 'inc2') ORDER BY meter_id").fetchall()
@@ -458,3 +458,40 @@ def test_incidents_of_many_meters_are_merged_in_one_call(db_url, jobs):
     assert rows == [
         ("inc1", frame.index[1], frame.index[4], 3, 85.0, "high", 3 / 60, 3 / 60 * TARIFF),
         ("inc2", frame.index[3], frame.index[3], 1, 95.0, "critical", 1 / 60, 1 / 60 * TARIFF)]
+
+
+def test_two_runs_extending_one_incident_both_count(db_url, jobs):
+    """A late reading just before an incident and new readings just after it, more than an
+    incident gap apart, extend the same incident in one call: both add their energy, and the
+    severity is the highest peak's."""
+    settings, conn = jobs
+    frame = household(days=1, seed=72)
+    _add_meter(db_url, "inc3", frame.iloc[:10])
+    with conn.transaction():
+        version = conn.execute("INSERT INTO models (meter_id, algorithm, parameters, train_from,"
+                               " train_to, threshold, metrics, model, reason) VALUES ('inc3',"
+                               " 'seasonal-iforest', '{}', now(), now(), 50, '{}', '', 'test')"
+                               " RETURNING version").fetchone()[0]
+    with psycopg.connect(db_url) as owner:
+        owner.execute("INSERT INTO anomaly_scores (time, meter_id, model_version, score,"
+                      " is_anomaly, severity, kind) SELECT t, 'inc3', %s, 80, true, 'high',"
+                      " 'spike' FROM unnest(%s::timestamptz[]) AS t",
+                      (version, list(frame.index[[45, 100, 150, 200, 255]])))
+    owners = [incidents.Owner(_meter(conn, "inc3"), version, timedelta(minutes=1))]
+
+    def readings_at(positions, scores):
+        return pd.DataFrame({"at": 0, "score": scores, "kind": "spike", "expected": 0.5,
+                             "actual": 1.5, "top_feature": "active_power_kw:seasonal"},
+                            index=frame.index[positions])
+
+    with conn.transaction():
+        incidents.record(conn, owners, readings_at([100, 150, 200], 70.0))
+    with conn.transaction():
+        touched = incidents.record(conn, owners, readings_at([45, 255], [95.0, 85.0]))
+    assert touched.tolist() == [2]
+    rows = conn.execute("SELECT start_time, end_time, n_readings, peak_score, severity,"
+                        " excess_energy_kwh, estimated_cost FROM anomaly_incidents"
+                        " WHERE meter_id = 'inc3'").fetchall()
+    conn.commit()
+    assert rows == [(frame.index[45], frame.index[255], 5, 95.0, "critical", 5 / 60,
+                     5 / 60 * TARIFF)]
