@@ -98,6 +98,7 @@ class Pending:
 
     meter: readings.Meter
     mark: datetime | None  # the watermark: ingested_at of the newest reading scored
+    since: datetime        # readings stored after this are looked at (see Mark)
     newest: datetime       # the newest ingested_at to score up to
     first: datetime        # time of the oldest reading stored since `since`
     count: int             # readings stored since `since`
@@ -109,10 +110,20 @@ class Pending:
         readings stored in one transaction long before (a bulk load) are not looked at again."""
         return max(self.newest, self.settled)
 
-    @property
-    def since(self) -> datetime:
-        """Readings stored after this are looked at (a little before the watermark)."""
-        return self.mark - LATE_COMMIT if self.mark else NEVER
+
+@dataclass(frozen=True)
+class Mark:
+    """A meter's watermark, and where its late-commit check starts: readings stored up to the
+    settled point of the cycle that moved it were all committed when that cycle read, those
+    after it (up to the watermark) may still commit late."""
+
+    at: datetime
+    since: datetime
+
+    def settles(self, settled: datetime) -> bool:
+        """True when the check is open and every reading it covers has committed by now: one
+        last look closes it."""
+        return self.since < self.at <= settled
 
 
 @dataclass
@@ -225,32 +236,46 @@ class Scorer:
         return written
 
     def _pending(self) -> list[Pending]:
-        """Meters with readings stored after their watermark. Meters with a watermark are
-        found through the ingested_at index from the oldest watermark on, all in one query;
-        meters without one yet (never scored) in another."""
+        """Meters with readings stored after their watermark, or stored before it without a
+        score (committed late). Meters with a watermark are found through the ingested_at
+        index from the oldest start of a late-commit check on, all in one query; meters
+        without one yet (never scored) in another."""
         known = readings.meters(self.conn)
         settled = self.conn.execute("SELECT now() - %s", (LATE_COMMIT,)).fetchone()[0]
-        marks = dict(self.conn.execute(
-            "SELECT meter_id, ingested_at FROM detector_watermarks").fetchall())
+        marks = {meter_id: Mark(at, since) for meter_id, at, since in self.conn.execute(
+            "SELECT meter_id, ingested_at, coalesce(recheck_after, ingested_at - %s)"
+            " FROM detector_watermarks", (LATE_COMMIT,)).fetchall()}
         found = {}
         if marks:
-            oldest = min(marks.values()) - LATE_COMMIT
+            oldest = min(mark.since for mark in marks.values())
             found.update((row[0], list(row[1:])) for row in self.conn.execute(
                 "SELECT r.meter_id, max(r.ingested_at), min(r.time), count(*) FROM readings r"
                 " JOIN detector_watermarks w USING (meter_id)"
                 " WHERE r.ingested_at > %s AND r.ingested_at > w.ingested_at"
                 " GROUP BY r.meter_id", (oldest,)).fetchall())
-            for meter_id, first, count in self._late_unscored(oldest, set(found)):
-                found[meter_id][1] = min(found[meter_id][1], first)
-                found[meter_id][2] += count
+            # idle meters whose check has settled get their last look now, not when their
+            # next reading arrives (after a bulk load: a whole transaction of history each)
+            settling = {meter_id for meter_id, mark in marks.items()
+                        if meter_id not in found and mark.settles(settled)}
+            if found or settling:
+                for meter_id, first, count in self._late_unscored(oldest, set(found) | settling):
+                    row = found.setdefault(meter_id, [marks[meter_id].at, first, 0])
+                    row[1] = min(row[1], first)
+                    row[2] += count
+            if settling - found.keys():
+                self.conn.execute(  # closed: nothing stored up to the watermark is left
+                    "UPDATE detector_watermarks SET recheck_after = ingested_at"
+                    " WHERE meter_id = ANY(%s)", (sorted(settling - found.keys()),))
         new = [meter.meter_id for meter in known if meter.meter_id not in marks]
         if new:
             found.update((row[0], row[1:]) for row in self.conn.execute(
                 "SELECT meter_id, max(ingested_at), min(time), count(*) FROM readings"
                 " WHERE meter_id = ANY(%s) GROUP BY meter_id", (new,)).fetchall())
         self.conn.commit()
-        return [Pending(meter, marks.get(meter.meter_id), *found[meter.meter_id], settled)
-                for meter in known if meter.meter_id in found]
+        return [Pending(meter, mark.at if mark else None, mark.since if mark else NEVER,
+                        *found[meter.meter_id], settled)
+                for meter in known if meter.meter_id in found
+                for mark in [marks.get(meter.meter_id)]]
 
     def _late_unscored(self, oldest: datetime, meter_ids: set[str]) -> list[tuple]:
         """(meter, oldest time, count) of the readings of these meters stored a little before
@@ -267,7 +292,7 @@ class Scorer:
         window = (" FROM readings r JOIN detector_watermarks w USING (meter_id) JOIN unnest("
                   "%(meters)s::text[], %(starts)s::timestamptz[]) AS h(meter_id, start)"
                   " USING (meter_id) WHERE r.ingested_at > %(oldest)s"
-                  " AND r.ingested_at > w.ingested_at - %(late)s"
+                  " AND r.ingested_at > coalesce(w.recheck_after, w.ingested_at - %(late)s)"
                   " AND r.ingested_at <= w.ingested_at")
         ids = list(meter_ids)
         older = {"meters": ids, "starts": [starts.get(m, NEVER_AFTER) for m in ids],
@@ -504,10 +529,12 @@ class Scorer:
     def _advance(self, done: list[Pending]) -> None:
         """Move the watermarks of meters whose pending readings are all written."""
         self.conn.execute(
-            "INSERT INTO detector_watermarks (meter_id, ingested_at)"
-            " SELECT * FROM unnest(%s::text[], %s::timestamptz[])"
+            "INSERT INTO detector_watermarks (meter_id, ingested_at, recheck_after)"
+            " SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[])"
             " ON CONFLICT (meter_id) DO UPDATE SET ingested_at = excluded.ingested_at,"
-            " updated_at = now()", ([p.meter.meter_id for p in done], [p.next_mark for p in done]))
+            " recheck_after = excluded.recheck_after, updated_at = now()",
+            ([p.meter.meter_id for p in done], [p.next_mark for p in done],
+             [p.settled for p in done]))
 
     def _observe_lag(self, meter: readings.Meter, newest: datetime) -> None:
         lag = datetime.now(timezone.utc) - newest

@@ -417,6 +417,44 @@ def test_readings_committed_after_the_watermark_passed_them_are_scored(db_url, j
     assert scorer.cycle() == 0  # nothing found twice
 
 
+def test_an_idle_cycle_closes_the_late_commit_check(db_url, jobs):
+    """Once every reading up to an idle meter's watermark has committed, a cycle looks at the
+    readings stored just before it one last time (scoring one committed late) and closes the
+    check: later cycles look at nothing before the watermark."""
+    settings, conn = jobs
+    frame = household(days=6, seed=62)
+    history = 5 * 1440
+    gap = history - 5
+    for meter_id in ("idle", "quiet"):  # quiet: nothing comes late
+        _add_meter(db_url, meter_id, frame.iloc[:history].drop(frame.index[gap]))
+        _train(conn, settings, meter_id, frame)
+    scorer = Scorer(conn, settings, DetectorMetrics(CollectorRegistry()))
+    scorer.cycle()  # the history, stored less than LATE_COMMIT before: the check is open
+    marks = ("SELECT ingested_at, recheck_after FROM detector_watermarks"
+             " WHERE meter_id IN ('idle', 'quiet') ORDER BY meter_id")
+    (mark, recheck), (quiet_mark, quiet_recheck) = conn.execute(marks).fetchall()
+    conn.commit()
+    assert recheck < mark and quiet_recheck < quiet_mark
+    with psycopg.connect(db_url) as owner:  # as if all that happened a minute ago
+        owner.execute("UPDATE detector_watermarks SET ingested_at = ingested_at - %(a)s,"
+                      " recheck_after = recheck_after - %(a)s WHERE meter_id IN ('idle', 'quiet')",
+                      {"a": timedelta(minutes=1)})
+        owner.execute("UPDATE readings SET ingested_at = ingested_at - %s"
+                      " WHERE meter_id IN ('idle', 'quiet')", (timedelta(minutes=1),))
+        copy_frame(owner, "idle", frame.iloc[[gap]])  # stamped just before the watermark
+        owner.execute("UPDATE readings SET ingested_at = %s WHERE meter_id = 'idle'"
+                      " AND time = %s", (mark - timedelta(minutes=1, seconds=1), frame.index[gap]))
+    assert scorer.cycle() == 1
+    assert scorer.cycle() == 0
+    (mark, recheck), quiet = conn.execute(marks).fetchall()
+    scored = conn.execute("SELECT count(*), count(DISTINCT time) FROM anomaly_scores"
+                          " WHERE meter_id = 'idle'").fetchone()
+    conn.commit()
+    assert recheck == mark
+    assert quiet == (quiet_mark - timedelta(minutes=1),) * 2  # closed where it stood
+    assert scored == (history, history)
+
+
 def test_incidents_of_many_meters_are_merged_in_one_call(db_url, jobs):
     """One call records several meters' anomalous readings: a new incident for each, and a
     later call extends the incident its readings continue, without touching the other's."""
