@@ -569,7 +569,7 @@ class Scorer:
         written, owners, anomalous = 0, [], []
         for scored in batch:
             found = {}
-            for position, (meter, model) in enumerate(zip(scored.meters, scored.models)):
+            for position, meter in enumerate(scored.meters):
                 count, anomalous_times = inserted.get(meter.meter_id, (0, None))
                 written += count
                 self.metrics.scored.labels(meter.meter_id).inc(count)
