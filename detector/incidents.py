@@ -85,9 +85,8 @@ def record(conn: psycopg.Connection, owners: list[Owner], found: pd.DataFrame) -
     breaks = np.r_[True, (at[1:] != at[:-1]) | (np.diff(times) > INCIDENT_GAP * step[at[1:]])]
     starts = np.flatnonzero(breaks)
     group = np.cumsum(breaks) - 1
-    who = at[starts]
-    first, last = times[starts], times[np.r_[starts[1:], len(at)] - 1]
-    sizes = np.diff(np.r_[starts, len(at)])
+    ends = np.r_[starts[1:], len(at)]
+    who, first, last, sizes = at[starts], times[starts], times[ends - 1], ends - starts
     peak = np.lexsort((-scores, group))[starts]  # each run's highest score (its first if tied)
     hours = step[who] / 3.6e9
     excess_of = (found["actual"].to_numpy(float) - found["expected"].to_numpy(float))[order]
@@ -99,16 +98,16 @@ def record(conn: psycopg.Connection, owners: list[Owner], found: pd.DataFrame) -
     gap = INCIDENT_GAP * step[who]
     existing = _nearby(conn, owners, who, first - gap, last + gap)
     new, updates = [], []
-    for n, owner in enumerate(who.tolist()):
+    for n, position in enumerate(who.tolist()):
+        owner = owners[position]
         values = (moment_of(first[n]), moment_of(last[n]), int(sizes[n]), float(scores[peak[n]]),
                   severity[n])
-        tariff = owners[owner].meter.tariff_per_kwh
+        tariff = owner.meter.tariff_per_kwh
         if n in existing:
             updates.append((*values, tops[n], float(excess[n]), tariff, existing[n]))
         else:
-            meter = owners[owner].meter
-            new.append((meter.meter_id, owners[owner].version, *values, kind[n], tops[n],
-                        float(excess[n]), tariff, meter.currency))
+            new.append((owner.meter.meter_id, owner.version, *values, kind[n], tops[n],
+                        float(excess[n]), tariff, owner.meter.currency))
     with conn.cursor() as cursor:
         if updates:  # one statement for all of them, unless two runs extend one incident
             if len({update[-1] for update in updates}) == len(updates):

@@ -278,8 +278,8 @@ class Scorer:
                 for mark in [marks.get(meter.meter_id)]]
 
     def _late_unscored(self, oldest: datetime, meter_ids: set[str]) -> list[tuple]:
-        """(meter, oldest time, count) of the readings of these meters stored a little before
-        their watermark (LATE_COMMIT) that have no score: their transaction committed after
+        """(meter, oldest time, count) of the readings of these meters stored in their
+        late-commit window (see Mark) that have no score: their transaction committed after
         the cycle that moved the watermark read. A tail the service holds vouches for the
         times it contains (read and scored): of the readings from its start on, only the
         others are looked up in anomaly_scores, between constant time bounds (a probe per
@@ -566,7 +566,7 @@ class Scorer:
         if inserted is None:
             inserted = {meter_id: (count, times) for meter_id, count, times
                         in conn.execute(INSERT_UNSCORED, params).fetchall()}
-        written, owners, anomalous = 0, [], []
+        written, offset, anomalous = 0, 0, []
         for scored in batch:
             found = {}
             for position, meter in enumerate(scored.meters):
@@ -576,10 +576,11 @@ class Scorer:
                 if anomalous_times:
                     found[position] = anomalous_times
             if found:
-                anomalous.append(self._anomalies(scored, found, len(owners)))
-            owners += [incidents.Owner(meter, model.version, self._step(model))
-                       for meter, model in zip(scored.meters, scored.models)]
+                anomalous.append(self._anomalies(scored, found, offset))
+            offset += len(scored.meters)
         if anomalous:
+            owners = [incidents.Owner(meter, model.version, self._step(model))
+                      for scored in batch for meter, model in zip(scored.meters, scored.models)]
             self._record_incidents(conn, owners, pd.concat(anomalous))
         return written
 
