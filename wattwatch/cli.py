@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from wattwatch import __version__
+from wattwatch import __version__, logs
 from wattwatch.errors import WattwatchError
 
 COMMAND_MODULES = ["timescale.cli", "ingest.cli", "detector.cli", "drift.cli", "exporters.cli",
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logs.configure()  # INFO until the settings, once loaded, set WATTWATCH_LOG_LEVEL's level
     try:
         args.func(args)
     except WattwatchError as exc:

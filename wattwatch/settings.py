@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.fields import FIELDS
+from wattwatch import logs
 from wattwatch.errors import WattwatchError
 
 ENV_PREFIX = "WATTWATCH_"
@@ -34,6 +35,8 @@ class Settings(BaseSettings):
     readings_retention_days: int = Field(0, ge=0)
     scores_retention_days: int = Field(0, ge=0)
     compress_after_days: int = Field(7, ge=0)
+    # Level of the services' log lines on stderr (DEBUG adds tracebacks of unexpected errors).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Where each service serves /metrics; compose sets 0.0.0.0 so Prometheus can reach it.
     metrics_address: str = "127.0.0.1"
     # Directory of the pg_dump and pg_restore that `db backup` / `db restore` run (their major
@@ -124,7 +127,9 @@ def _describe(error: dict) -> str:
 def load_settings() -> Settings:
     """Read and validate the configuration, or raise one clear line naming the variable."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         problems = "; ".join(_describe(error) for error in exc.errors())
         raise WattwatchError(f"configuration error: {problems}") from None
+    logs.configure(settings.log_level)
+    return settings

@@ -1,0 +1,46 @@
+"""Logging for every wattwatch command, configured once at start-up.
+
+Services log to stderr, one line per event: timestamp, level, component (the logger's name
+below `wattwatch.`) and the message. `WATTWATCH_LOG_LEVEL` sets the level; tracebacks of
+unexpected errors are logged at DEBUG only, so a service never prints a bare traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+FORMAT = "%(asctime)s %(levelname)s %(component)s: %(message)s"
+
+
+class _ComponentFilter(logging.Filter):
+    """Adds `component`: the logger name without the package prefix ('detector', 'ingest')."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.component = record.name.removeprefix("wattwatch.")
+        return True
+
+
+def configure(level: str = "INFO") -> None:
+    """Send the `wattwatch` loggers to stderr at `level`; calling it again only changes the level."""
+    root = logging.getLogger("wattwatch")
+    root.setLevel(level.upper())
+    if not any(getattr(h, "_wattwatch", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler._wattwatch = True  # marks our handler, so configure() never adds a second one
+        handler.setFormatter(logging.Formatter(FORMAT, datefmt="%Y-%m-%dT%H:%M:%S%z"))
+        handler.addFilter(_ComponentFilter())
+        root.addHandler(handler)
+        root.propagate = False
+
+
+def get(component: str) -> logging.Logger:
+    """The logger of one component, e.g. get('detector') -> 'wattwatch.detector'."""
+    return logging.getLogger(f"wattwatch.{component}")
+
+
+def unexpected(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """One line naming an unexpected error and what it hit; its traceback at DEBUG only."""
+    logger.error("%s: %s: %s", what, type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+    logger.debug("traceback of the error above", exc_info=exc)
