@@ -25,9 +25,11 @@ from ingest.parse import Reject
 from ingest.summary import Summary
 from ingest.writer import BatchResult, ReadingWriter, meter_spans, register_meters
 from timescale.rollups import refresh_rollups
+from wattwatch import logs
 from wattwatch.errors import WattwatchError, first_line
 
 MAX_BACKOFF_SECONDS = 30.0
+log = logs.get("ingest")
 # rows, their line numbers, their raw lines, parse rejects, meter_spans(rows)
 Batch = tuple[list[tuple], list[int | None], list[str], list[Reject], dict[str, tuple]]
 
@@ -118,10 +120,12 @@ class BatchLoader:
             self._queue = None
         self._raise_writer_error()
 
-    def refresh_rollups(self) -> None:
-        """Bring the hourly and daily rollups up to date for what was written (after close)."""
+    def refresh_rollups(self, live: bool = False) -> None:
+        """Bring the hourly and daily rollups up to date for what was written (after close);
+        `live` when the rows come from a live feed (see timescale/rollups.py)."""
         if self.unrolled:
-            self.with_retries(lambda: refresh_rollups(self.conn, *self.unrolled))
+            done = self.with_retries(lambda: refresh_rollups(self.conn, *self.unrolled, live=live))
+            log.debug("rollups of %s: %s", self.source, done)
             self.unrolled = None
 
     def _register_meters(self, spans: dict[str, tuple]) -> None:

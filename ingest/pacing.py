@@ -24,5 +24,5 @@ class Pacer:
             self.loader.flush()
             self.flushed = now
         if now - self.rolled >= ROLLUP_SECONDS:
-            self.loader.refresh_rollups()
+            self.loader.refresh_rollups(live=True)
             self.rolled = now

@@ -67,7 +67,7 @@ def replay_file(conn: psycopg.Connection, path: Path, options: LoadOptions, sett
             loader.add_row((parsed[0], due, *parsed[2:]), number, raw)
             pacer.tick()
         loader.close()
-        loader.refresh_rollups()
+        loader.refresh_rollups(live=True)
     summary.dst_ambiguous, summary.dst_nonexistent = resolver.ambiguous, resolver.nonexistent
     summary.seconds = time.perf_counter() - started
     return summary

@@ -97,6 +97,6 @@ def simulate_live(conn: psycopg.Connection, settings: Settings, *, meters: int, 
         pacer.tick()
         tick += step
     loader.close()
-    loader.refresh_rollups()
+    loader.refresh_rollups(live=True)
     summary.seconds = time.perf_counter() - started
     return summary

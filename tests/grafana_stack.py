@@ -23,6 +23,7 @@ from drift.runner import run_pass
 from exporters.demo import free_port, seed_history
 from tests.conftest import settings_for
 from tests.test_cli import WATTWATCH, run_cli
+from timescale.rollups import refresh_rollups
 
 PROJECT = Path(__file__).resolve().parent.parent
 GRAFANA = PROJECT / "grafana"
@@ -157,7 +158,7 @@ def seed(db_url: str) -> datetime:
                      "WHERE meter_id = %s AND time BETWEEN %s AND %s", (SURGE_METER, *surge))
         conn.execute("INSERT INTO injected_anomalies (meter_id, start_time, end_time, kind, magnitude, source) "
                      "VALUES (%s, %s, %s, 'spike', 6, 'tests')", (SURGE_METER, *surge))
-        conn.execute("SELECT refresh_readings_rollups(%s, %s)", (end - timedelta(days=1), end))
+        refresh_rollups(conn, end - timedelta(days=1), end)
         detect(conn, settings, DetectorMetrics(CollectorRegistry()), once=True)
         run_pass(conn, settings, mode="full", current_to=end, current_days=1,
                  reference=(end - timedelta(days=DAYS), end - timedelta(days=1)))

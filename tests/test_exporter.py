@@ -18,6 +18,7 @@ from ingest.simulate import simulate_history
 from tests.conftest import prometheus_query, prometheus_wait, settings_for
 from tests.test_cli import WATTWATCH, one_line_error, run_cli
 from timescale.connect import connect_url
+from timescale.rollups import refresh_rollups
 
 METERS = ["kpi-0000", "kpi-0001", "kpi-0002"]
 
@@ -113,7 +114,8 @@ def test_new_readings_show_on_the_next_scrape(db_url, reader_url):
         with psycopg.connect(db_url, autocommit=True) as conn:
             conn.execute("INSERT INTO readings (time, meter_id, active_power_kw) "
                          "VALUES (now() - interval '1 minute', 'kpi-0002', 1.5)")
-            conn.execute("SELECT refresh_readings_rollups(now() - interval '1 hour', now())")
+            now = datetime.now(timezone.utc)
+            refresh_rollups(conn, now - timedelta(hours=1), now)
         got = samples(registry)
         assert got[("wattwatch_readings_stored", ())] == before + 1
         assert got[("wattwatch_meter_last_reading_age_seconds", (("meter_id", "kpi-0002"),))] < 120

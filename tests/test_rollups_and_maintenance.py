@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from tests.test_cli import run_cli
-from timescale.rollups import refresh_rollups
+from timescale.rollups import ROLLUPS, bucket_start, refresh_rollups
 
 COLUMNS = """count(*), avg(active_power_kw), min(active_power_kw), max(active_power_kw),
     avg(reactive_power_kw), avg(voltage_v), min(voltage_v), max(voltage_v), avg(current_a),
@@ -66,17 +66,39 @@ def test_rollups_equal_raw_aggregates_after_refresh(conn):
 def test_rollups_are_readable_by_the_reader_and_refreshable_by_writers(conn, role_url, server_license):
     with psycopg.connect(role_url("wattwatch_reader")) as reader:
         reader.execute("SELECT * FROM readings_hourly, readings_daily LIMIT 1")
-    refresh = conn.execute(
-        "SELECT to_regprocedure('refresh_readings_rollups(timestamptz, timestamptz)')").fetchone()[0]
-    if server_license == "timescale":
-        assert refresh is None  # continuous aggregates refresh themselves through their policies
-        return
+    # Writers call refresh_rollups after every load, in either mode, and it must never fail:
+    # apache rewrites the tables; timescale leaves a non-owner's refresh to the policies.
     for role in ("wattwatch_ingest", "wattwatch_jobs"):
         with psycopg.connect(role_url(role)) as writer:
-            assert refresh_rollups(writer, START, START).endswith("rollup rows rewritten")
-    with psycopg.connect(role_url("wattwatch_reader")) as reader, pytest.raises(
-            psycopg.errors.InsufficientPrivilege):
-        reader.execute("SELECT refresh_readings_rollups(now(), now())")
+            done = refresh_rollups(writer, START, START + timedelta(minutes=5))
+            if server_license == "apache":
+                assert done.endswith("rollup rows rewritten")
+            else:
+                assert "left to their refresh policies" in done
+            assert refresh_rollups(writer, START, START, live=True)
+    if server_license == "apache":
+        with psycopg.connect(role_url("wattwatch_reader")) as reader, pytest.raises(
+                psycopg.errors.InsufficientPrivilege):
+            reader.execute("SELECT refresh_readings_rollups(now(), now())")
+
+
+def test_a_window_shorter_than_a_bucket_refreshes_its_whole_bucket(conn):
+    # The window that made refresh_continuous_aggregate fail with "refresh window too small".
+    load_minutes(conn, "short", START + timedelta(days=5, minutes=7), 50)
+    refresh_rollups(conn, START + timedelta(days=5, minutes=10), START + timedelta(days=5, minutes=40))
+    hourly = conn.execute("SELECT bucket, n_readings FROM readings_hourly WHERE meter_id = 'short'").fetchall()
+    assert hourly == [(START + timedelta(days=5), 50)]
+    daily = conn.execute("SELECT n_readings FROM readings_daily WHERE meter_id = 'short'").fetchall()
+    assert daily == [(50,)]
+
+
+def test_bucket_start_is_time_bucket(conn):
+    moments = [START, START + timedelta(minutes=59, seconds=59), datetime(1999, 12, 31, 23, 30, tzinfo=timezone.utc),
+               datetime(2006, 12, 16, 17, 24, tzinfo=timezone.utc), datetime(2026, 12, 3, 0, 0, 1, tzinfo=timezone.utc)]
+    for width in (*ROLLUPS.values(), timedelta(minutes=15), timedelta(days=7)):
+        for moment in moments:
+            expected = conn.execute("SELECT time_bucket(%s, %s::timestamptz)", (width, moment)).fetchone()[0]
+            assert bucket_start(moment, width) == expected, (width, moment)
 
 
 def test_maintain_applies_retention_for_the_mode(make_database, server_license):
