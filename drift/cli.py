@@ -33,18 +33,22 @@ def cmd_run(args: argparse.Namespace) -> None:
     settings = load_settings()
     reference = (args.reference_from, args.reference_to) if args.reference_from else None
 
-    def run(mode: str):
+    def run(mode: str, meters: list[str] | None = None):
         with connect(settings, autocommit=True) as conn:
             return run_pass(conn, settings, mode=mode, current_to=args.current_to,
                             current_days=args.current_days, reference=reference,
-                            reference_days=args.reference_days, meters=args.meter)
+                            reference_days=args.reference_days, meters=meters or args.meter)
+
+    def check(query):
+        with connect(settings, autocommit=True) as conn:
+            return query(conn)
 
     if args.once:
         report = run(args.mode or "full")
         print(json.dumps(report.to_json(), indent=2) if args.json else summary(report))
         return
     port = DEFAULT_PORTS["drift"] if args.metrics_port is None else args.metrics_port
-    serve(settings, run, first_mode=args.mode or "light", port=port, print_json=args.json)
+    serve(settings, run, check, first_mode=args.mode, port=port, print_json=args.json)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -58,11 +62,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Without --once: serve /metrics, run one pass at once, then light passes "
         "(PSI) daily at WATTWATCH_DRIFT_LIGHT_AT and full passes (PSI, KS, Wasserstein) weekly "
         "on WATTWATCH_DRIFT_FULL_DAY at WATTWATCH_DRIFT_FULL_AT. Each pass writes drift_reports "
-        "and, for a meter in critical drift, a retrain request unless one is pending.")
+        "and, for a meter in critical drift, a retrain request unless one is pending. A meter "
+        "whose model is new is judged within a minute; a failed pass is retried with backoff.")
     run.add_argument("--once", action="store_true", help="run one pass, print its summary, exit")
     run.add_argument("--mode", choices=("light", "full"),
                      help="mode of the pass run now (--once: default full; service: the start-up "
-                     "pass, default light)")
+                     "pass, default full when no full pass ran in the last week, else light)")
     run.add_argument("--json", action="store_true",
                      help="print each pass's report as JSON (the old drift report's shape)")
     run.add_argument("--meter", action="append", metavar="ID",

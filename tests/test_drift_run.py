@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -202,16 +203,24 @@ def start_service(env: dict, *args: str, cwd=None) -> tuple[subprocess.Popen, in
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WATTWATCH_")}
     service = subprocess.Popen([WATTWATCH, "drift", "run", "--metrics-port", "0", *args], env={**clean, **env},
                                cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = service.stdout.readline()
-    assert first.startswith("drift: serving metrics on http://127.0.0.1:"), first
-    return service, int(first.rsplit(":", 1)[1].split("/")[0])
+    first = service.stderr.readline()
+    assert re.match(r"\S+ INFO drift: drift service: metrics on http://127\.0\.0\.1:\d+/metrics", first), first
+    return service, int(re.search(r":(\d+)/metrics", first)[1])
+
+
+def log_line(service: subprocess.Popen, needle: str) -> str:
+    """The first line the service logs (stderr) that holds `needle`."""
+    for line in service.stderr:
+        if needle in line:
+            return line
+    raise AssertionError(f"the service ended without logging {needle!r}")
 
 
 def test_service_publishes_results_that_prometheus_scrapes(jobs_env, stack, scrape_target):
-    service, port = start_service(jobs_env, *WINDOW_ARGS)
+    service, port = start_service(jobs_env, "--mode", "light", *WINDOW_ARGS)
     try:
-        summary = service.stdout.readline()  # the start-up pass is done once this is printed
-        assert summary.startswith("drift: light run ") and "1 critical" in summary, summary
+        summary = log_line(service, " run ")  # the start-up pass is done once this is logged
+        assert "INFO drift: light run " in summary and "1 critical" in summary, summary
         scrape_target("drift", port)
         base = stack["prometheus_url"]
         deadline = time.monotonic() + 60
@@ -241,8 +250,9 @@ def test_service_survives_a_failed_pass_and_counts_it(tmp_path):
                                    "WATTWATCH_CONNECT_ATTEMPTS": "1",
                                    "WATTWATCH_CONNECT_TIMEOUT_SECONDS": "1"}, cwd=tmp_path)
     try:
-        error = service.stderr.readline()
-        assert error.startswith(f"drift: light run failed: cannot connect to the database at u@127.0.0.1:{dead}/x")
+        error = log_line(service, "pass failed")
+        assert f"ERROR drift: light pass failed: cannot connect to the database at u@127.0.0.1:{dead}/x" in error
+        assert error.rstrip().endswith("retrying in 30 s"), error
         assert service.poll() is None  # still serving
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             exposition = response.read().decode()
@@ -251,3 +261,50 @@ def test_service_survives_a_failed_pass_and_counts_it(tmp_path):
     finally:
         service.terminate()
         service.wait(timeout=10)
+
+
+def test_a_meter_with_a_new_model_is_judged_at_the_next_catch_up(loaded, conn):
+    """A new model is a new reference: the service judges its meter within a minute, in full
+    when no full pass ran in the last week, then leaves it to the schedule. A failed pass is
+    retried with backoff instead of waiting for the next day."""
+    from detector.readings import meters
+    from detector.registry import train
+    from drift import catch_up
+    from drift.metrics import DriftMetrics
+    from drift.runner import run_pass
+    from drift.service import RETRY_SECONDS, DriftService
+    from prometheus_client import CollectorRegistry
+
+    from tests.conftest import settings_for
+
+    settings = settings_for(loaded, drift_workers=1)
+    house = next(meter for meter in meters(conn) if meter.meter_id == "house")
+    with conn.transaction():
+        train(conn, house, settings, start=START, end=CURRENT_FROM, reason="test")
+    assert catch_up.meters_with_new_models(conn) == ["house"]
+    expected_mode = "full" if catch_up.full_pass_due(conn) else "light"
+    runs = []
+
+    def run(mode, chosen):
+        runs.append((mode, chosen))
+        return run_pass(conn, settings, mode=mode, meters=chosen, current_to=CURRENT_TO, current_days=7)
+
+    service = DriftService(settings, run, lambda query: query(conn), DriftMetrics(CollectorRegistry()), False)
+    service.catch_up()
+    assert runs == [(expected_mode, ["house"])]
+    assert catch_up.meters_with_new_models(conn) == []
+    assert not catch_up.full_pass_due(conn)
+    service.catch_up()
+    assert len(runs) == 1  # judged once
+
+    def broken(mode, chosen):
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    service.run = broken
+    assert service.job("light") is False
+    when, wait, mode = service.retry
+    assert (wait, mode) == (RETRY_SECONDS[0], "light") and when > time.monotonic()
+    service.retry = (time.monotonic(), wait, mode)  # its time has come
+    service.run = run
+    service.catch_up()
+    assert runs[-1] == ("light", None) and service.retry is None
