@@ -213,10 +213,18 @@ class BatchLoader:
         if self.reconnect is None:
             return self._once(action)
         backoff = 0.5
+        lost: float | None = None
         while True:
             try:
-                return action()
-            except psycopg.OperationalError:
+                result = action()
+                if lost is not None:
+                    log.info("database back after %.1f s; %s goes on where it stopped",
+                             time.monotonic() - lost, self.source)
+                return result
+            except psycopg.OperationalError as exc:
+                if lost is None:
+                    lost = time.monotonic()
+                    log.warning("database connection lost (%s); reconnecting with backoff", first_line(exc))
                 if self.metrics:
                     self.metrics.connection_errors.inc()
                 time.sleep(backoff)

@@ -6,10 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
+from datetime import datetime, timedelta, timezone
+
 from exporters.metrics import DEFAULT_PORTS
+from wattwatch import logs
 from wattwatch.arguments import timestamp
 from wattwatch.errors import WattwatchError
 from wattwatch.settings import load_settings
+
+log = logs.get("ingest")
 
 
 def _mapping(text: str) -> tuple[str, str]:
@@ -105,17 +110,23 @@ def cmd_replay(args: argparse.Namespace) -> None:
     stop = _stop_on_signals()
     options = LoadOptions(meter=args.meter, timezone=args.timezone, layout=layout_options(args))
     with connect(settings) as conn:
+        _log_start(conn, "replay", file=args.path, meter=args.meter, speed=args.speed,
+                   history_days=args.history_days, metrics_port=args.metrics_port)
         summary = replay_file(conn, args.path, options, settings, args.speed,
-                              reconnect=lambda: connect(settings), metrics=metrics, stop=stop)
+                              reconnect=lambda: connect(settings), metrics=metrics, stop=stop,
+                              history_days=args.history_days)
     _report(summary, args.json)
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
     from ingest.simulate import simulate_history, simulate_live
+    from ingest.synthetic import aligned
     from timescale.connect import connect
 
     if (args.start is None) != (args.end is None):
         raise WattwatchError("--from and --to go together: both for a history, neither for live")
+    if args.start is not None and args.history_days:
+        raise WattwatchError("--history-days is for live mode; --from/--to already write a history")
     if args.start is not None and args.end <= args.start:
         raise WattwatchError(f"--to {args.end.isoformat()} is not after --from {args.start.isoformat()}")
     settings = load_settings()
@@ -128,9 +139,25 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         if args.start is not None:
             summary = simulate_history(conn, settings, start=args.start, end=args.end, **common)
         else:
+            _log_start(conn, "simulate", meters=args.meters, interval_s=args.interval,
+                       history_days=args.history_days, anomaly_rate=args.anomaly_rate,
+                       metrics_port=args.metrics_port)
+            since = None
+            if args.history_days:
+                since = aligned(datetime.now(timezone.utc), args.interval)
+                history = simulate_history(conn, settings, start=since - timedelta(days=args.history_days),
+                                           end=since, **common)
+                log.info("history of %g days stored: %s", args.history_days, history.format().splitlines()[0])
             summary = simulate_live(conn, settings, reconnect=lambda: connect(settings),
-                                    stop=_stop_on_signals(), duration=args.duration, **common)
+                                    stop=_stop_on_signals(), duration=args.duration, since=since, **common)
     _report(summary, args.json)
+
+
+def _log_start(conn, service: str, **key) -> None:
+    """The start-up line of a live ingest: version, database role, key settings."""
+    role = conn.execute("SELECT current_user").fetchone()[0]
+    conn.commit()
+    logs.startup(log, f"ingest {service}", role, **key)
 
 
 def _positive(kind):
@@ -143,6 +170,16 @@ def _positive(kind):
             raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
         return value
     return parse
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of days, 0 or more, got {text!r}")
+    return value
 
 
 def _rate(text: str) -> float:
@@ -199,6 +236,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     replay.add_argument("path", type=Path, metavar="PATH")
     replay.add_argument("--speed", type=_positive(float), default=1.0,
                         help="N times real time (default 1)")
+    replay.add_argument("--history-days", type=_non_negative, default=0, metavar="DAYS",
+                        help="store the file's first DAYS at once, ending now, then replay the "
+                        "rest live (default 0: all live)")
     add_layout_arguments(replay)
     replay.add_argument("--json", action="store_true", help="print the closing summary as JSON")
     replay.add_argument("--metrics-port", type=int, default=DEFAULT_PORTS["ingest"], metavar="PORT",
@@ -221,6 +261,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     simulate.add_argument("--anomaly-rate", type=_rate, default=0.2, metavar="P",
                           help="probability that a meter's block of 1440 readings holds an anomaly (default 0.2)")
     simulate.add_argument("--prefix", default="sim", help="meter id prefix (default sim: sim-0000, ...)")
+    simulate.add_argument("--history-days", type=_non_negative, default=0, metavar="DAYS",
+                          help="live mode: first store the DAYS before now at bulk speed, then "
+                          "go on live from there (default 0)")
     simulate.add_argument("--duration", type=_positive(float), metavar="SECONDS",
                           help="live mode: stop after this many seconds (default: run until stopped)")
     simulate.add_argument("--json", action="store_true", help="print the closing summary as JSON")

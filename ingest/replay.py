@@ -2,7 +2,8 @@
 
 The first reading is stored at the moment the replay starts; each later one at
 start + (its time - first time) / speed, written when that moment comes, so the stored times
-follow the wall clock and never lie in the future. Rows go out in small batches (at least once
+follow the wall clock and never lie in the future. With a history of N days, the file's first N
+days are stored at once, ending at the start, and the rest follows live from there. Rows go out in small batches (at least once
 a second); a lost database connection is replaced with backoff and the batch written again, so
 nothing is lost or duplicated.
 """
@@ -33,8 +34,9 @@ REPLAY_BATCH_ROWS = 10_000
 
 def replay_file(conn: psycopg.Connection, path: Path, options: LoadOptions, settings: Settings,
                 speed: float, reconnect, metrics: IngestMetrics | None = None,
-                stop: threading.Event | None = None) -> Summary:
+                stop: threading.Event | None = None, history_days: float = 0) -> Summary:
     """Replay one file until its end (or until `stop` is set); returns the summary."""
+    history = timedelta(days=history_days)
     stop = stop or threading.Event()
     source = f"replay:{path.resolve()}"
     summary = Summary(source=source)
@@ -60,7 +62,9 @@ def replay_file(conn: psycopg.Connection, path: Path, options: LoadOptions, sett
                 loader.add_reject(parsed)
                 continue
             first_time = first_time or parsed[1]
-            due = wall_start + (parsed[1] - first_time) / speed
+            offset = parsed[1] - first_time
+            # History rows are stored at once (they end at the start); the rest when due.
+            due = wall_start - history + offset if offset < history else wall_start + (offset - history) / speed
             while (wait := (due - datetime.now(timezone.utc)).total_seconds()) > 0 and not stop.is_set():
                 pacer.tick()
                 stop.wait(min(wait, FLUSH_SECONDS))

@@ -61,8 +61,10 @@ def simulate_history(conn: psycopg.Connection, settings: Settings, *, meters: in
 def simulate_live(conn: psycopg.Connection, settings: Settings, *, meters: int, step_seconds: int,
                   seed: int, prefix: str, anomaly_rate: float, reconnect,
                   metrics: IngestMetrics | None = None, stop: threading.Event | None = None,
-                  duration: float | None = None) -> Summary:
-    """One reading per meter at every step boundary, written as it happens, until stopped."""
+                  duration: float | None = None, since: datetime | None = None) -> Summary:
+    """One reading per meter at every step boundary, written as it happens, until stopped;
+    from `since` (a step boundary, e.g. where a history ended: the steps up to now are written
+    at once) or from now."""
     stop = stop or threading.Event()
     source = source_of(seed)
     summary = Summary(source=source)
@@ -72,7 +74,7 @@ def simulate_live(conn: psycopg.Connection, settings: Settings, *, meters: int, 
     loader.with_retries(lambda: register_simulated_meters(loader.conn, prefix, meters))
     pacer = Pacer(loader)
     blocks: dict[int, tuple[int, list[tuple], list]] = {}  # meter -> (block, rows, pending labels)
-    tick = aligned(datetime.now(timezone.utc), step_seconds)
+    tick = since or aligned(datetime.now(timezone.utc), step_seconds)
     deadline = None if duration is None else time.monotonic() + duration
     step = timedelta(seconds=step_seconds)
     while not stop.is_set() and (deadline is None or time.monotonic() < deadline):

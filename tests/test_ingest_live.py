@@ -150,3 +150,42 @@ def test_replay_follows_the_clock_and_survives_a_lost_connection(db_url, tmp_pat
     assert before <= rows[0][0] and rows[-1][0] <= after
     gaps = [(b[0] - a[0]).total_seconds() for a, b in zip(rows, rows[1:])]
     assert all(abs(gap - 60 / 1800) < 2e-6 for gap in gaps)  # a minute of the file: 1/30 s of replay
+
+
+def test_replay_stores_its_history_days_at_once_ending_now_then_goes_on_live(db_url, tmp_path):
+    path = tmp_path / "history.csv"
+    start = datetime(2025, 6, 1, tzinfo=UTC)
+    minutes = 2 * 1440 + 60  # two days of history, then an hour replayed live
+    path.write_text("time,meter,kw\n" + "".join(
+        f"{(start + timedelta(minutes=i)).isoformat()},h1,{i}\n" for i in range(minutes)))
+    before = datetime.now(UTC)
+    summary = cli_json(db_url, "replay", str(path), "--history-days", "2", "--speed", "3600",
+                       "--map", "kw=active_power_kw", "--metrics-port", "0")
+    after = datetime.now(UTC)
+    assert summary["loaded"] == minutes
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("SELECT time, active_power_kw FROM readings WHERE meter_id = 'h1' "
+                            "ORDER BY time").fetchall()
+    assert [value for _, value in rows] == list(range(minutes))
+    history, live = rows[:2 * 1440], rows[2 * 1440:]
+    # The history keeps its minute steps and ends just before the live part begins, at the start.
+    assert all(b[0] - a[0] == timedelta(minutes=1) for a, b in zip(history, history[1:]))
+    assert before - timedelta(days=2) <= history[0][0] and history[-1][0] < live[0][0] <= after
+    assert live[0][0] - history[-1][0] <= timedelta(minutes=1)
+    gaps = [(b[0] - a[0]).total_seconds() for a, b in zip(live, live[1:])]
+    assert all(abs(gap - 60 / 3600) < 2e-6 for gap in gaps)
+
+
+def test_simulate_history_days_then_live_leaves_no_gap(db_url):
+    before = datetime.now(UTC)
+    live = cli_json(db_url, "simulate", "--meters", "2", "--interval", "1", "--history-days", "0.01",
+                    "--duration", "2", "--seed", "13", "--prefix", "hist", "--metrics-port", "0")
+    with psycopg.connect(db_url) as conn:
+        per_meter = conn.execute(
+            "SELECT count(*), count(DISTINCT time), min(time), max(time) FROM readings "
+            "WHERE meter_id LIKE 'hist-%' GROUP BY meter_id").fetchall()
+    assert len(per_meter) == 2
+    for count, distinct, low, high in per_meter:
+        assert low <= before - timedelta(days=0.01) + timedelta(seconds=2)
+        assert count == distinct == int((high - low).total_seconds()) + 1  # one a second, no gap
+    assert live["loaded"] >= 2

@@ -44,3 +44,13 @@ def unexpected(logger: logging.Logger, what: str, exc: BaseException) -> None:
     """One line naming an unexpected error and what it hit; its traceback at DEBUG only."""
     logger.error("%s: %s: %s", what, type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "")
     logger.debug("traceback of the error above", exc_info=exc)
+
+
+def startup(logger: logging.Logger, service: str, role: str, **settings: object) -> None:
+    """The one start-up line of a long-running service: version, database role, key settings
+    (never a secret: pass only the settings a reader of the log needs)."""
+    from wattwatch import __version__
+
+    shown = ", ".join(f"{name}={value}" for name, value in settings.items())
+    logger.info("wattwatch %s %s starting as database role %s%s", __version__, service, role,
+                f": {shown}" if shown else "")
