@@ -89,7 +89,25 @@ def test_malformed_database_url(url, expected, tmp_path):
     line = one_line_error(run_cli(["db", "migrate"], {"WATTWATCH_DATABASE_URL": url}, tmp_path))
     assert "WATTWATCH_DATABASE_URL is invalid" in line
     assert expected in line
-    assert url not in line or "@" not in url  # never echo credentials back
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://u:kiwi@mango@db.example:5432/db",
+    "postgresql://u:kiwi@db.example:notaport/db",
+    "postgresql://u:kiwi/mango@db.example:5432/db",
+    "postgresql://u:kiwi#mango@db.example:5432/db",
+    "postgresql://u:kiwi%zzmango@db.example:5432/db",
+    "postgresql://u:kiwi mango@db.example:5432/db",
+    "postgresql://u:kiwi[mango@db.example:5432/db",
+])
+def test_a_malformed_url_never_shows_its_password(url, tmp_path):
+    # these used to print 'kiwi' or 'mango' (the password) as a host, port or libpq parse error
+    result = run_cli(["db", "status"], {"WATTWATCH_DATABASE_URL": url}, tmp_path)
+    line = one_line_error(result)
+    assert line.startswith("wattwatch db: configuration error: WATTWATCH_DATABASE_URL is invalid: "
+                           "malformed URL: ")
+    assert "percent-encode" in line
+    assert "kiwi" not in result.stderr and "mango" not in result.stderr
 
 
 def test_invalid_number_names_its_variable(tmp_path):
