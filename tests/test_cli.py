@@ -117,6 +117,14 @@ def test_invalid_number_names_its_variable(tmp_path):
     assert "WATTWATCH_CONNECT_ATTEMPTS is invalid" in line
 
 
+def test_nan_setting_is_refused_as_not_finite(tmp_path):
+    env = {"WATTWATCH_DATABASE_URL": "postgresql://u@127.0.0.1/db",
+           "WATTWATCH_DETECTOR_TRAIN_DAYS": "nan"}
+    line = one_line_error(run_cli(["detect", "train"], env, tmp_path))
+    assert line == ("wattwatch detect: configuration error: WATTWATCH_DETECTOR_TRAIN_DAYS is "
+                    "invalid: must be a finite number, got nan")
+
+
 def test_dotenv_file_is_read(tmp_path):
     (tmp_path / ".env").write_text("WATTWATCH_DATABASE_URL=http://from-dotenv/db\n")
     line = one_line_error(run_cli(["db", "status"], cwd=tmp_path))

@@ -1,4 +1,4 @@
-"""Configuration errors: clear, naming the variable, and never echoing a password."""
+"""Configuration errors: clear, naming the variable, never echoing a password, no NaN accepted."""
 
 from __future__ import annotations
 
@@ -91,3 +91,40 @@ def test_encoded_passwords_are_accepted_as_libpq_reads_them(environment, url, pa
     assert params["password"] == password
     assert params["user"] == "u"
     assert password not in describe_url(url)
+
+
+@pytest.mark.parametrize("variable", ["detector_train_days", "detector_model_max_age_days",
+                                      "detector_interval_seconds", "connect_timeout_seconds",
+                                      "drift_psi_warning", "drift_current_days"])
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "Infinity", "-Infinity"])
+def test_float_settings_refuse_nan_and_infinities(environment, variable, value):
+    message = configuration_error(environment, database_url="postgresql://u@db.example/db",
+                                  **{variable: value})
+    assert message == (f"configuration error: WATTWATCH_{variable.upper()} is invalid: "
+                       f"must be a finite number, got {value}")
+
+
+def test_every_float_setting_refuses_nan(environment):
+    from wattwatch.settings import Settings
+
+    floats = [name for name, field in Settings.model_fields.items() if field.annotation is float]
+    assert len(floats) >= 10
+    for name in floats:
+        message = configuration_error(environment, database_url="postgresql://u@db.example/db",
+                                      **{name: "nan"})
+        assert f"WATTWATCH_{name.upper()} is invalid: must be a finite number, got nan" in message
+        environment.delenv(f"WATTWATCH_{name.upper()}")
+
+
+def test_ingest_ranges_refuse_nan_naming_the_value(environment):
+    message = configuration_error(environment, database_url="postgresql://u@db.example/db",
+                                  ingest_ranges='{"voltage_v": [180, Infinity]}')
+    assert message == ("configuration error: WATTWATCH_INGEST_RANGES is invalid: voltage_v[1]: "
+                       "must be a finite number, got inf")
+
+
+def test_a_finite_value_out_of_range_still_names_its_bound(environment):
+    message = configuration_error(environment, database_url="postgresql://u@db.example/db",
+                                  detector_train_days="5000")
+    assert message == ("configuration error: WATTWATCH_DETECTOR_TRAIN_DAYS is invalid: "
+                       "Input should be less than or equal to 3660")

@@ -21,7 +21,8 @@ class Settings(BaseSettings):
     """Every setting a wattwatch command reads; each field is WATTWATCH_<FIELD> in the environment."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        allow_inf_nan=False,  # nan, inf and -inf are refused by every float setting
     )
 
     database_url: SecretStr = Field(description="PostgreSQL URL of the TimescaleDB database")
@@ -170,12 +171,20 @@ def url_problem(url: str) -> str | None:
 
 
 def _describe(error: dict) -> str:
-    field = ".".join(str(part) for part in error["loc"])
-    variable = ENV_PREFIX + field.upper()
-    if error["type"] == "missing":
+    field, *inner = error["loc"]
+    variable = ENV_PREFIX + str(field).upper()
+    if error["type"] == "missing" and not inner:
         return f"{variable} is not set"
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{variable} is invalid: {message}"
+    if error["type"] == "finite_number":
+        message = f"must be a finite number, got {error['input']}"
+    elif error["type"] == "missing":
+        message = "a value is missing"
+    else:
+        message = error["msg"].removeprefix("Value error, ")
+    # A value inside a JSON setting, e.g. WATTWATCH_INGEST_RANGES's voltage_v[0].
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in inner)
+    return f"{variable} is invalid: {where.removeprefix('.')}: {message}" if where \
+        else f"{variable} is invalid: {message}"
 
 
 def load_settings() -> Settings:
