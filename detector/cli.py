@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from wattwatch.arguments import timestamp
+from wattwatch.arguments import TIME_HELP, timestamp
 from wattwatch.errors import WattwatchError
 from wattwatch.settings import load_settings
 
@@ -91,10 +91,11 @@ def register(commands: argparse._SubParsersAction) -> None:
                            "(all meters unless --meter); it becomes the meter's active model.")
     train.add_argument("--meter", help="only this meter")
     train.add_argument("--from", dest="start", type=timestamp, metavar="TS",
-                       help="start of the training window (default: "
+                       help=f"start of the training window: {TIME_HELP} (default: "
                        "WATTWATCH_DETECTOR_TRAIN_DAYS before --to)")
     train.add_argument("--to", dest="end", type=timestamp, metavar="TS",
-                       help="end of the training window (default: after the newest reading)")
+                       help="end of the training window, same formats as --from (default: after "
+                       "the newest reading)")
     train.add_argument("--model", choices=sorted(ALGORITHMS), default=DEFAULT_MODEL)
     train.add_argument("--reason", default="manual", help="why (stored with the model)")
     train.set_defaults(func=cmd_train)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from wattwatch.arguments import timestamp
+from wattwatch.arguments import TIME_HELP, timestamp
 from wattwatch.errors import WattwatchError
 
 
@@ -73,14 +73,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--meter", action="append", metavar="ID",
                      help="only this meter (repeatable); default every meter")
     run.add_argument("--current-to", type=timestamp, metavar="TS",
-                     help="end of the current window (ISO 8601 with offset); default now")
+                     help=f"end of the current window: {TIME_HELP}; default now")
     run.add_argument("--current-days", type=positive_days, metavar="DAYS",
                      help="length of the current window (default WATTWATCH_DRIFT_CURRENT_DAYS)")
     run.add_argument("--reference-from", type=timestamp, metavar="TS",
-                     help="start of the reference window for every meter (with --reference-to); "
-                     "default the active model's training window")
+                     help="start of the reference window for every meter (with --reference-to), "
+                     "same formats as --current-to; default the active model's training window")
     run.add_argument("--reference-to", type=timestamp, metavar="TS",
-                     help="end of the reference window for every meter")
+                     help="end of the reference window for every meter, same formats as "
+                     "--current-to")
     run.add_argument("--reference-days", type=positive_days, metavar="DAYS",
                      help="reference length when a meter has no active model: the days before "
                      "the current window (default WATTWATCH_DRIFT_REFERENCE_DAYS)")

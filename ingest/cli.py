@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from exporters.metrics import DEFAULT_PORTS
 from wattwatch import logs
-from wattwatch.arguments import timestamp
+from wattwatch.arguments import TIME_HELP, timestamp
 from wattwatch.errors import WattwatchError
 from wattwatch.settings import load_settings
 
@@ -256,8 +255,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                           help="seconds between readings (default 60)")
     simulate.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     simulate.add_argument("--from", dest="start", type=timestamp, metavar="TS",
-                          help="start of a history to write (ISO 8601 with offset)")
-    simulate.add_argument("--to", dest="end", type=timestamp, metavar="TS", help="end of that history")
+                          help=f"start of a history to write: {TIME_HELP}")
+    simulate.add_argument("--to", dest="end", type=timestamp, metavar="TS",
+                          help="end of that history (same formats as --from)")
     simulate.add_argument("--anomaly-rate", type=_rate, default=0.2, metavar="P",
                           help="probability that a meter's block of 1440 readings holds an anomaly (default 0.2)")
     simulate.add_argument("--prefix", default="sim", help="meter id prefix (default sim: sim-0000, ...)")

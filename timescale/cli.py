@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from wattwatch.arguments import timestamp
+from wattwatch.arguments import TIME_HELP, timestamp
 from wattwatch.settings import load_settings
 
 
@@ -95,9 +95,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "tables. timescale mode: align retention and compression policies with the configured "
         "ages and refresh the continuous aggregates. Refreshes the last 2 days unless told.")
     maintain.add_argument("--refresh-from", type=timestamp, metavar="TS",
-                          help="start of the rollup refresh window (ISO 8601 with offset)")
+                          help=f"start of the rollup refresh window: {TIME_HELP}")
     maintain.add_argument("--refresh-to", type=timestamp, metavar="TS",
-                          help="end of the rollup refresh window (ISO 8601 with offset)")
+                          help=f"end of the rollup refresh window: {TIME_HELP}")
     maintain.add_argument("--all", action="store_true",
                           help="refresh the rollups over every stored reading")
     maintain.set_defaults(func=cmd_maintain)

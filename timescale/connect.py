@@ -9,11 +9,17 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psycopg
 
 from wattwatch.errors import WattwatchError, first_line
-from wattwatch.settings import Settings
+from wattwatch.settings import Settings, url_problem
 
 
 def describe_url(url: str) -> str:
-    """Where a URL points, without its password: 'user@host:port/dbname'."""
+    """Where a URL points, without its password: 'user@host:port/dbname'.
+
+    A URL that url_problem() finds fault with is described only as malformed: parts of it may
+    be pieces of its password.
+    """
+    if url_problem(url):
+        return "a malformed URL (not shown: it may hold a password)"
     params = psycopg.conninfo.conninfo_to_dict(url)
     return "{user}@{host}:{port}/{dbname}".format(
         user=params.get("user", "?"),
@@ -40,7 +46,14 @@ def connect_url(
     autocommit: bool = False,
     application_name: str = "wattwatch",
 ) -> psycopg.Connection:
-    """Connect, retrying with backoff; after `attempts` failures raise one line naming the server."""
+    """Connect, retrying with backoff; after `attempts` failures raise one line naming the server.
+
+    A URL that cannot be read is refused first, in words that never quote it (libpq's own
+    errors would).
+    """
+    problem = url_problem(url)
+    if problem:
+        raise WattwatchError(f"cannot connect to the database: {problem}")
     last: Exception | None = None
     for attempt in range(1, attempts + 1):
         try:

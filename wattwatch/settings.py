@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import psycopg
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -21,7 +21,8 @@ class Settings(BaseSettings):
     """Every setting a wattwatch command reads; each field is WATTWATCH_<FIELD> in the environment."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        allow_inf_nan=False,  # nan, inf and -inf are refused by every float setting
     )
 
     database_url: SecretStr = Field(description="PostgreSQL URL of the TimescaleDB database")
@@ -92,16 +93,9 @@ class Settings(BaseSettings):
     @classmethod
     def _postgres_url(cls, value: SecretStr) -> SecretStr:
         url = value.get_secret_value().strip()
-        parts = urlsplit(url)
-        if parts.scheme not in ("postgresql", "postgres"):
-            raise ValueError(f"expected a PostgreSQL URL such as {URL_EXAMPLE}")
-        try:
-            parts.port  # noqa: B018 - raises ValueError on a non-numeric port
-            psycopg.conninfo.conninfo_to_dict(url)
-        except (ValueError, psycopg.ProgrammingError) as exc:
-            raise ValueError(f"malformed URL ({str(exc).strip()}); expected {URL_EXAMPLE}") from None
-        if not parts.hostname:
-            raise ValueError(f"the URL names no host; expected {URL_EXAMPLE}")
+        problem = url_problem(url)
+        if problem:
+            raise ValueError(problem)
         return SecretStr(url)
 
     @field_validator("ingest_ranges")
@@ -115,13 +109,82 @@ class Settings(BaseSettings):
         return value
 
 
+# Said of every URL that cannot be read: what to encode so that it can.
+URL_ENCODING = "percent-encode @ / ? # % [ ] and spaces in the user name and password (@ as %40)"
+
+# libpq's URI parse errors quote the text they stumbled on, which may be the password: their
+# meaning, in words that quote nothing (checked in this order).
+_LIBPQ_URI_ERRORS = {
+    "spaces": "it contains a space",
+    "percent-encoded": "a '%' is not followed by two hexadecimal digits",
+    "query parameter": "a query parameter is not a libpq connection parameter (such as "
+                       "sslmode, connect_timeout or application_name)",
+    "IPv6": "an IPv6 host address is not closed by ']'",
+}
+
+
+def url_problem(url: str) -> str | None:
+    """What keeps `url` from being a PostgreSQL URL libpq reads as it looks, or None if nothing.
+
+    The answer never quotes the URL, not even in part: a malformed URL may hold its password
+    anywhere (an unencoded '@' or '/' in the password moves its end into the host, port or
+    database name). Python's URL parser and libpq must agree on the user, host, port and
+    database, so that what an error names later (describe_url) holds no piece of a password.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return f"expected a PostgreSQL URL such as {URL_EXAMPLE}"
+    malformed = "malformed URL: {}; " + URL_ENCODING + f"; expected {URL_EXAMPLE}"
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # urllib's only complaint: unbalanced [ ] around an IPv6 host
+        return malformed.format("a '[' or ']' is unbalanced (an IPv6 host is written [::1])")
+    if parts.netloc.count("@") > 1:
+        return malformed.format("it has more than one '@' before the host")
+    if "@" in rest and "@" not in parts.netloc:
+        return malformed.format("an '@' comes after the host part ('/', '?' or '#' in a "
+                                "password end the host part early)")
+    try:
+        port = parts.port
+    except ValueError:
+        return malformed.format("the port is not a number from 0 to 65535")
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        reason = next((meaning for key, meaning in _LIBPQ_URI_ERRORS.items() if key in str(exc)),
+                      "libpq cannot read it")
+        return malformed.format(reason)
+    if not parts.hostname or not params.get("host"):
+        return f"the URL names no host; expected {URL_EXAMPLE}"
+    given = set(dict(parse_qsl(parts.query)))  # query parameters override the URL's parts
+    as_url = {"user": unquote(parts.username) if parts.username else None,
+              "host": unquote(parts.hostname),
+              "port": str(port) if port is not None else None,
+              "dbname": unquote(parts.path[1:]) or None}
+    as_libpq = {key: params.get(key) for key in as_url}
+    as_libpq["host"] = as_libpq["host"].lower()
+    differ = [key for key in as_url if key not in given and as_url[key] != as_libpq[key]]
+    if differ:
+        return malformed.format(f"libpq would read another {' and '.join(differ)} than the URL "
+                                "shows")
+    return None
+
+
 def _describe(error: dict) -> str:
-    field = ".".join(str(part) for part in error["loc"])
-    variable = ENV_PREFIX + field.upper()
-    if error["type"] == "missing":
+    field, *inner = error["loc"]
+    variable = ENV_PREFIX + str(field).upper()
+    if error["type"] == "missing" and not inner:
         return f"{variable} is not set"
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{variable} is invalid: {message}"
+    if error["type"] == "finite_number":
+        message = f"must be a finite number, got {error['input']}"
+    elif error["type"] == "missing":
+        message = "a value is missing"
+    else:
+        message = error["msg"].removeprefix("Value error, ")
+    # A value inside a JSON setting, e.g. WATTWATCH_INGEST_RANGES's voltage_v[0].
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in inner)
+    return f"{variable} is invalid: {where.removeprefix('.')}: {message}" if where \
+        else f"{variable} is invalid: {message}"
 
 
 def load_settings() -> Settings:
