@@ -15,8 +15,8 @@ import yaml
 from tests.conftest import prometheus_wait
 from tests.grafana_macros import expand, parse_interval
 from tests.grafana_stack import (
-    ALERT_RULES, BUILTIN_UIDS, DASHBOARDS, DRIFTED_METER, GRAFANA, NUMERIC_TYPES, PREFIX, UIDS, firing,
-    promql_for_prometheus, promql_queries, reject_rows, running_services, scrape_all, seed,
+    ALERT_RULES, ALERTING, BUILTIN_UIDS, DASHBOARDS, DRIFTED_METER, GRAFANA, NUMERIC_TYPES, PREFIX, UIDS,
+    firing, promql_for_prometheus, promql_queries, reject_rows, running_services, scrape_all, seed,
     sql_queries, variables,
 )
 
@@ -28,6 +28,7 @@ RANGES = [(timedelta(hours=1), timedelta(seconds=5)), (timedelta(hours=6), timed
           (timedelta(days=7), timedelta(minutes=10)), (timedelta(days=30), timedelta(hours=1)),
           (timedelta(days=30), timedelta(hours=6)), (timedelta(days=4 * 365), timedelta(days=1))]
 SQL_QUERIES = sql_queries()
+PROVIDERS = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "wattwatch.yaml").read_text())["providers"]
 PROMQL_QUERIES = promql_queries()
 # Columns the tables' field overrides and readers rely on.
 TABLE_COLUMNS = {
@@ -63,10 +64,22 @@ def test_data_sources_have_fixed_uids_and_the_read_only_role():
 
 
 def test_dashboard_provider_loads_every_dashboard_file():
-    provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "wattwatch.yaml").read_text())
-    (only,) = provider["providers"]
+    (only,) = PROVIDERS
     assert only["type"] == "file" and only["allowUiUpdates"] is False
     assert set(DASHBOARDS) == {"energy-overview", "anomalies", "drift", "pipeline-health"}
+
+
+def test_alert_rules_and_dashboards_land_in_one_folder():
+    """Grafana 11.5 provisions alert rules before dashboards. A rule group names its folder by
+    title only (its keys: orgId, name, folder, interval, rules) and one is made with a random uid;
+    a provider with a folderUid looks that uid up, finds nothing and makes a second folder of the
+    same title. Without one, the provider finds the rules' folder by title."""
+    (provider,) = PROVIDERS
+    groups = yaml.safe_load((ALERTING / "rules.yaml").read_text())["groups"]
+    assert "folderUid" not in provider
+    for group in groups:
+        assert set(group) <= {"orgId", "name", "folder", "interval", "rules"}, f"{group['name']}: {set(group)}"
+        assert (group["orgId"], group["folder"]) == (provider["orgId"], provider["folder"])
 
 
 @pytest.mark.parametrize("name", sorted(DASHBOARDS))
