@@ -136,10 +136,17 @@ def test_macro_expansion_follows_grafana():
         expand("$nope", start, end, timedelta(minutes=1))
 
 
+# Names as people give them: two meters called alike (each site's "Main feed"), one unnamed.
+METER_NAMES = {f"{PREFIX}-0000": "Main feed", f"{PREFIX}-0001": "Main feed", f"{PREFIX}-0002": None}
+
+
 @pytest.fixture(scope="module")
 def data(db_url, role_url, tmp_path_factory):
     end = seed(db_url)
     reject_rows(role_url("wattwatch_ingest"), tmp_path_factory.mktemp("rejects"))
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for meter, name in METER_NAMES.items():
+            conn.execute("UPDATE meters SET name = %s WHERE meter_id = %s", (name, meter))
     return end
 
 
@@ -197,6 +204,37 @@ def test_sql_query_runs_as_the_reader_with_its_panels_shape(query, reader, data)
 
 def test_the_meter_variable_lists_the_simulated_meters(reader):
     assert variables(DASHBOARDS["energy-overview"], reader)["meter"] == [f"{PREFIX}-000{i}" for i in range(3)]
+
+
+def grafana_options(rows: list[tuple[str, str]]) -> list[str]:
+    """The values a SQL query variable offers for (__value, __text) rows: Grafana keeps the first
+    row of each text (uniqBy(values, 'text') in the PostgreSQL data source's responseParser.ts),
+    so a meter whose text repeats is in neither the list nor "All"."""
+    texts, values = set(), []
+    for value, text in rows:
+        if text not in texts:
+            texts.add(text)
+            values.append(value)
+    return values
+
+
+METER_VARIABLES = [(name, variable) for name, board in DASHBOARDS.items()
+                   for variable in board["templating"]["list"] if variable["name"] == "meter"]
+
+
+@pytest.mark.parametrize("name, variable", METER_VARIABLES, ids=[name for name, _ in METER_VARIABLES])
+def test_the_meter_variable_offers_every_meter_whatever_its_name(name, variable, reader):
+    assert variable["definition"] == variable["query"]
+    rows = reader.execute(variable["query"]).fetchall()
+    meters = [row[0] for row in reader.execute("SELECT meter_id FROM meters ORDER BY meter_id")]
+    assert grafana_options(rows) == meters
+    assert rows == [(f"{PREFIX}-0000", f"Main feed ({PREFIX}-0000)"),
+                    (f"{PREFIX}-0001", f"Main feed ({PREFIX}-0001)"), (f"{PREFIX}-0002", f"{PREFIX}-0002")]
+    # The same query over made-up rows (a WITH named meters hides the table): a name that is
+    # empty or the id itself shows the id alone.
+    cases = reader.execute("WITH meters (meter_id, name) AS (VALUES ('a', 'a'), ('b', ''), ('c', NULL), "
+                           "('d', 'Kitchen')) " + variable["query"]).fetchall()
+    assert cases == [("a", "a"), ("b", "b"), ("c", "c"), ("d", "Kitchen (d)")]
 
 
 def test_power_panel_reads_the_rollups_with_the_raw_averages(reader, db_url, data):
