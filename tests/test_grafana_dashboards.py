@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import prometheus_wait
+from tests.grafana_catalog import PANEL_TYPES, UNITS
 from tests.grafana_macros import expand, parse_interval
 from tests.grafana_stack import (
     ALERT_RULES, ALERTING, BUILTIN_UIDS, DASHBOARDS, DRIFTED_METER, GRAFANA, NUMERIC_TYPES, PREFIX, UIDS,
@@ -80,6 +81,18 @@ def test_alert_rules_and_dashboards_land_in_one_folder():
     for group in groups:
         assert set(group) <= {"orgId", "name", "folder", "interval", "rules"}, f"{group['name']}: {set(group)}"
         assert (group["orgId"], group["folder"]) == (provider["orgId"], provider["folder"])
+
+
+@pytest.mark.parametrize("name", sorted(DASHBOARDS))
+def test_panel_types_and_units_are_grafanas(name):
+    board = DASHBOARDS[name]
+    for panel in board["panels"]:
+        assert panel["type"] in PANEL_TYPES, f"{name}: {panel['title']} has unknown type {panel['type']}"
+    # A unit is a field config's "unit" or an override's {"id": "unit", "value": ...}.
+    units = {node["unit"] for node in walk(board) if "unit" in node}
+    units |= {node["value"] for node in walk(board) if node.get("id") == "unit"}
+    assert units, f"{name}: no unit at all"
+    assert units <= UNITS, f"{name}: units Grafana 11.5 does not know: {units - UNITS}"
 
 
 @pytest.mark.parametrize("name", sorted(DASHBOARDS))
