@@ -67,6 +67,33 @@ def test_rule_has_a_severity_and_a_summary_naming_what_fails(title):
             assert f"by ({label})" in expr or label in ("job", "instance"), label
 
 
+# What each rule means decides its severity: critical is for what needs someone now (a critical
+# incident or drift, a silent meter, a stopped job); the policy routes only critical sooner.
+SEVERITIES = {"Critical anomaly incident": "critical", "Anomaly rate above normal": "warning",
+              "Critical drift": "critical", "Ingest stalled": "critical", "Job down": "critical"}
+MATCHERS = {"=": lambda got, want: got == want, "!=": lambda got, want: got != want,
+            "=~": lambda got, want: re.fullmatch(want, got) is not None,
+            "!~": lambda got, want: re.fullmatch(want, got) is None}
+
+
+def routes_for(labels: dict) -> list[dict]:
+    """The policy's child routes whose object_matchers all hold for a rule's labels."""
+    (policy,) = POLICIES
+    return [route for route in policy.get("routes", [])
+            if all(MATCHERS[op](labels.get(name, ""), value) for name, op, value in route["object_matchers"])]
+
+
+@pytest.mark.parametrize("title", sorted(RULES))
+def test_severity_matches_the_rule_and_critical_ones_take_the_critical_route(title):
+    severity = RULES[title]["labels"]["severity"]
+    assert severity == SEVERITIES[title]
+    if title.startswith("Critical"):
+        assert severity == "critical", f"{title} is labelled {severity}"
+    critical_routes = [route for route in routes_for(RULES[title]["labels"])
+                       if ["severity", "=", "critical"] in route["object_matchers"]]
+    assert bool(critical_routes) == (severity == "critical")
+
+
 def test_contact_point_and_policy():
     (point,) = CONTACT_POINTS
     (receiver,) = point["receivers"]

@@ -13,10 +13,11 @@ import pytest
 import yaml
 
 from tests.conftest import prometheus_wait
+from tests.grafana_catalog import PANEL_TYPES, UNITS
 from tests.grafana_macros import expand, parse_interval
 from tests.grafana_stack import (
-    ALERT_RULES, BUILTIN_UIDS, DASHBOARDS, DRIFTED_METER, GRAFANA, NUMERIC_TYPES, PREFIX, UIDS, firing,
-    promql_for_prometheus, promql_queries, reject_rows, running_services, scrape_all, seed,
+    ALERT_RULES, ALERTING, BUILTIN_UIDS, DASHBOARDS, DRIFTED_METER, GRAFANA, NUMERIC_TYPES, PREFIX, UIDS,
+    firing, promql_for_prometheus, promql_queries, reject_rows, running_services, scrape_all, seed,
     sql_queries, variables,
 )
 
@@ -28,6 +29,7 @@ RANGES = [(timedelta(hours=1), timedelta(seconds=5)), (timedelta(hours=6), timed
           (timedelta(days=7), timedelta(minutes=10)), (timedelta(days=30), timedelta(hours=1)),
           (timedelta(days=30), timedelta(hours=6)), (timedelta(days=4 * 365), timedelta(days=1))]
 SQL_QUERIES = sql_queries()
+PROVIDERS = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "wattwatch.yaml").read_text())["providers"]
 PROMQL_QUERIES = promql_queries()
 # Columns the tables' field overrides and readers rely on.
 TABLE_COLUMNS = {
@@ -63,10 +65,34 @@ def test_data_sources_have_fixed_uids_and_the_read_only_role():
 
 
 def test_dashboard_provider_loads_every_dashboard_file():
-    provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "wattwatch.yaml").read_text())
-    (only,) = provider["providers"]
+    (only,) = PROVIDERS
     assert only["type"] == "file" and only["allowUiUpdates"] is False
     assert set(DASHBOARDS) == {"energy-overview", "anomalies", "drift", "pipeline-health"}
+
+
+def test_alert_rules_and_dashboards_land_in_one_folder():
+    """Grafana 11.5 provisions alert rules before dashboards. A rule group names its folder by
+    title only (its keys: orgId, name, folder, interval, rules) and one is made with a random uid;
+    a provider with a folderUid looks that uid up, finds nothing and makes a second folder of the
+    same title. Without one, the provider finds the rules' folder by title."""
+    (provider,) = PROVIDERS
+    groups = yaml.safe_load((ALERTING / "rules.yaml").read_text())["groups"]
+    assert "folderUid" not in provider
+    for group in groups:
+        assert set(group) <= {"orgId", "name", "folder", "interval", "rules"}, f"{group['name']}: {set(group)}"
+        assert (group["orgId"], group["folder"]) == (provider["orgId"], provider["folder"])
+
+
+@pytest.mark.parametrize("name", sorted(DASHBOARDS))
+def test_panel_types_and_units_are_grafanas(name):
+    board = DASHBOARDS[name]
+    for panel in board["panels"]:
+        assert panel["type"] in PANEL_TYPES, f"{name}: {panel['title']} has unknown type {panel['type']}"
+    # A unit is a field config's "unit" or an override's {"id": "unit", "value": ...}.
+    units = {node["unit"] for node in walk(board) if "unit" in node}
+    units |= {node["value"] for node in walk(board) if node.get("id") == "unit"}
+    assert units, f"{name}: no unit at all"
+    assert units <= UNITS, f"{name}: units Grafana 11.5 does not know: {units - UNITS}"
 
 
 @pytest.mark.parametrize("name", sorted(DASHBOARDS))
@@ -123,10 +149,17 @@ def test_macro_expansion_follows_grafana():
         expand("$nope", start, end, timedelta(minutes=1))
 
 
+# Names as people give them: two meters called alike (each site's "Main feed"), one unnamed.
+METER_NAMES = {f"{PREFIX}-0000": "Main feed", f"{PREFIX}-0001": "Main feed", f"{PREFIX}-0002": None}
+
+
 @pytest.fixture(scope="module")
 def data(db_url, role_url, tmp_path_factory):
     end = seed(db_url)
     reject_rows(role_url("wattwatch_ingest"), tmp_path_factory.mktemp("rejects"))
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for meter, name in METER_NAMES.items():
+            conn.execute("UPDATE meters SET name = %s WHERE meter_id = %s", (name, meter))
     return end
 
 
@@ -184,6 +217,37 @@ def test_sql_query_runs_as_the_reader_with_its_panels_shape(query, reader, data)
 
 def test_the_meter_variable_lists_the_simulated_meters(reader):
     assert variables(DASHBOARDS["energy-overview"], reader)["meter"] == [f"{PREFIX}-000{i}" for i in range(3)]
+
+
+def grafana_options(rows: list[tuple[str, str]]) -> list[str]:
+    """The values a SQL query variable offers for (__value, __text) rows: Grafana keeps the first
+    row of each text (uniqBy(values, 'text') in the PostgreSQL data source's responseParser.ts),
+    so a meter whose text repeats is in neither the list nor "All"."""
+    texts, values = set(), []
+    for value, text in rows:
+        if text not in texts:
+            texts.add(text)
+            values.append(value)
+    return values
+
+
+METER_VARIABLES = [(name, variable) for name, board in DASHBOARDS.items()
+                   for variable in board["templating"]["list"] if variable["name"] == "meter"]
+
+
+@pytest.mark.parametrize("name, variable", METER_VARIABLES, ids=[name for name, _ in METER_VARIABLES])
+def test_the_meter_variable_offers_every_meter_whatever_its_name(name, variable, reader):
+    assert variable["definition"] == variable["query"]
+    rows = reader.execute(variable["query"]).fetchall()
+    meters = [row[0] for row in reader.execute("SELECT meter_id FROM meters ORDER BY meter_id")]
+    assert grafana_options(rows) == meters
+    assert rows == [(f"{PREFIX}-0000", f"Main feed ({PREFIX}-0000)"),
+                    (f"{PREFIX}-0001", f"Main feed ({PREFIX}-0001)"), (f"{PREFIX}-0002", f"{PREFIX}-0002")]
+    # The same query over made-up rows (a WITH named meters hides the table): a name that is
+    # empty or the id itself shows the id alone.
+    cases = reader.execute("WITH meters (meter_id, name) AS (VALUES ('a', 'a'), ('b', ''), ('c', NULL), "
+                           "('d', 'Kitchen')) " + variable["query"]).fetchall()
+    assert cases == [("a", "a"), ("b", "b"), ("c", "c"), ("d", "Kitchen (d)")]
 
 
 def test_power_panel_reads_the_rollups_with_the_raw_averages(reader, db_url, data):
