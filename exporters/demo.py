@@ -40,10 +40,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def seed_history(conn, settings, *, meters: int, days: int, end: datetime, prefix: str = PREFIX,
-                 seed: int = SEED, anomaly_rate: float = 0.3) -> None:
-    """`days` of labelled simulated history up to `end`, and a model per meter trained on its
-    first half, so the second half is scored as new data (`conn` in autocommit)."""
+def seed_history(conn, settings, *, meters: int, days: float, end: datetime, prefix: str = PREFIX,
+                 seed: int = SEED, anomaly_rate: float = 0.3, shift_days: float = 2.0) -> None:
+    """`days` of labelled simulated history up to `end`, a model per meter trained on its first
+    half (so the second half is scored as new data), and the demo's story on top (`conn` in
+    autocommit)."""
     from detector.readings import meters as registered
     from detector.registry import train
     from ingest.simulate import simulate_history
@@ -51,10 +52,44 @@ def seed_history(conn, settings, *, meters: int, days: int, end: datetime, prefi
     start = end - timedelta(days=days)
     simulate_history(conn, settings, meters=meters, step_seconds=60, seed=seed, start=start, end=end,
                      prefix=prefix, anomaly_rate=anomaly_rate)
+    tell_story(conn, settings, prefix=prefix, end=end, shift_days=shift_days)
     for meter in registered(conn):
         with conn.transaction():
             train(conn, meter, settings, start=start, end=start + timedelta(days=days / 2),
                   reason="initial")
+
+
+def tell_story(conn, settings, *, prefix: str, end: datetime, shift_days: float) -> None:
+    """What the demo's dashboards show beyond the simulator's own anomalies, so that every panel
+    has something to show minutes after the start: meter 1's supply voltage raised by 9 V for
+    the last `shift_days` (data drift), a labelled surge on meter 2 six hours ago (an incident in
+    the last day), and an export of meter 0 with three corrupt lines (rejects by reason)."""
+    import tempfile
+
+    from ingest.load import LoadOptions, load_file
+    from ingest.synthetic import meter_id
+    from timescale.rollups import refresh_rollups
+
+    drifted, surging = meter_id(prefix, 1), meter_id(prefix, 2)
+    shifted_from = end - timedelta(days=shift_days)
+    surge = (end - timedelta(hours=6), end - timedelta(hours=5, minutes=31))
+    with conn.transaction():
+        conn.execute("UPDATE readings SET voltage_v = voltage_v + 9 WHERE meter_id = %s AND time >= %s",
+                     (drifted, shifted_from))
+        surged = conn.execute(
+            "UPDATE readings SET active_power_kw = active_power_kw + 6, current_a = current_a + 26"
+            " WHERE meter_id = %s AND time BETWEEN %s AND %s", (surging, *surge)).rowcount
+        if surged:
+            conn.execute("INSERT INTO injected_anomalies (meter_id, start_time, end_time, kind, magnitude,"
+                         " source) VALUES (%s, %s, %s, 'spike', 6, 'demo')", (surging, *surge))
+    refresh_rollups(conn, min(shifted_from, surge[0]), end)
+    with tempfile.TemporaryDirectory() as directory:
+        export = Path(directory) / f"{meter_id(prefix, 0)}-export.csv"
+        export.write_text("time,active_power_kw,voltage_v\n"
+                          f"{(end - timedelta(hours=1)).isoformat()},ERR,231.0\n"
+                          f"{(end - timedelta(minutes=59)).isoformat()},0.8,9999\n"
+                          "yesterday noon,0.7,230.5\n")
+        load_file(conn, export, LoadOptions(meter=meter_id(prefix, 0)), settings)
 
 
 class Demo:

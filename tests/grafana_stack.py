@@ -23,7 +23,6 @@ from drift.runner import run_pass
 from exporters.demo import free_port, seed_history
 from tests.conftest import settings_for
 from tests.test_cli import WATTWATCH, run_cli
-from timescale.rollups import refresh_rollups
 
 PROJECT = Path(__file__).resolve().parent.parent
 GRAFANA = PROJECT / "grafana"
@@ -43,7 +42,7 @@ THRESHOLDS = {"gt": lambda v, p: v > p[0], "lt": lambda v, p: v < p[0],
 # whatever day the tests run (drift compares weekday and weekend hours apart; a five-day
 # reference held no weekend on a Saturday, and the run judged too few readings).
 PREFIX, SEED, METERS, DAYS = "sim", 5, 3, 9
-DRIFTED_METER, SURGE_METER = "sim-0001", "sim-0002"
+DRIFTED_METER = "sim-0001"  # the meter whose voltage the demo story shifts
 # What the services are told (small windows: the data holds nine days).
 TRAIN_DAYS = 3
 JOBS_ENV = {"WATTWATCH_DETECTOR_TRAIN_DAYS": str(TRAIN_DAYS), "WATTWATCH_DRIFT_MIN_VALUES": "100",
@@ -138,40 +137,21 @@ def promql_for_prometheus(expr: str) -> str:
 
 
 def seed(db_url: str) -> datetime:
-    """Nine days of three simulated meters with labelled anomalies up to now, a voltage shift on
-    one meter in the last day, a labelled surge on another six hours ago, every reading scored
-    by models trained on the first three days, a full
-    drift run of the last day against the five before, and two rejected rows. Returns `end`,
-    the time the simulated history stops."""
+    """Nine days of three simulated meters with labelled anomalies up to now, with the demo's
+    story (exporters/demo.py: a voltage shift on one meter in the last day, a labelled surge on
+    another six hours ago, an export with corrupt lines), every reading scored by models trained
+    on the first half, and a full drift run of the last day against the days before. Returns
+    `end`, the time the simulated history stops."""
     end = datetime.now(timezone.utc).replace(second=0, microsecond=0)
     settings = settings_for(db_url, detector_train_days=TRAIN_DAYS, drift_min_values=100,
                             drift_min_reference_days=2, drift_workers=1)
     with psycopg.connect(db_url, autocommit=True) as conn:
-        # Models learn the first three days: the shift and the surge below are new to them.
         seed_history(conn, settings, meters=METERS, days=DAYS, end=end, prefix=PREFIX, seed=SEED,
-                     anomaly_rate=0.6)
-        conn.execute("UPDATE readings SET voltage_v = voltage_v + 9 WHERE meter_id = %s AND time >= %s",
-                     (DRIFTED_METER, end - timedelta(days=1)))
-        # A surge six hours ago, labelled: the default day of the energy dashboard has an incident.
-        surge = (end - timedelta(hours=6), end - timedelta(hours=5, minutes=31))
-        conn.execute("UPDATE readings SET active_power_kw = active_power_kw + 6, current_a = current_a + 26 "
-                     "WHERE meter_id = %s AND time BETWEEN %s AND %s", (SURGE_METER, *surge))
-        conn.execute("INSERT INTO injected_anomalies (meter_id, start_time, end_time, kind, magnitude, source) "
-                     "VALUES (%s, %s, %s, 'spike', 6, 'tests')", (SURGE_METER, *surge))
-        refresh_rollups(conn, end - timedelta(days=1), end)
+                     anomaly_rate=0.6, shift_days=1)
         detect(conn, settings, DetectorMetrics(CollectorRegistry()), once=True)
         run_pass(conn, settings, mode="full", current_to=end, current_days=1,
                  reference=(end - timedelta(days=DAYS), end - timedelta(days=1)))
     return end
-
-
-def reject_rows(ingest_url: str, directory: Path) -> None:
-    """Load a file whose two data rows are rejected (a non-number, a time that is not one)."""
-    path = directory / "bad.csv"
-    path.write_text("time,active_power_kw\n2024-01-01T00:00:00Z,lots\nyesterday,1.0\n")
-    loaded = run_cli(["ingest", "file", "--meter", f"{PREFIX}-0000", str(path)],
-                     {"WATTWATCH_DATABASE_URL": ingest_url})
-    assert loaded.returncode == 0, loaded.stderr
 
 
 @contextlib.contextmanager

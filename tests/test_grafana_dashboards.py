@@ -17,7 +17,7 @@ from tests.grafana_catalog import PANEL_TYPES, UNITS
 from tests.grafana_macros import expand, parse_interval
 from tests.grafana_stack import (
     ALERT_RULES, ALERTING, BUILTIN_UIDS, DASHBOARDS, DRIFTED_METER, GRAFANA, NUMERIC_TYPES, PREFIX, UIDS,
-    firing, promql_for_prometheus, promql_queries, reject_rows, running_services, scrape_all, seed,
+    firing, promql_for_prometheus, promql_queries, running_services, scrape_all, seed,
     sql_queries, variables,
 )
 
@@ -154,9 +154,8 @@ METER_NAMES = {f"{PREFIX}-0000": "Main feed", f"{PREFIX}-0001": "Main feed", f"{
 
 
 @pytest.fixture(scope="module")
-def data(db_url, role_url, tmp_path_factory):
+def data(db_url):
     end = seed(db_url)
-    reject_rows(role_url("wattwatch_ingest"), tmp_path_factory.mktemp("rejects"))
     with psycopg.connect(db_url, autocommit=True) as conn:
         for meter, name in METER_NAMES.items():
             conn.execute("UPDATE meters SET name = %s WHERE meter_id = %s", (name, meter))
