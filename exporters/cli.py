@@ -12,15 +12,18 @@ def cmd_export(args: argparse.Namespace) -> None:
     from exporters.kpi import KpiCollector
     from exporters.metrics import DEFAULT_PORTS, serve_metrics
     from timescale.connect import connect
+    from wattwatch import logs
     from wattwatch.settings import load_settings
 
     settings = load_settings()
-    connect(settings).close()  # a wrong URL or password is a one-line error now, not a scrape error
+    with connect(settings) as conn:  # a wrong URL or password is a one-line error now, not a scrape error
+        role = conn.execute("SELECT current_user").fetchone()[0]
     registry = CollectorRegistry()
     collector = KpiCollector(lambda: connect(settings, application_name="wattwatch-export"), registry)
     port = DEFAULT_PORTS["exporter"] if args.metrics_port is None else args.metrics_port
     bound = serve_metrics(registry, port, settings.metrics_address)
-    print(f"export: serving metrics on http://{settings.metrics_address}:{bound}/metrics", flush=True)
+    logs.startup(logs.get("export"), "export", role,
+                 metrics=f"http://{settings.metrics_address}:{bound}/metrics")
     try:
         threading.Event().wait()
     finally:

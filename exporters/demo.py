@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 def seed_history(conn, settings, *, meters: int, days: float, end: datetime, prefix: str = PREFIX,
-                 seed: int = SEED, anomaly_rate: float = 0.3, shift_days: float = 2.0) -> None:
+                 seed: int = SEED, anomaly_rate: float = 0.3, shift_days: float = 3.0) -> None:
     """`days` of labelled simulated history up to `end`, a model per meter trained on its first
     half (so the second half is scored as new data), and the demo's story on top (`conn` in
     autocommit)."""

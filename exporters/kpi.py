@@ -21,7 +21,6 @@ readings_daily), the anomaly index and the drift reports, never a scan of raw re
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -32,9 +31,10 @@ import psycopg
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from wattwatch import logs
 from wattwatch.errors import WattwatchError, first_line
 
-log = logging.getLogger(__name__)
+log = logs.get("export")
 
 SEVERITIES = ("low", "medium", "high", "critical")
 # Days older than this are closed: their daily rollup rows no longer change (except on a backfill,
@@ -95,6 +95,7 @@ class KpiCollector(Collector):
         self._conn: psycopg.Connection | None = None
         self._lock = threading.Lock()  # the HTTP server scrapes from several threads
         self._errors = 0
+        self._down_since: float | None = None  # monotonic time of the first failed scrape
         self._closed = _ClosedTotal()
         registry.register(self)
 
@@ -108,9 +109,18 @@ class KpiCollector(Collector):
                 families = self._read()
             except (psycopg.Error, OSError, WattwatchError) as exc:
                 self._errors += 1
-                log.warning("KPI scrape failed: %s", first_line(exc))
+                if self._down_since is None:  # one line per outage, not one per scrape
+                    self._down_since = time.monotonic()
+                    log.warning("KPI scrape failed: %s; later scrapes reconnect", first_line(exc))
                 self._close()
                 families = []
+            else:
+                if self._down_since is not None:
+                    log.info("database back after %.0f s: scrapes read it again",
+                             time.monotonic() - self._down_since)
+                    self._down_since = None
+                log.debug("scrape read %d metric families in %.3f s", len(families),
+                          time.perf_counter() - started)
             duration = GaugeMetricFamily("wattwatch_exporter_scrape_duration_seconds",
                                          "Time the last scrape took to read the database")
             duration.add_metric([], time.perf_counter() - started)

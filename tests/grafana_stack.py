@@ -192,3 +192,23 @@ def scrape_all(stack: dict, scrape_target, ports: dict[str, int]) -> None:
         (targets / f"{job}.json").write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"]}]))
     for job, port in ports.items():
         scrape_target(job, port)
+
+
+def panel_rows(reader, prometheus_url: str, spans: list[timedelta]) -> dict[str, int]:
+    """Rows each dashboard query returns now: every SQL query (panels, variables, annotations,
+    with every variable at All) over each span as `reader`, and every PromQL expression of the
+    panels and alert rules as an instant query. Keys: 'dashboard: where (span)' or 'dashboard: where'."""
+    from tests.conftest import prometheus_query
+    from tests.grafana_macros import expand
+
+    counts = {}
+    now = datetime.now(timezone.utc)
+    for query in sql_queries():
+        values = variables(DASHBOARDS[query.dashboard], reader)
+        for span in spans:
+            interval = max(span / 1000, query.interval or timedelta(seconds=1))
+            rows = reader.execute(expand(query.text, now - span, now, interval, values)).fetchall()
+            counts[f"{query} ({span.days or span.seconds // 3600}{'d' if span.days else 'h'})"] = len(rows)
+    for query in promql_queries():
+        counts[str(query)] = len(prometheus_query(prometheus_url, promql_for_prometheus(query.text)))
+    return counts

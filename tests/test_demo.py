@@ -1,5 +1,6 @@
 """`wattwatch demo` for real: its own native stack, simulated history, the four services scraped by
-its Prometheus, the URLs printed, and Ctrl-C stopping every process and removing the stack."""
+its Prometheus, every dashboard query with rows within three minutes of "ready", the URLs
+printed, and Ctrl-C stopping every process and removing the stack."""
 
 from __future__ import annotations
 
@@ -8,12 +9,20 @@ import os
 import re
 import signal
 import subprocess
+import time
+from datetime import timedelta
 from pathlib import Path
 
+import psycopg
+
 from tests.conftest import prometheus_wait
+from tests.grafana_stack import panel_rows
 from tests.test_cli import WATTWATCH
+from timescale.connect import with_database
 
 JOBS = ["detector", "drift", "exporter", "ingest"]
+FILLED_WITHIN = 180  # seconds after "ready": the promise to a new user
+SPANS = [timedelta(days=1), timedelta(days=7)]
 
 
 def alive(pid: int) -> bool:
@@ -24,10 +33,19 @@ def alive(pid: int) -> bool:
     return True
 
 
-def test_demo_runs_the_stack_natively_and_ctrl_c_stops_it(tmp_path):
+def empty_panels(stack: dict, prometheus: str) -> tuple[list[str], dict[str, int]]:
+    """The dashboard queries without rows on the demo's database and Prometheus, and all counts."""
+    demo_db = with_database(stack["database_url"], "wattwatch_demo")
+    with psycopg.connect(demo_db, autocommit=True) as reader:
+        reader.execute("SET ROLE wattwatch_reader")  # what Grafana's data source connects as
+        counts = panel_rows(reader, prometheus, SPANS)
+    return [name for name, rows in counts.items() if rows == 0], counts
+
+
+def test_demo_runs_the_stack_natively_fills_every_panel_and_ctrl_c_stops_it(tmp_path):
     state = tmp_path / "demo"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WATTWATCH_")}
-    demo = subprocess.Popen([WATTWATCH, "demo", "--meters", "2", "--days", "8", "--state", str(state)],
+    demo = subprocess.Popen([WATTWATCH, "demo", "--state", str(state)],
                             env={**clean, "PATH": os.environ["PATH"]}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -36,6 +54,7 @@ def test_demo_runs_the_stack_natively_and_ctrl_c_stops_it(tmp_path):
             lines.append(line)
             if line.startswith("demo: ready"):
                 break
+        ready = time.monotonic()
         output = "".join(lines)
         assert lines and lines[-1].startswith("demo: ready"), output + demo.stderr.read()
         prometheus = re.search(r"Prometheus (http://127\.0\.0\.1:\d+)", lines[-1])[1]
@@ -47,9 +66,15 @@ def test_demo_runs_the_stack_natively_and_ctrl_c_stops_it(tmp_path):
         up = prometheus_wait(prometheus, 'count(up{job=~"detector|drift|exporter|ingest"} == 1) == 4', timeout=90)
         assert up, f"not every service is up: {prometheus_wait(prometheus, 'up', timeout=1)}"
         meters = prometheus_wait(prometheus, "wattwatch_meters", timeout=30)
-        assert [m["value"][1] for m in meters] == ["2"]
+        assert [m["value"][1] for m in meters] == ["5"]
         assert prometheus_wait(prometheus, 'wattwatch_detector_model_info', timeout=30)
         assert len(set(services.values())) == len(JOBS)
+        while (empty := empty_panels(stack, prometheus))[0] and time.monotonic() < ready + FILLED_WITHIN:
+            time.sleep(10)
+        filled_after = time.monotonic() - ready
+        table = "\n".join(f"{rows:8d}  {name}" for name, rows in sorted(empty[1].items()))
+        print(f"dashboard queries {filled_after:.0f} s after ready:\n{table}")
+        assert not empty[0], f"without rows {FILLED_WITHIN} s after ready: {empty[0]}"
     finally:
         demo.send_signal(signal.SIGINT)
         rest, errors = demo.communicate(timeout=120)

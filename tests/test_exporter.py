@@ -4,6 +4,7 @@ every KPI equals what the raw tables say, a broken database is counted, the CLI 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -156,9 +157,11 @@ def test_cli_serves_as_the_reader_and_fails_in_one_line_on_a_bad_password(kpi_db
                                env={**clean, "WATTWATCH_DATABASE_URL": reader_url},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        first = service.stdout.readline()
-        assert first.startswith("export: serving metrics on http://127.0.0.1:"), first
-        with urllib.request.urlopen(first.split(" on ", 1)[1].strip(), timeout=10) as response:
+        first = service.stderr.readline()
+        started = re.match(r"\S+ INFO export: wattwatch \S+ export starting as database role "
+                           r"wattwatch_reader: metrics=(http://127\.0\.0\.1:\d+/metrics)$", first.strip())
+        assert started, first
+        with urllib.request.urlopen(started[1], timeout=10) as response:
             body = response.read().decode()
         assert 'wattwatch_meter_readings_24h{meter_id="kpi-0001"}' in body
         assert "wattwatch_exporter_scrape_errors_total 0.0" in body
