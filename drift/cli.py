@@ -46,6 +46,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     if args.once:
         report = run(args.mode or "full")
         print(json.dumps(report.to_json(), indent=2) if args.json else summary(report))
+        if report.failed:
+            raise WattwatchError(f"{len(report.failed)} meter(s) could not be judged: " + "; ".join(
+                f"{meter} ({reason})" for meter, reason in sorted(report.failed.items())))
         return
     port = DEFAULT_PORTS["drift"] if args.metrics_port is None else args.metrics_port
     serve(settings, run, check, first_mode=args.mode, port=port, print_json=args.json)

@@ -55,6 +55,7 @@ class RunReport:
     run_at: datetime
     run_id: uuid.UUID = field(default_factory=uuid.uuid4)
     meters: list[MeterDrift] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # meter -> why it could not be judged
 
     @property
     def status(self) -> str:

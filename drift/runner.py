@@ -21,7 +21,7 @@ from drift.summaries import FINE_PER_BIN, BaselineSummary, WindowSummary, pack, 
 from drift.summary_store import drop_late
 from drift.windows import model_windows, windows_for
 from ingest.fields import FIELDS
-from wattwatch.errors import WattwatchError
+from wattwatch.errors import WattwatchError, first_line
 
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
@@ -56,8 +56,9 @@ def run_pass(conn: psycopg.Connection, settings, *, mode: str, current_to: datet
         for plan, work in _read_ahead(database, conn, plans, config):
             waiting.append((plan, work, judges.submit(judge_meter, plan[1], work, mode=mode, config=config)))
             while len(waiting) > settings.drift_workers:
-                report.meters.append(_judged(database, conn, writes, *waiting.popleft()))
-        report.meters.extend(_judged(database, conn, writes, *item) for item in waiting)
+                _judged(database, conn, writes, report, *waiting.popleft())
+        for item in waiting:
+            _judged(database, conn, writes, report, *item)
         for future in writes:
             future.result()
     store(conn, report)
@@ -128,14 +129,21 @@ def judge_meter(tz: str, work: MeterWork, *, mode: str, config: DriftConfig) -> 
     return MeterResult(features, new_baseline, new_days)
 
 
-def _judged(database: Executor, conn, writes: list, plan, work: MeterWork, future) -> MeterDrift:
+def _judged(database: Executor, conn, writes: list, report: RunReport, plan, work: MeterWork,
+            future) -> None:
+    """Add a judged meter to the report, or its failure: one meter's failure (a time zone
+    that does not exist, say) must not cost the others their verdict."""
     meter, _, windows = plan
-    result = future.result()
+    try:
+        result = future.result()
+    except Exception as exc:  # noqa: BLE001 - reported per meter, the pass goes on
+        report.failed[meter] = f"{type(exc).__name__}: {first_line(exc)}"
+        return
     if work.settings is not None and (result.baseline is not None or result.days):
         baseline = result.baseline if result.baseline is not None else work.baseline_id
         writes.append(database.submit(summary_store.store, conn, meter, windows.reference_from,
                                       windows.reference_to, work.settings, baseline, result.days))
-    return MeterDrift(meter, windows, result.features)
+    report.meters.append(MeterDrift(meter, windows, result.features))
 
 
 def _judges(workers: int) -> Executor:

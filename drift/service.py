@@ -50,6 +50,8 @@ class DriftService:
             self.retry = None
         self.metrics.publish(report, time.monotonic() - started)
         log.info("%s", summary(report))
+        for meter, reason in report.failed.items():
+            log.error("meter %s could not be judged: %s", meter, reason)
         if self.print_json:
             print(json.dumps(report.to_json()), flush=True)
         return True
@@ -119,5 +121,6 @@ def summary(report: RunReport) -> str:
         counts[meter.status] = counts.get(meter.status, 0) + 1
     statuses = ", ".join(f"{count} {status}" for status, count in sorted(counts.items())) or "no meters"
     requests = sum(meter.retrain_requested for meter in report.meters)
+    failed = f"; {len(report.failed)} meter(s) could not be judged" if report.failed else ""
     return (f"{report.mode} run {report.run_id}: {len(report.meters)} meter(s): {statuses}; "
-            f"{requests} retrain request(s) written")
+            f"{requests} retrain request(s) written{failed}")

@@ -308,3 +308,25 @@ def test_a_meter_with_a_new_model_is_judged_at_the_next_catch_up(loaded, conn):
     service.run = run
     service.catch_up()
     assert runs[-1] == ("light", None) and service.retry is None
+
+
+def test_once_goes_on_past_a_meter_that_cannot_be_judged_and_exits_1(jobs_env, conn):
+    """A meter whose time zone does not exist fails alone: the others are judged and stored,
+    and the run says which meter failed and why, with exit status 1."""
+    conn.execute("INSERT INTO meters (meter_id, timezone) VALUES ('lost', 'Mars/Olympus')")
+    conn.execute("INSERT INTO readings (meter_id, time, active_power_kw) SELECT 'lost', t, 1.0"
+                 " FROM generate_series(%s::timestamptz, %s, interval '1 hour') AS t", (START, CURRENT_TO))
+    try:
+        before = conn.execute("SELECT count(DISTINCT run_id) FROM drift_reports").fetchone()[0]
+        result = run_cli(["drift", "run", "--once", "--mode", "light", *WINDOW_ARGS], jobs_env, timeout=120)
+        assert result.returncode == 1
+        assert "4 meter(s)" not in result.stdout and "3 meter(s)" in result.stdout
+        assert one_line_error(result).startswith(
+            "wattwatch drift: 1 meter(s) could not be judged: lost (ZoneInfoNotFoundError")
+        judged = conn.execute("SELECT DISTINCT meter_id FROM drift_reports WHERE run_id = (SELECT run_id"
+                              " FROM drift_reports ORDER BY run_at DESC LIMIT 1) ORDER BY 1").fetchall()
+        assert judged == [("house",), ("house-volt",), ("sparse",)]
+        assert conn.execute("SELECT count(DISTINCT run_id) FROM drift_reports").fetchone()[0] == before + 1
+    finally:
+        conn.execute("DELETE FROM readings WHERE meter_id = 'lost'")
+        conn.execute("DELETE FROM meters WHERE meter_id = 'lost'")
