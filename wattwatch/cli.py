@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"wattwatch {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen fault: one line, traceback at DEBUG
+        logs.unexpected(logs.get(args.command), f"wattwatch {args.command} stopped on an unexpected error", exc)
+        return 1
     return 0
 
 

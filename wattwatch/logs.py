@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from wattwatch.errors import first_line
+
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 FORMAT = "%(asctime)s %(levelname)s %(component)s: %(message)s"
 
@@ -22,13 +24,24 @@ class _ComponentFilter(logging.Filter):
         return True
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of each line (tests capture it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure(level: str = "INFO") -> None:
     """Send the `wattwatch` loggers to stderr at `level`; calling it again only changes the level."""
     root = logging.getLogger("wattwatch")
     root.setLevel(level.upper())
-    if not any(getattr(h, "_wattwatch", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler._wattwatch = True  # marks our handler, so configure() never adds a second one
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(FORMAT, datefmt="%Y-%m-%dT%H:%M:%S%z"))
         handler.addFilter(_ComponentFilter())
         root.addHandler(handler)
@@ -42,7 +55,7 @@ def get(component: str) -> logging.Logger:
 
 def unexpected(logger: logging.Logger, what: str, exc: BaseException) -> None:
     """One line naming an unexpected error and what it hit; its traceback at DEBUG only."""
-    logger.error("%s: %s: %s", what, type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+    logger.error("%s: %s: %s", what, type(exc).__name__, first_line(exc))
     logger.debug("traceback of the error above", exc_info=exc)
 
 
