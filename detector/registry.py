@@ -31,18 +31,29 @@ class ActiveModel:
         self.context_rows: int = self.detector.context_rows
 
 
-def _default_end(conn: psycopg.Connection, meter_id: str) -> datetime | None:
-    row = conn.execute("SELECT max(time) FROM readings WHERE meter_id = %s", (meter_id,)).fetchone()
-    return row[0] + timedelta(microseconds=1) if row[0] else None
+def _default_end(conn: psycopg.Connection, meter_id: str, holdout: timedelta) -> datetime | None:
+    """After the newest reading, or `holdout` before it when at least MIN_TRAIN_READINGS are
+    older than that (a first model that leaves its newest days to be scored as new data)."""
+    first, last = conn.execute("SELECT min(time), max(time) FROM readings WHERE meter_id = %s",
+                               (meter_id,)).fetchone()
+    if last is None:
+        return None
+    if holdout and last - holdout > first:
+        before = conn.execute("SELECT count(*) FROM readings WHERE meter_id = %s AND time < %s",
+                              (meter_id, last - holdout)).fetchone()[0]
+        if before >= MIN_TRAIN_READINGS:
+            return last - holdout
+    return last + timedelta(microseconds=1)
 
 
 def train(conn: psycopg.Connection, meter: readings.Meter, settings: Settings, *,
-          start: datetime | None = None, end: datetime | None = None,
+          start: datetime | None = None, end: datetime | None = None, holdout_days: float = 0,
           algorithm: str = DEFAULT_MODEL, reason: str = "manual") -> int:
     """Train on the meter's readings in [start, end) (default: the last detector_train_days
-    before its newest reading), validate on the window's last fifth with a model fitted on the
-    rest, store the new version as active and retire the meter's older ones. Returns the version."""
-    end = end or _default_end(conn, meter.meter_id)
+    before its newest reading, or `holdout_days` before it when enough readings are older),
+    validate on the window's last fifth with a model fitted on the rest, store the new version
+    as active and retire the meter's older ones. Returns the version."""
+    end = end or _default_end(conn, meter.meter_id, timedelta(days=holdout_days))
     if end is None:
         raise WattwatchError(f"meter {meter.meter_id!r} has no readings to train on")
     start = start or end - timedelta(days=settings.detector_train_days)

@@ -341,7 +341,9 @@ class Scorer:
                 version = versions.get(meter.meter_id)
                 if version is None:
                     try:
-                        version = registry.train(self.conn, meter, self.settings, reason="initial")
+                        version = registry.train(
+                            self.conn, meter, self.settings, reason="initial",
+                            holdout_days=self.settings.detector_initial_holdout_days)
                     except WattwatchError as exc:
                         log.info("meter %s not scored yet: %s", meter.meter_id, exc)
                         continue

@@ -533,3 +533,21 @@ def test_two_runs_extending_one_incident_both_count(db_url, jobs):
     conn.commit()
     assert rows == [(frame.index[45], frame.index[255], 5, 95.0, "critical", 5 / 60,
                      5 / 60 * TARIFF)]
+
+
+def test_a_first_model_holds_out_the_newest_days_when_enough_are_older(db_url, jobs):
+    """With a holdout, a meter's first model stops that many days before its newest reading so
+    they are scored as new data; a meter too young for it learns everything it has."""
+    settings, conn = jobs
+    frame = household(days=5, seed=71)
+    _add_meter(db_url, "holdout-old", frame)
+    _add_meter(db_url, "holdout-young", frame.iloc[:3 * 1440])
+    ends = {}
+    for meter_id in ("holdout-old", "holdout-young"):
+        with conn.transaction():
+            version = registry.train(conn, _meter(conn, meter_id), settings, holdout_days=2, reason="initial")
+        ends[meter_id] = conn.execute("SELECT train_to FROM models WHERE version = %s", (version,)).fetchone()[0]
+    conn.commit()
+    last_old = frame.index[-1]
+    assert last_old - timedelta(days=2, minutes=1) <= ends["holdout-old"] < last_old - timedelta(days=2)
+    assert ends["holdout-young"] == frame.index[3 * 1440 - 1]  # one day left: it learns all three

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     detector_interval_seconds: float = Field(0.25, gt=0, le=3600)
     detector_train_days: float = Field(28.0, gt=0, le=3660)
     detector_model_max_age_days: float = Field(30.0, ge=0)
+    # Days of a meter's newest readings its first model leaves out (scored as new data, and
+    # given to the drift service as a current window at once); 0: the first model learns all.
+    detector_initial_holdout_days: float = Field(0.0, ge=0, le=3660)
     detector_alarm_rate: float = Field(1e-4, gt=0, lt=0.5)
     detector_batch_rows: int = Field(250_000, ge=1_000, le=5_000_000)
     # Ingest: rows per COPY batch (one transaction each), how far ahead of now a timestamp may
