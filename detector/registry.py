@@ -74,15 +74,15 @@ def train(conn: psycopg.Connection, meter: readings.Meter, settings: Settings, *
     metrics["validation_rows"] = len(data) - split
     parameters = {**detector.get_params(), "fields": fields,
                   "features": detector.metrics_.get("features")}
-    version = conn.execute(
+    # the older version first: the schema allows one active model per meter (migration 0038)
+    conn.execute("UPDATE models SET status = 'retired' WHERE meter_id = %s AND status = 'active'",
+                 (meter.meter_id,))
+    return conn.execute(
         "INSERT INTO models (meter_id, algorithm, parameters, train_from, train_to, threshold,"
         " metrics, model, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING version",
         (meter.meter_id, algorithm, Jsonb(parameters), frame.index[0], frame.index[-1],
          detector.threshold_, Jsonb(metrics), pickle.dumps((detector, fields)), reason),
     ).fetchone()[0]
-    conn.execute("UPDATE models SET status = 'retired' WHERE meter_id = %s AND status = 'active'"
-                 " AND version <> %s", (meter.meter_id, version))
-    return version
 
 
 def active_versions(conn: psycopg.Connection, meter_ids: list[str]) -> dict[str, int]:

@@ -209,3 +209,26 @@ def test_schema_built_for_timescale_is_refused_on_an_apache_server(make_database
     else:
         assert result.returncode == 0, result.stderr
 
+
+
+def test_one_active_model_migration_retires_all_but_the_newest(make_database, migrations_copy):
+    """Migration 0038 on a registry where two detectors each trained a meter at once: the
+    newest version of each meter stays active, the others are retired, then the index holds."""
+    url = make_database("active")
+    for path in migrations_copy.glob("0038_*.sql"):
+        path.unlink()
+    with connect_url(url) as conn:
+        migrate(conn, settings_for(url), migrations_copy)
+    insert = "INSERT INTO models (meter_id, algorithm, reason) VALUES (%s, 't', 'initial') RETURNING version"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO meters (meter_id) VALUES ('a'), ('b')")
+        a1, a2, b1, a3 = (conn.execute(insert, (meter,)).fetchone()[0] for meter in "aaba")
+        conn.execute("UPDATE models SET status = 'retired' WHERE version = %s", (a1,))
+        shared = [conn.execute(insert, (None,)).fetchone()[0] for _ in range(2)]
+    with connect_url(url) as conn:
+        result = migrate(conn, settings_for(url))
+    assert [m.label for m in result.applied] == ["0038_one_active_model"]
+    with psycopg.connect(url) as conn:
+        statuses = dict(conn.execute("SELECT version, status FROM models").fetchall())
+    assert statuses == {a1: "retired", a2: "retired", a3: "active", b1: "active",
+                        shared[0]: "active", shared[1]: "active"}
