@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,13 @@ class Owner:
     meter: Meter
     version: int
     step: timedelta
+
+
+class Recorded(NamedTuple):
+    """What `record` did: the incidents opened or extended per owner, and how many it opened."""
+
+    touched: np.ndarray
+    opened: int
 
 
 # An incident extended: its span, count, peak (severity and explanation with it), the most
@@ -65,8 +73,9 @@ INSERT = ("INSERT INTO anomaly_incidents (meter_id, model_version, start_time, e
           " ON CONFLICT (meter_id, model_version, start_time) DO NOTHING")
 
 
-def record(conn: psycopg.Connection, owners: list[Owner], found: pd.DataFrame) -> np.ndarray:
-    """Merge anomalous readings into anomaly_incidents; returns the incidents touched per owner.
+def record(conn: psycopg.Connection, owners: list[Owner], found: pd.DataFrame) -> Recorded:
+    """Merge anomalous readings into anomaly_incidents; returns the incidents touched per owner
+    and the number opened.
 
     `found`: the anomalous readings of the whole batch, one row each (index time; columns `at`,
     the owner's position, and score, kind, top_feature, expected, actual). Everything is worked
@@ -75,7 +84,7 @@ def record(conn: psycopg.Connection, owners: list[Owner], found: pd.DataFrame) -
     few round trips and array operations."""
     touched = np.zeros(len(owners), dtype=int)
     if found.empty:
-        return touched
+        return Recorded(touched, 0)
     at, times = found["at"].to_numpy(), epoch_ns(found.index) // 1000
     order = np.lexsort((times, at))
     at, times = at[order], times[order]
@@ -114,9 +123,11 @@ def record(conn: psycopg.Connection, owners: list[Owner], found: pd.DataFrame) -
                 cursor.execute(UPDATE_ALL, [list(column) for column in zip(*updates)])
             else:
                 cursor.executemany(UPDATE_ONE, updates)
+        opened = 0
         if new:
             cursor.execute(INSERT, [list(column) for column in zip(*new)])
-    return touched
+            opened = cursor.rowcount
+    return Recorded(touched, opened)
 
 
 def _most_frequent(kinds: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:

@@ -607,7 +607,7 @@ class Scorer:
         count them."""
         for (severity, kind), n in found.groupby(["severity", "kind"]).size().items():
             self.metrics.anomalies.labels(severity, kind).inc(n)
-        touched = incidents.record(conn, owners, found)
+        touched = incidents.record(conn, owners, found).touched
         for owner in np.flatnonzero(touched).tolist():
             self.metrics.incidents.labels(owners[owner].meter.meter_id).inc(int(touched[owner]))
 

@@ -483,12 +483,12 @@ def test_incidents_of_many_meters_are_merged_in_one_call(db_url, jobs):
     owners = [incidents.Owner(_meter(conn, meter_id), version, step)
               for meter_id in ("inc1", "inc2")]
     with conn.transaction():
-        touched = incidents.record(conn, owners, pd.concat([readings_at([3], 95.0, 1),
+        touched, opened = incidents.record(conn, owners, pd.concat([readings_at([3], 95.0, 1),
                                                             readings_at([1, 2], 70.0, 0)]))
-    assert touched.tolist() == [1, 1]
+    assert touched.tolist() == [1, 1] and opened == 2
     with conn.transaction():
-        extended = incidents.record(conn, owners, readings_at([4], 85.0, 0))
-    assert extended.tolist() == [1, 0]
+        extended, opened = incidents.record(conn, owners, readings_at([4], 85.0, 0))
+    assert extended.tolist() == [1, 0] and opened == 0
     rows = conn.execute("SELECT meter_id, start_time, end_time, n_readings, peak_score, severity,"
                         " excess_energy_kwh, estimated_cost FROM anomaly_incidents"
                         " WHERE meter_id IN ('inc1', 'inc2') ORDER BY meter_id").fetchall()
@@ -525,8 +525,8 @@ def test_two_runs_extending_one_incident_both_count(db_url, jobs):
     with conn.transaction():
         incidents.record(conn, owners, readings_at([100, 150, 200], 70.0))
     with conn.transaction():
-        touched = incidents.record(conn, owners, readings_at([45, 255], [95.0, 85.0]))
-    assert touched.tolist() == [2]
+        touched, opened = incidents.record(conn, owners, readings_at([45, 255], [95.0, 85.0]))
+    assert touched.tolist() == [2] and opened == 0
     rows = conn.execute("SELECT start_time, end_time, n_readings, peak_score, severity,"
                         " excess_energy_kwh, estimated_cost FROM anomaly_incidents"
                         " WHERE meter_id = 'inc3'").fetchall()
