@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from wattwatch import logs
 from wattwatch.arguments import TIME_HELP, timestamp
-from wattwatch.errors import WattwatchError
+from wattwatch.errors import WattwatchError, first_line
 from wattwatch.settings import load_settings
+
+log = logs.get("detector")
 
 
 def _meters(conn, meter_id: str | None):
@@ -19,20 +22,73 @@ def _meters(conn, meter_id: str | None):
     return found
 
 
+def _not_handled(failed: dict[str, str], meters: int | None, done: str) -> WattwatchError:
+    """One line naming every meter that failed (of `meters` asked for), and why."""
+    if meters == 1:
+        return WattwatchError(next(iter(failed.values())))
+    count = f"{len(failed)} of {meters} meters" if meters else \
+        f"{len(failed)} meter{'s' if len(failed) > 1 else ''}"
+    return WattwatchError(f"{count} not {done}: "
+                          + "; ".join(failed[meter_id] for meter_id in sorted(failed)))
+
+
+def _lost(exc: Exception) -> WattwatchError:
+    return WattwatchError(f"database connection lost ({first_line(exc)}); run the same command "
+                          "again: what was done is kept and nothing is done twice")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
+    """Train every meter it can (waiting for a meter the detector is scoring); the others are
+    named at the end, and the exit status is 1."""
+    import psycopg
+
+    from detector.locks import waiting_for
     from detector.registry import train
     from timescale.connect import connect
 
     settings = load_settings()
+    failed: dict[str, str] = {}
     with connect(settings) as conn:
-        for meter in _meters(conn, args.meter):
-            with conn.transaction():
-                version = train(conn, meter, settings, start=args.start, end=args.end,
-                                algorithm=args.model, reason=args.reason)
+        meters = _meters(conn, args.meter)
+        for meter in meters:
+            try:
+                with waiting_for(conn, meter.meter_id, log), conn.transaction():
+                    version = train(conn, meter, settings, start=args.start, end=args.end,
+                                    algorithm=args.model, reason=args.reason)
+            except psycopg.OperationalError as exc:
+                raise _lost(exc) from None
+            except WattwatchError as exc:
+                failed[meter.meter_id] = str(exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - one meter's failure: the others go on
+                logs.unexpected(log, f"meter {meter.meter_id}", exc)
+                failed[meter.meter_id] = (f"meter {meter.meter_id!r}: {type(exc).__name__}: "
+                                          f"{first_line(exc)}")
+                continue
             print(f"meter {meter.meter_id}: model version {version} ({args.model}) trained")
+    if failed:
+        raise _not_handled(failed, len(meters), "trained")
+
+
+def _started(conn, settings, metrics_url: str | None, once: bool) -> None:
+    """The start-up line: version, where and as whom, the settings that matter."""
+    from timescale.connect import describe_url
+    from wattwatch import __version__
+
+    role = conn.execute("SELECT current_user").fetchone()[0]
+    conn.commit()
+    log.info("detect run%s: wattwatch %s, connected as %s to %s; interval %g s, train days %g,"
+             " alarm rate %g, batch rows %d%s", " --once" if once else "", __version__, role,
+             describe_url(settings.database_url.get_secret_value()).split("@", 1)[-1],
+             settings.detector_interval_seconds, settings.detector_train_days,
+             settings.detector_alarm_rate, settings.detector_batch_rows,
+             f"; metrics on {metrics_url}" if metrics_url else "")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    """The scoring service (or one pass with --once: then a lost database, or meters that
+    could not be handled, end it with status 1 and one line)."""
+    import psycopg
     from prometheus_client import CollectorRegistry
 
     from detector.metrics import DetectorMetrics
@@ -44,12 +100,25 @@ def cmd_run(args: argparse.Namespace) -> None:
     registry = CollectorRegistry()
     metrics = DetectorMetrics(registry)
     port = DEFAULT_PORTS["detector"] if args.metrics_port is None else args.metrics_port
+    metrics_url = None
     if not args.once or args.metrics_port is not None:
         bound = serve_metrics(registry, port, settings.metrics_address)
-        print(f"metrics on http://{settings.metrics_address}:{bound}/metrics", flush=True)
+        metrics_url = f"http://{settings.metrics_address}:{bound}/metrics"
+
+    failed: dict[str, str] = {}
     with connect(settings) as conn:
-        written = run(conn, settings, metrics, once=args.once)
+        _started(conn, settings, metrics_url, args.once)
+        try:
+            written = run(conn, settings, metrics, once=args.once, failed=failed)
+        except psycopg.OperationalError as exc:
+            raise _lost(exc) from None
+        except Exception as exc:  # noqa: BLE001 - one line, its traceback at DEBUG
+            log.debug("traceback of the error below", exc_info=exc)
+            raise WattwatchError(f"scoring failed: {type(exc).__name__}: {first_line(exc)}") \
+                from None
     print(f"{written} readings scored")
+    if failed:
+        raise _not_handled(failed, None, "scored")
 
 
 def cmd_score_csv(args: argparse.Namespace) -> None:
@@ -88,7 +157,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     train = sub.add_parser("train", help="train and store a new model version",
                            description="Train, validate and store a versioned model per meter "
-                           "(all meters unless --meter); it becomes the meter's active model.")
+                           "(all meters unless --meter); it becomes the meter's active model. A "
+                           "meter the detector is scoring is trained once it is done with it. "
+                           "Meters that cannot be trained (too little data) are named at the "
+                           "end, and the exit status is 1.")
     train.add_argument("--meter", help="only this meter")
     train.add_argument("--from", dest="start", type=timestamp, metavar="TS",
                        help=f"start of the training window: {TIME_HELP} (default: "
@@ -103,7 +175,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="the scoring service",
                          description="Score new readings of every meter from its watermark, "
                          "write anomaly_scores and anomaly_incidents, serve /metrics. A meter "
-                         "without a model gets one trained first.")
+                         "without a model gets one trained first. Several may run: a meter is "
+                         "trained and scored by one at a time. With --once, a lost database ends "
+                         "the run, and meters that could not be handled are named at the end; "
+                         "both give exit status 1.")
     run.add_argument("--once", action="store_true",
                      help="score everything pending and exit (how a history is backfilled)")
     run.add_argument("--metrics-port", type=int, metavar="PORT",

@@ -1,5 +1,5 @@
 """The model registry (`models`): train, validate and store versioned models; load the newest
-active one of a meter; act on retrain requests and on models past their age."""
+active one of a meter. When `detect run` trains is `detector.training`'s."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def train(conn: psycopg.Connection, meter: readings.Meter, settings: Settings, *
     if len(frame) < MIN_TRAIN_READINGS or not fields:
         raise WattwatchError(
             f"meter {meter.meter_id!r} has {len(frame)} readings between {start:%Y-%m-%d %H:%M} "
-            f"and {end:%Y-%m-%d %H:%M}; training needs at least {MIN_TRAIN_READINGS}")
+            f"and {end:%Y-%m-%d %H:%M} (training needs at least {MIN_TRAIN_READINGS})")
     params = {"nominal_voltage_v": meter.nominal_voltage_v,
               "alarm_rate": settings.detector_alarm_rate} if algorithm == DEFAULT_MODEL else {}
     data = frame[fields]
@@ -100,38 +100,3 @@ def load(conn: psycopg.Connection, version: int) -> ActiveModel:
     blob = conn.execute("SELECT model FROM models WHERE version = %s", (version,)).fetchone()[0]
     detector, fields = pickle.loads(blob)
     return ActiveModel(version, detector, fields)
-
-
-def handle_retrain_requests(conn: psycopg.Connection, settings: Settings) -> list[int]:
-    """Train a new version for every pending request (all meters for a request without one)
-    and for every meter whose active model is older than detector_model_max_age_days."""
-    trained = []
-    pending = conn.execute("SELECT request_id, meter_id, reason FROM retrain_requests"
-                           " WHERE handled_at IS NULL ORDER BY requested_at").fetchall()
-    for request_id, meter_id, why in pending:
-        version = None
-        for meter in readings.meters(conn, meter_id):
-            version = _train_quietly(conn, meter, settings, f"retrain request: {why}")
-            trained += [version] if version else []
-        conn.execute("UPDATE retrain_requests SET handled_at = now(), model_version = %s"
-                     " WHERE request_id = %s", (version, request_id))
-    if settings.detector_model_max_age_days:
-        old = conn.execute(
-            "SELECT DISTINCT ON (meter_id) meter_id, trained_at < now() - %s * interval '1 day'"
-            " FROM models WHERE status = 'active' AND meter_id IS NOT NULL"
-            " ORDER BY meter_id, trained_at DESC", (settings.detector_model_max_age_days,)
-        ).fetchall()
-        for meter_id, too_old in old:
-            if too_old:
-                for meter in readings.meters(conn, meter_id):
-                    version = _train_quietly(conn, meter, settings, "age")
-                    trained += [version] if version else []
-    return trained
-
-
-def _train_quietly(conn, meter, settings, reason) -> int | None:
-    """Train, or None when the meter has too little data yet (it is retried later)."""
-    try:
-        return train(conn, meter, settings, reason=reason)
-    except WattwatchError:
-        return None

@@ -14,11 +14,15 @@ inserted; a row that may have a score already is inserted only if it has none.
   three connections: the next batch is read while this one is scored and the last one written.
   Its watermark moves after all its batches are committed: a crash re-reads them, and the
   checks on insert keep every score written exactly once.
+
+A meter is trained and scored by one process at a time: each cycle holds the advisory locks
+of the meters it works on (`detector.locks`) and leaves those another process holds. A meter
+that fails (too little data to train, an unexpected error) is reported and tried again later
+with backoff (`detector.training`, `detector.retries`); the others go on.
 """
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -32,15 +36,20 @@ import psycopg
 
 from detector import incidents, readings, registry, stacked
 from detector.calibration import SEVERITIES
+from detector.cycles import Work, failure
 from detector.kinds import KINDS
+from detector.locks import MeterLocks
 from detector.metrics import DetectorMetrics
+from detector.retries import HeldBack
 from detector.seasonality import epoch_ns, micros, moment_of
+from detector.training import Trainer
 from timescale.binary_copy import HEADER, POSTGRES_EPOCH, TRAILER
 from timescale.connect import connect
+from wattwatch import logs
 from wattwatch.errors import WattwatchError
 from wattwatch.settings import Settings
 
-log = logging.getLogger("wattwatch.detector")
+log = logs.get("detector")
 
 # A transaction that stamped its readings' ingested_at (its start time) may commit after the
 # watermark passed that stamp: readings this close behind the watermark are looked at again.
@@ -58,6 +67,8 @@ GROUP_MIN_ROWS = 1_000
 STACK_MAX_NEW = 32
 NEVER = datetime.min.replace(tzinfo=timezone.utc)
 NEVER_AFTER = datetime.max.replace(tzinfo=timezone.utc)
+# `run --once` looks again this often for meters another process was scoring.
+BUSY_WAIT = 0.5
 # More readings than this to check for a score at once are checked by a hash anti-join, not a
 # probe each (828,000 probes took 4 s, the hash join 0.5 s).
 MANY_LATE = 20_000
@@ -153,12 +164,14 @@ class _Tail:
 
     version: int
     rows: readings.Rows
+    mark: datetime  # the watermark this process wrote with them
 
     def serves(self, pending: Pending, model: registry.ActiveModel) -> bool:
-        """True when these are the readings just before the pending ones (same model, and no
-        pending reading older than them: a late reading sends the meter back to the database)."""
-        return (self.version == model.version and len(self.rows) > 0
-                and micros(pending.first) > self.rows.t[-1])
+        """True when these are the readings just before the pending ones (same model, the
+        watermark as this process left it: nobody else scored the meter since, and no pending
+        reading older than them: a late reading sends the meter back to the database)."""
+        return (self.version == model.version and pending.mark == self.mark
+                and len(self.rows) > 0 and micros(pending.first) > self.rows.t[-1])
 
 
 def _copy_rows(batch: list[Scored], names: list[str]) -> bytes:
@@ -192,7 +205,8 @@ def _copy_rows(batch: list[Scored], names: list[str]) -> bytes:
 class Scorer:
     """Scores all meters; one instance per `detect run` process."""
 
-    def __init__(self, conn: psycopg.Connection, settings: Settings, metrics: DetectorMetrics):
+    def __init__(self, conn: psycopg.Connection, settings: Settings, metrics: DetectorMetrics,
+                 *, once: bool = False):
         self.conn = conn
         self.settings = settings
         self.metrics = metrics
@@ -206,34 +220,94 @@ class Scorer:
         # of the parameters: a live cycle's read of a thousand meters took 6 times longer.
         conn.prepare_threshold = None
         self._connections: dict[str, psycopg.Connection] = {}
+        self.locks = MeterLocks(conn)
+        self.held_back = HeldBack()
+        self.trainer = Trainer(settings, self.held_back, retrying=not once)
+        self.work = Work()  # what the last cycle did
 
     def connection(self, purpose: str) -> psycopg.Connection:
         """A connection of its own for a pipeline stage ("read", "write"), opened on first
         use and kept."""
         conn = self._connections.get(purpose)
         if conn is None or conn.closed:
-            conn = self._connections[purpose] = connect(self.settings)
+            try:
+                conn = self._connections[purpose] = connect(self.settings)
+            except WattwatchError as exc:  # the database is lost, not the meter at hand
+                raise psycopg.OperationalError(str(exc)) from exc
             conn.prepare_threshold = None  # as self.conn, see __init__
         return conn
 
     def close(self) -> None:
         for conn in self._connections.values():
             conn.close()
+        self._connections.clear()
 
     def cycle(self) -> int:
-        """Act on retrain requests, then score what is pending for every meter; rows written."""
-        with self.conn.transaction():
-            registry.handle_retrain_requests(self.conn, self.settings)
-        pending = self._pending()
-        models = self._models([p.meter for p in pending])
-        pending = [p for p in pending if p.meter.meter_id in models]
-        limit = max(GROUP_MIN_ROWS, self.settings.detector_batch_rows // max(len(pending), 1))
-        few = [p for p in pending if p.count < limit]
-        written, alone = self._score_group(few, models, limit) if few else (0, [])
-        for p in alone + [p for p in pending if p.count >= limit]:
-            written += self._score_meter(p, models[p.meter.meter_id])
+        """Act on retrain requests, then score what is pending for every meter this process
+        can hold (the others are another process's); rows written. What the cycle did is in
+        `self.work`, and logged."""
+        work = self.work = Work()
+        started = time.monotonic()
+        try:
+            with self.conn.transaction():
+                self.trainer.retrain(self.conn, self.locks, work)
+            pending = self._claim(self._pending())
+            models = self._models([p.meter for p in pending])
+            pending = [p for p in pending if p.meter.meter_id in models]
+            limit = max(GROUP_MIN_ROWS, self.settings.detector_batch_rows // max(len(pending), 1))
+            few = [p for p in pending if p.count < limit]
+            written, alone = self._score_together(few, models, limit)
+            for p in alone + [p for p in pending if p.count >= limit]:
+                try:
+                    written += self._score_meter(p, models[p.meter.meter_id])
+                except psycopg.OperationalError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one meter's failure: the others go on
+                    self._failed(p.meter.meter_id, exc)
+        finally:
+            self.locks.release()
         self.metrics.cycles.inc()
+        work.log(log, time.monotonic() - started)
         return written
+
+    def _failed(self, meter_id: str, exc: Exception) -> None:
+        """An unexpected error of one meter: logged, reported, tried again with backoff."""
+        self.work.failed[meter_id] = failure(log, meter_id, exc)
+        self.held_back.failed(meter_id)
+        self.tails.pop(meter_id, None)
+
+    def _claim(self, pending: list[Pending]) -> list[Pending]:
+        """The pending meters this cycle scores: not held back after a failure, held by this
+        process (another process has the others), and still at the watermark they were found
+        with (another process may have scored them in between: they are found again next
+        cycle)."""
+        pending = [p for p in pending if self.held_back.due(p.meter.meter_id)]
+        if not pending:
+            return []
+        held = self.locks.claim(p.meter.meter_id for p in pending)
+        marks = dict(self.conn.execute(  # read after the locks: what their last holder committed
+            "SELECT meter_id, ingested_at FROM detector_watermarks WHERE meter_id = ANY(%s)",
+            (sorted(held),)).fetchall())
+        self.conn.commit()
+        claimed = [p for p in pending if p.meter.meter_id in held
+                   and marks.get(p.meter.meter_id) == p.mark]
+        self.work.busy = {p.meter.meter_id for p in pending} - {p.meter.meter_id for p in claimed}
+        return claimed
+
+    def _score_together(self, few: list[Pending], models: dict[str, registry.ActiveModel],
+                        limit: int) -> tuple[int, list[Pending]]:
+        """_score_group, and when it fails unexpectedly, each of its meters scored alone (so
+        that the meter at fault is named and the others go on)."""
+        if not few:
+            return 0, []
+        try:
+            return self._score_group(few, models, limit)
+        except psycopg.OperationalError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - retried meter by meter
+            logs.unexpected(log, f"scoring {len(few)} meters together (now scored one by one)",
+                            exc)
+            return 0, few
 
     def _pending(self) -> list[Pending]:
         """Meters with readings stored after their watermark, or stored before it without a
@@ -263,9 +337,12 @@ class Scorer:
                     row[1] = min(row[1], first)
                     row[2] += count
             if settling - found.keys():
+                closed = sorted(settling - found.keys())
                 self.conn.execute(  # closed: nothing stored up to the watermark is left
-                    "UPDATE detector_watermarks SET recheck_after = ingested_at"
-                    " WHERE meter_id = ANY(%s)", (sorted(settling - found.keys()),))
+                    "UPDATE detector_watermarks w SET recheck_after = w.ingested_at"
+                    " FROM unnest(%s::text[], %s::timestamptz[]) AS c(meter_id, at)"
+                    " WHERE w.meter_id = c.meter_id AND w.ingested_at = c.at",  # unless moved
+                    (closed, [marks[meter_id].at for meter_id in closed]))
         new = [meter.meter_id for meter in known if meter.meter_id not in marks]
         if new:
             found.update((row[0], row[1:]) for row in self.conn.execute(
@@ -332,32 +409,36 @@ class Scorer:
 
     def _models(self, meters: list[readings.Meter]) -> dict[str, registry.ActiveModel]:
         """The newest active model of each meter (trained first if it has none; left out if
-        it has too little data yet), loaded once per version; the stacks of the layouts whose
-        models changed are rebuilt."""
+        it has too little data yet, or fails), loaded once per version; the stacks of the
+        layouts whose models changed are rebuilt."""
         models, changed = {}, set()
         with self.conn.transaction():
             versions = registry.active_versions(self.conn, [m.meter_id for m in meters])
-            for meter in meters:
-                version = versions.get(meter.meter_id)
+        for meter in meters:
+            version, cached = versions.get(meter.meter_id), self.models.get(meter.meter_id)
+            if cached is None or cached.version != version:
+                try:
+                    with self.conn.transaction():
+                        if version is None:
+                            version = self.trainer.initial(self.conn, meter, self.work)
+                        if version is not None:
+                            cached = registry.load(self.conn, version)
+                except psycopg.OperationalError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one meter's failure: the others go on
+                    self._failed(meter.meter_id, exc)
+                    continue
                 if version is None:
-                    try:
-                        version = registry.train(
-                            self.conn, meter, self.settings, reason="initial",
-                            holdout_days=self.settings.detector_initial_holdout_days)
-                    except WattwatchError as exc:
-                        log.info("meter %s not scored yet: %s", meter.meter_id, exc)
-                        continue
-                cached = self.models.get(meter.meter_id)
-                if cached is None or cached.version != version:
-                    cached = self.models[meter.meter_id] = registry.load(self.conn, version)
-                    layout = stacked.layout(cached.detector)
-                    changed |= {self.layouts.get(meter.meter_id), layout}
-                    self.layouts[meter.meter_id] = layout
-                    algorithm = cached.detector.algorithm
-                    self.metrics.use_model(meter.meter_id, version, algorithm,
-                                           self.algorithms.get(meter.meter_id))
-                    self.algorithms[meter.meter_id] = (str(version), algorithm)
-                models[meter.meter_id] = cached
+                    continue
+                self.models[meter.meter_id] = cached
+                layout = stacked.layout(cached.detector)
+                changed |= {self.layouts.get(meter.meter_id), layout}
+                self.layouts[meter.meter_id] = layout
+                algorithm = cached.detector.algorithm
+                self.metrics.use_model(meter.meter_id, version, algorithm,
+                                       self.algorithms.get(meter.meter_id))
+                self.algorithms[meter.meter_id] = (str(version), algorithm)
+            models[meter.meter_id] = cached
         for layout in changed - {None}:
             members = {meter_id: self.models[meter_id].detector
                        for meter_id, its in self.layouts.items() if its == layout}
@@ -413,7 +494,7 @@ class Scorer:
                 self.tails.pop(meter_id, None)
                 continue
             done.append(p)
-            self.tails[meter_id] = _Tail(model.version, rows.tail(model.context_rows))
+            self.tails[meter_id] = _Tail(model.version, rows.tail(model.context_rows), p.next_mark)
             layout = self.layouts.get(meter_id)
             if 0 < count <= STACK_MAX_NEW and layout is not None:
                 stacks.setdefault(layout, []).append((p, model, rows, count))
@@ -478,7 +559,8 @@ class Scorer:
             self._advance([pending])
         if chunk is not None:  # the last batch ends with the newest readings: kept for live
             last = pd.concat([context, chunk]).tail(model.context_rows)
-            self.tails[pending.meter.meter_id] = _Tail(model.version, readings.Rows.of(last))
+            self.tails[pending.meter.meter_id] = _Tail(model.version, readings.Rows.of(last),
+                                                       pending.next_mark)
         return written
 
     def _batches(self, pending: Pending, model: registry.ActiveModel):
@@ -574,6 +656,7 @@ class Scorer:
             for position, meter in enumerate(scored.meters):
                 count, anomalous_times = inserted.get(meter.meter_id, (0, None))
                 written += count
+                self.work.scored(meter.meter_id, count)
                 self.metrics.scored.labels(meter.meter_id).inc(count)
                 if anomalous_times:
                     found[position] = anomalous_times
@@ -607,7 +690,8 @@ class Scorer:
         count them."""
         for (severity, kind), n in found.groupby(["severity", "kind"]).size().items():
             self.metrics.anomalies.labels(severity, kind).inc(n)
-        touched = incidents.record(conn, owners, found).touched
+        touched, opened = incidents.record(conn, owners, found)
+        self.work.recorded(len(found), opened)
         for owner in np.flatnonzero(touched).tolist():
             self.metrics.incidents.labels(owners[owner].meter.meter_id).inc(int(touched[owner]))
 
@@ -711,16 +795,25 @@ class _Writer:
 
 
 def run(conn: psycopg.Connection, settings: Settings, metrics: DetectorMetrics, *,
-        once: bool = False) -> int:
-    """Score until interrupted (with once: one cycle, everything pending when it starts)."""
-    scorer = Scorer(conn, settings, metrics)
-    total = 0
+        once: bool = False, failed: dict[str, str] | None = None) -> int:
+    """Score until interrupted; rows written. With once: everything pending when it starts,
+    waiting for the meters another process is scoring. `failed` gathers the meters that could
+    not be handled, with why."""
+    scorer = Scorer(conn, settings, metrics, once=once)
+    told, total = False, 0
     try:
         while True:
             started = time.monotonic()
             total += scorer.cycle()
-            if once:
+            if failed is not None:
+                failed.update(scorer.work.failed)
+            if once and not scorer.work.busy:
                 return total
-            time.sleep(max(0.0, settings.detector_interval_seconds - (time.monotonic() - started)))
+            if once and not told:
+                told = True
+                log.info("waiting for %d meters that another detector is scoring",
+                         len(scorer.work.busy))
+            pause = BUSY_WAIT if once else settings.detector_interval_seconds
+            time.sleep(max(0.0, pause - (time.monotonic() - started)))
     finally:
         scorer.close()

@@ -148,14 +148,18 @@ def test_crash_in_the_middle_then_restart_leaves_no_duplicate_or_gap(db_url, job
     original = Scorer._write
     calls = []
 
+    class Crash(BaseException):
+        """The process killed in the middle: nothing handles it (an Exception is one meter's
+        failure, reported while the others go on)."""
+
     def crash_on_second_batch(self, *args):
         calls.append(1)
         if len(calls) == 2:
-            raise ConnectionError("simulated crash")
+            raise Crash("simulated crash")
         return original(self, *args)
 
     monkeypatch.setattr(Scorer, "_write", crash_on_second_batch)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(Crash):
         run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True)
     conn.rollback()
     partial = conn.execute("SELECT count(*) FROM anomaly_scores WHERE meter_id = 'crashy'").fetchone()[0]
@@ -256,10 +260,111 @@ def test_cli_run_once_and_train_as_the_jobs_role(role_url):
     assert trained.returncode == 0, trained.stderr
     assert "model version" in trained.stdout
     ran = run_cli(["detect", "run", "--once"], env=env, timeout=120)
-    assert ran.returncode == 0, ran.stderr
+    # every meter scored but 'exact', whose five readings cannot train a model: named at the end
+    assert ran.returncode == 1, ran.stderr
     assert "readings scored" in ran.stdout
+    assert ran.stderr.splitlines()[-1] == (
+        "wattwatch detect: 1 meter not scored: meter 'exact' has 5 readings between "
+        "2025-12-08 00:04 and 2026-01-05 00:04 (training needs at least 2880)"), ran.stderr
+    assert "Traceback" not in ran.stderr
     missing = run_cli(["detect", "train", "--meter", "nowhere"], env=env)
     assert missing.returncode == 1 and "no meter 'nowhere'" in missing.stderr
+
+
+def test_batch_commands_go_on_past_a_meter_that_fails(db_url, jobs, role_url):
+    """`detect train` (every meter) and `detect run --once` handle every meter they can, then
+    name in one line on stderr each one they could not, and why; exit status 1."""
+    conn = jobs[1]
+    frame = household(days=3, seed=41)
+    _add_meter(db_url, "fine", frame)
+    _add_meter(db_url, "short", frame.iloc[:100])
+    env = {"WATTWATCH_DATABASE_URL": role_url("wattwatch_jobs")}
+    trained = run_cli(["detect", "train"], env=env, timeout=600)
+    assert trained.returncode == 1, trained.stderr
+    assert "meter fine: model version" in trained.stdout  # after 'exact', before 'short'
+    failed = trained.stderr.splitlines()[-1]
+    assert failed.startswith("wattwatch detect: 2 of "), failed
+    assert "meters not trained: meter 'exact' has 5 readings between" in failed
+    assert "; meter 'short' has 100 readings between" in failed
+    ran = run_cli(["detect", "run", "--once"], env=env, timeout=300)
+    assert ran.returncode == 1, ran.stderr
+    assert ran.stdout.strip() == f"{len(frame)} readings scored"
+    assert ran.stderr.splitlines()[-1].startswith(
+        "wattwatch detect: 2 meters not scored: meter 'exact' has 5 readings"), ran.stderr
+    assert conn.execute("SELECT count(*), count(DISTINCT time) FROM anomaly_scores"
+                        " WHERE meter_id = 'fine'").fetchone() == (len(frame), len(frame))
+    conn.commit()
+
+
+def test_a_meters_unexpected_error_is_one_line_and_the_others_are_scored(db_url, jobs, caplog,
+                                                                          monkeypatch):
+    """An error scoring one meter names it in one line (its traceback at DEBUG only), is
+    reported, and the other meters are scored; the meter is tried again after a backoff, and
+    scored then."""
+    settings, conn = jobs
+    frame = household(days=5, seed=42)
+    for meter_id in ("good", "bad"):
+        _add_meter(db_url, meter_id, frame)
+        _train(conn, settings, meter_id, frame)
+    original = Scorer._score
+
+    def fails_for_bad(pending, *args):
+        if pending.meter.meter_id == "bad":
+            raise ValueError("no luck\nsecond line")
+        return original(pending, *args)
+
+    monkeypatch.setattr(Scorer, "_score", staticmethod(fails_for_bad))
+    scorer = Scorer(conn, settings, DetectorMetrics(CollectorRegistry()))
+    clock = [0.0]
+    scorer.held_back.clock = lambda: clock[0]
+    with caplog.at_level("DEBUG", logger="wattwatch.detector"):
+        assert scorer.cycle() == len(frame)
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage() for r in errors] == ["meter bad: ValueError: no luck"]
+    assert errors[0].exc_info is None
+    assert [r.levelname for r in caplog.records if r.exc_info] == ["DEBUG"]
+    assert scorer.work.failed["bad"] == "meter 'bad': ValueError: no luck"
+    cycle_line = [r for r in caplog.records if r.getMessage().startswith("cycle:")][-1]
+    assert cycle_line.levelname == "INFO" and "1 meter scored" in cycle_line.getMessage()
+    monkeypatch.setattr(Scorer, "_score", staticmethod(original))
+    assert scorer.cycle() == 0  # held back: not tried at every cycle
+    clock[0] += 31
+    assert scorer.cycle() == len(frame)
+    assert conn.execute("SELECT meter_id, count(*), count(DISTINCT time) FROM anomaly_scores"
+                        " WHERE meter_id IN ('good', 'bad') GROUP BY meter_id ORDER BY 1"
+                        ).fetchall() == [("bad", len(frame), len(frame)),
+                                         ("good", len(frame), len(frame))]
+    conn.commit()
+
+
+def test_a_meter_that_cannot_be_trained_is_logged_once_and_tried_with_backoff(
+        db_url, jobs, caplog, monkeypatch):
+    settings, conn = jobs
+    _add_meter(db_url, "newbie", household(days=1, seed=43).iloc[:60])
+    attempts = []
+    original = registry.train
+
+    def counting(conn, meter, *args, **kwargs):
+        attempts.append(meter.meter_id)
+        return original(conn, meter, *args, **kwargs)
+
+    monkeypatch.setattr(registry, "train", counting)
+    scorer = Scorer(conn, settings, DetectorMetrics(CollectorRegistry()))
+    clock = [0.0]
+    scorer.held_back.clock = lambda: clock[0]
+    with caplog.at_level("INFO", logger="wattwatch.detector"):
+        for _ in range(3):
+            scorer.cycle()
+        clock[0] += 31
+        scorer.cycle()
+        scorer.cycle()
+        clock[0] += 61
+        scorer.cycle()
+    assert attempts.count("newbie") == 3  # at 0 s, after 30 s, after 60 s more
+    said = [r.getMessage() for r in caplog.records if "newbie" in r.getMessage()]
+    assert said == ["meter 'newbie' has 60 readings between 2025-12-08 00:59 and 2026-01-05 00:59"
+                    " (training needs at least 2880); not scored yet, trying again in 30 s and"
+                    " then less often"], said
 
 
 def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
