@@ -94,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     from detector.metrics import DetectorMetrics
     from detector.service import run
     from exporters.metrics import DEFAULT_PORTS, serve_metrics
-    from timescale.connect import connect
+    from timescale.connect import connect, connect_url
 
     settings = load_settings()
     registry = CollectorRegistry()
@@ -105,11 +105,16 @@ def cmd_run(args: argparse.Namespace) -> None:
         bound = serve_metrics(registry, port, settings.metrics_address)
         metrics_url = f"http://{settings.metrics_address}:{bound}/metrics"
 
+    def connect_again() -> psycopg.Connection:  # one attempt: run() backs off between them
+        return connect_url(settings.database_url.get_secret_value(),
+                           timeout=settings.connect_timeout_seconds, attempts=1)
+
     failed: dict[str, str] = {}
     with connect(settings) as conn:
         _started(conn, settings, metrics_url, args.once)
         try:
-            written = run(conn, settings, metrics, once=args.once, failed=failed)
+            written = run(conn, settings, metrics, once=args.once, failed=failed,
+                          connect_again=None if args.once else connect_again)
         except psycopg.OperationalError as exc:
             raise _lost(exc) from None
         except Exception as exc:  # noqa: BLE001 - one line, its traceback at DEBUG
@@ -176,7 +181,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                          description="Score new readings of every meter from its watermark, "
                          "write anomaly_scores and anomaly_incidents, serve /metrics. A meter "
                          "without a model gets one trained first. Several may run: a meter is "
-                         "trained and scored by one at a time. With --once, a lost database ends "
+                         "trained and scored by one at a time. The service waits for a lost "
+                         "database (reconnecting with backoff). With --once, a lost database ends "
                          "the run, and meters that could not be handled are named at the end; "
                          "both give exit status 1.")
     run.add_argument("--once", action="store_true",

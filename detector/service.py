@@ -18,7 +18,9 @@ inserted; a row that may have a score already is inserted only if it has none.
 A meter is trained and scored by one process at a time: each cycle holds the advisory locks
 of the meters it works on (`detector.locks`) and leaves those another process holds. A meter
 that fails (too little data to train, an unexpected error) is reported and tried again later
-with backoff (`detector.training`, `detector.retries`); the others go on.
+with backoff (`detector.training`, `detector.retries`); the others go on. `run` survives a
+lost database: it reconnects with backoff and resumes from the watermarks
+(`timescale.reconnect`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from detector import incidents, readings, registry, stacked
 from detector.calibration import SEVERITIES
@@ -45,6 +48,7 @@ from detector.seasonality import epoch_ns, micros, moment_of
 from detector.training import Trainer
 from timescale.binary_copy import HEADER, POSTGRES_EPOCH, TRAILER
 from timescale.connect import connect
+from timescale.reconnect import Outage, backoff, reconnect
 from wattwatch import logs
 from wattwatch.errors import WattwatchError
 from wattwatch.settings import Settings
@@ -241,6 +245,18 @@ class Scorer:
         for conn in self._connections.values():
             conn.close()
         self._connections.clear()
+
+    def reset(self, conn: psycopg.Connection) -> None:
+        """Go on with a new main connection after the database was lost: the pipeline's
+        connections are opened again, and the readings kept of each meter are dropped (the
+        next cycle reads from the watermarks). Models, loaded by version, are kept."""
+        self.close()
+        if conn is not self.conn:
+            self.conn.close()
+        self.conn = conn
+        conn.prepare_threshold = None
+        self.locks = MeterLocks(conn)
+        self.tails.clear()
 
     def cycle(self) -> int:
         """Act on retrain requests, then score what is pending for every meter this process
@@ -795,16 +811,39 @@ class _Writer:
 
 
 def run(conn: psycopg.Connection, settings: Settings, metrics: DetectorMetrics, *,
-        once: bool = False, failed: dict[str, str] | None = None) -> int:
+        once: bool = False, connect_again: Callable[[], psycopg.Connection] | None = None,
+        failed: dict[str, str] | None = None) -> int:
     """Score until interrupted; rows written. With once: everything pending when it starts,
-    waiting for the meters another process is scoring. `failed` gathers the meters that could
-    not be handled, with why."""
+    waiting for the meters another process is scoring. With `connect_again` (opens a
+    connection), a lost database is waited for with backoff and scoring resumes from the
+    watermarks, and an unexpected error of a whole cycle is logged and the cycle tried again
+    with backoff; without it both are raised. `failed` gathers the meters that could not be
+    handled, with why."""
     scorer = Scorer(conn, settings, metrics, once=once)
-    told, total = False, 0
+    outage, failing, told, total = Outage(log), None, False, 0
     try:
         while True:
             started = time.monotonic()
-            total += scorer.cycle()
+            try:
+                total += scorer.cycle()
+            except psycopg.OperationalError as exc:
+                if connect_again is None:
+                    raise
+                outage.lost(exc)
+                scorer.reset(reconnect(connect_again, outage))
+                continue
+            except Exception as exc:  # noqa: BLE001 - a service logs it and goes on
+                if connect_again is None:
+                    raise
+                logs.unexpected(log, "scoring cycle", exc)
+                if scorer.conn.info.transaction_status == TransactionStatus.INERROR:
+                    scorer.conn.rollback()
+                scorer.tails.clear()
+                failing = failing or backoff()
+                time.sleep(next(failing))
+                continue
+            outage.over()
+            failing = None
             if failed is not None:
                 failed.update(scorer.work.failed)
             if once and not scorer.work.busy:
@@ -817,3 +856,5 @@ def run(conn: psycopg.Connection, settings: Settings, metrics: DetectorMetrics, 
             time.sleep(max(0.0, pause - (time.monotonic() - started)))
     finally:
         scorer.close()
+        if scorer.conn is not conn:
+            scorer.conn.close()

@@ -4,6 +4,9 @@
     stack.py install            packages and (on Debian 12) the cached trixie root; needs root
     stack.py up --state DIR     start both on free ports; prints the stack as JSON
     stack.py down --state DIR   stop both and delete their data
+    stack.py restart --state DIR [--mode fast|immediate]
+                                restart the stack's PostgreSQL (every connection to it is cut;
+                                immediate: a crash, with recovery at start), same port and data
 
 TimescaleDB comes from Debian 13's postgresql-17-timescaledb: installed directly on Debian 13,
 and on Debian 12 inside a trixie root built once by mmdebstrap and kept in ~/.cache/wattwatch,
@@ -200,6 +203,21 @@ def stop_postgres(info: dict) -> None:
     shutil.rmtree(host_path(data), ignore_errors=True)
 
 
+def restart_postgres(state: Path, mode: str) -> None:
+    """Restart the stack's PostgreSQL in place (same options, port and data), waiting until it
+    accepts connections again: how the tests cut every connection, as a server restart does."""
+    file = state / "stack.json"
+    info = json.loads(file.read_text()) if file.exists() else {}
+    data = info.get("postgres_data")
+    if not data:
+        sys.exit(f"stack: no PostgreSQL of this stack to restart in {state} "
+                 "(not started, or an external WATTWATCH_TEST_DATABASE_URL)")
+    mount_chroot()
+    # pg_ctl restart starts it with the options of the last start (postmaster.opts)
+    as_postgres([f"{PG_BIN}/pg_ctl", "-D", data, "-m", mode, "-l", f"{data}/postgres.log",
+                 "-w", "-t", "60", "restart"], stdout=subprocess.DEVNULL)
+
+
 def start_prometheus(state: Path) -> dict:
     if shutil.which("prometheus") is None:
         sys.exit("stack: prometheus is not installed: run 'scripts/stack.py install' as root first")
@@ -284,14 +302,18 @@ def down(state: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["install", "up", "down"])
+    parser.add_argument("action", choices=["install", "up", "down", "restart"])
     parser.add_argument("--state", type=Path, default=CACHE / "stacks" / "default",
                         help="directory for this stack's state, logs and Prometheus data")
+    parser.add_argument("--mode", choices=["fast", "immediate"], default="fast",
+                        help="restart: pg_ctl's shutdown mode (default fast)")
     args = parser.parse_args()
     if args.action == "install":
         install()
     elif args.action == "up":
         print(json.dumps(up(args.state.resolve()), indent=2))
+    elif args.action == "restart":
+        restart_postgres(args.state.resolve(), args.mode)
     else:
         down(args.state.resolve())
 
