@@ -21,7 +21,8 @@ class Work:
     opened: int = 0                                # incidents opened
     # meter -> why it could not be handled (one line naming the meter)
     failed: dict[str, str] = field(default_factory=dict)
-    # meters left for a later cycle: another process holds them, or scored them meanwhile
+    # meters left for a later cycle: another process holds them or scored them meanwhile, or
+    # the cycle had enough
     busy: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -42,7 +43,7 @@ class Work:
             log.log(level, "cycle: %s scored, %d readings, %d anomalies, %d incidents opened"
                     "%s%s in %.2f s", _meters(len(self.meters)), self.readings, self.anomalies,
                     self.opened, f", {_meters(len(self.failed))} failed" if self.failed else "",
-                    f", {_meters(len(self.busy))} left to another detector" if self.busy else "",
+                    f", {_meters(len(self.busy))} left for a later cycle" if self.busy else "",
                     seconds)
 
 

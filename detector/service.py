@@ -73,6 +73,10 @@ NEVER = datetime.min.replace(tzinfo=timezone.utc)
 NEVER_AFTER = datetime.max.replace(tzinfo=timezone.utc)
 # `run --once` looks again this often for meters another process was scoring.
 BUSY_WAIT = 0.5
+# A cycle works on at most this many meters, those scored longest ago first: each holds an
+# advisory lock until the cycle ends, and the server's lock table holds about
+# max_locks_per_transaction x max_connections (6,400 by default; 1,000 cost 6 ms to take).
+MAX_METERS_PER_CYCLE = 5_000
 # More readings than this to check for a score at once are checked by a hash anti-join, not a
 # probe each (828,000 probes took 4 s, the hash join 0.5 s).
 MANY_LATE = 20_000
@@ -293,14 +297,16 @@ class Scorer:
         self.tails.pop(meter_id, None)
 
     def _claim(self, pending: list[Pending]) -> list[Pending]:
-        """The pending meters this cycle scores: not held back after a failure, held by this
-        process (another process has the others), and still at the watermark they were found
-        with (another process may have scored them in between: they are found again next
-        cycle)."""
+        """The pending meters this cycle scores: not held back after a failure, at most
+        MAX_METERS_PER_CYCLE of them (scored longest ago first), held by this process (another
+        process has the others), and still at the watermark they were found with (another
+        process may have scored them in between). The others are left for a later cycle."""
         pending = [p for p in pending if self.held_back.due(p.meter.meter_id)]
         if not pending:
             return []
-        held = self.locks.claim(p.meter.meter_id for p in pending)
+        if len(pending) > MAX_METERS_PER_CYCLE:
+            pending.sort(key=lambda p: p.mark or NEVER)
+        held = self.locks.claim(p.meter.meter_id for p in pending[:MAX_METERS_PER_CYCLE])
         marks = dict(self.conn.execute(  # read after the locks: what their last holder committed
             "SELECT meter_id, ingested_at FROM detector_watermarks WHERE meter_id = ANY(%s)",
             (sorted(held),)).fetchall())
@@ -850,8 +856,9 @@ def run(conn: psycopg.Connection, settings: Settings, metrics: DetectorMetrics, 
                 return total
             if once and not told:
                 told = True
-                log.info("waiting for %d meters that another detector is scoring",
-                         len(scorer.work.busy))
+                log.info("%d meters left for a later cycle (another detector is scoring them, or "
+                         "more than %d are pending): looking again", len(scorer.work.busy),
+                         MAX_METERS_PER_CYCLE)
             pause = BUSY_WAIT if once else settings.detector_interval_seconds
             time.sleep(max(0.0, pause - (time.monotonic() - started)))
     finally:

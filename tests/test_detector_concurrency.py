@@ -91,5 +91,45 @@ def test_the_schema_refuses_a_second_active_model_of_a_meter(db_url, fresh_meter
             conn.execute("UPDATE models SET status = 'active' WHERE version = %s", (first,))
         assert conn.execute("SELECT version FROM models WHERE meter_id = 'twice'"
                             " AND status = 'active'").fetchall() == [(second,)]
-        # models shared by all meters (meter_id NULL) are not covered
+        # models shared by all meters (meter_id NULL) are not covered (retired again: the
+        # detector would score meters without a model of their own with them)
         conn.execute("INSERT INTO models (algorithm, reason) VALUES ('t', 'test'), ('t', 'test')")
+        conn.execute("UPDATE models SET status = 'retired' WHERE meter_id IS NULL")
+
+
+def test_a_cycle_takes_a_bounded_number_of_meters_and_once_goes_on_until_all_are_done(
+        db_url, role_url, fresh_meters, monkeypatch):
+    """Every meter worked on holds a lock until its cycle ends: a cycle takes at most
+    MAX_METERS_PER_CYCLE meters, those scored longest ago first, and `run --once` goes on
+    with later cycles until every meter is done."""
+    from prometheus_client import CollectorRegistry
+
+    from detector import service
+    from detector.metrics import DetectorMetrics
+    from tests.conftest import settings_for
+
+    frames = {meter_id: household(days=3, seed=70 + n) for n, meter_id in
+              enumerate(["d1", "d2", "d3"])}
+    with psycopg.connect(db_url) as conn:
+        for meter_id, frame in frames.items():
+            conn.execute("INSERT INTO meters (meter_id) VALUES (%s)", (meter_id,))
+            copy_frame(conn, meter_id, frame.iloc[:2 * 1440 + 10])
+    monkeypatch.setattr(service, "MAX_METERS_PER_CYCLE", 1)
+    cycles = []
+    original = service.Scorer.cycle
+    monkeypatch.setattr(service.Scorer, "cycle", lambda self: cycles.append(1) or original(self))
+    settings = settings_for(role_url("wattwatch_jobs"))
+    with psycopg.connect(role_url("wattwatch_jobs")) as conn:
+        assert service.run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True) \
+            == 3 * (2 * 1440 + 10)
+        with psycopg.connect(db_url) as owner:
+            for meter_id, frame in frames.items():
+                copy_frame(owner, meter_id, frame.iloc[2 * 1440 + 10:2 * 1440 + 12])
+        scorer = service.Scorer(conn, settings, DetectorMetrics(CollectorRegistry()))
+        marks = dict(conn.execute("SELECT meter_id, ingested_at FROM detector_watermarks"
+                                  " WHERE meter_id LIKE 'd_'").fetchall())
+        conn.commit()
+        oldest = min(marks, key=marks.get)
+        assert original(scorer) == 2 and scorer.work.meters == {oldest}
+        assert scorer.work.busy == set(frames) - {oldest}
+    assert len(cycles) == 3
