@@ -71,18 +71,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _started(conn, settings, metrics_url: str | None, once: bool) -> None:
-    """The start-up line: version, where and as whom, the settings that matter."""
-    from timescale.connect import describe_url
-    from wattwatch import __version__
-
+    """The start-up line: version, database role, the settings that matter."""
     role = conn.execute("SELECT current_user").fetchone()[0]
     conn.commit()
-    log.info("detect run%s: wattwatch %s, connected as %s to %s; interval %g s, train days %g,"
-             " alarm rate %g, batch rows %d%s", " --once" if once else "", __version__, role,
-             describe_url(settings.database_url.get_secret_value()).split("@", 1)[-1],
-             settings.detector_interval_seconds, settings.detector_train_days,
-             settings.detector_alarm_rate, settings.detector_batch_rows,
-             f"; metrics on {metrics_url}" if metrics_url else "")
+    shown = {"interval_s": settings.detector_interval_seconds,
+             "train_days": settings.detector_train_days,
+             "alarm_rate": settings.detector_alarm_rate,
+             "batch_rows": settings.detector_batch_rows}
+    logs.startup(log, "detect run --once" if once else "detect run", role, **shown,
+                 **({"metrics": metrics_url} if metrics_url else {}))
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -117,10 +114,6 @@ def cmd_run(args: argparse.Namespace) -> None:
                           connect_again=None if args.once else connect_again)
         except psycopg.OperationalError as exc:
             raise _lost(exc) from None
-        except Exception as exc:  # noqa: BLE001 - one line, its traceback at DEBUG
-            log.debug("traceback of the error below", exc_info=exc)
-            raise WattwatchError(f"scoring failed: {type(exc).__name__}: {first_line(exc)}") \
-                from None
     print(f"{written} readings scored")
     if failed:
         raise _not_handled(failed, None, "scored")

@@ -826,7 +826,8 @@ def run(conn: psycopg.Connection, settings: Settings, metrics: DetectorMetrics, 
     with backoff; without it both are raised. `failed` gathers the meters that could not be
     handled, with why."""
     scorer = Scorer(conn, settings, metrics, once=once)
-    outage, failing, told, total = Outage(log), None, False, 0
+    outage = Outage(log, "scoring goes on from the watermarks")
+    failing, told, total = None, False, 0
     try:
         while True:
             started = time.monotonic()

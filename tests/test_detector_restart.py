@@ -175,12 +175,13 @@ def test_detect_run_survives_server_restarts_and_scores_every_reading_once(
             detector.wait()
     log = log_path.read_text()
     assert "Traceback" not in log, log
-    lost = re.findall(r"WARNING detector: database lost \((\w+): ", log)
-    back = re.findall(r"WARNING detector: database back after (\d+\.\d) s; resumed", log)
+    lost = re.findall(r"WARNING detector: database connection lost \((\w+): ", log)
+    back = re.findall(r"INFO detector: database back after (\d+\.\d) s; scoring goes on from "
+                      r"the watermarks\n", log)
     assert len(lost) == 2 and len(back) == 2, log
-    assert re.search(r"INFO detector: detect run: wattwatch \S+, connected as wattwatch_jobs to "
-                     r"127\.0\.0\.1:\d+/\w+; interval 0\.2 s, train days 28, alarm rate 0\.0001,"
-                     r" batch rows 1000; metrics on http://127\.0\.0\.1:\d+/metrics", log), log
+    assert re.search(r"INFO detector: wattwatch \S+ detect run starting as database role "
+                     r"wattwatch_jobs: interval_s=0\.2, train_days=28\.0, alarm_rate=0\.0001, "
+                     r"batch_rows=1000, metrics=http://127\.0\.0\.1:\d+/metrics\n", log), log
     assert "password" not in log.lower() and role_url("wattwatch_jobs").split(":")[2].split("@")[0] not in log
 
 
@@ -192,7 +193,7 @@ def test_backoff_doubles_up_to_its_cap_and_an_outage_is_two_lines(caplog):
 
     assert list(islice(backoff(), 8)) == [0.5, 1, 2, 4, 8, 16, 30, 30]
     clock = [100.0]
-    outage = Outage(logs.get("test"), clock=lambda: clock[0])
+    outage = Outage(logs.get("test"), "the test goes on", clock=lambda: clock[0])
     attempts, slept = [], []
 
     def refused():
@@ -208,6 +209,7 @@ def test_backoff_doubles_up_to_its_cap_and_an_outage_is_two_lines(caplog):
         outage.over()
         outage.over()
     assert slept == [0.5, 1, 2, 4]
-    assert [r.getMessage() for r in caplog.records] == [
-        "database lost (AdminShutdown: terminating connection); reconnecting with backoff up to 30 s",
-        "database back after 7.5 s; resumed"]
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "database connection lost (AdminShutdown: terminating connection);"
+                    " reconnecting with backoff up to 30 s"),
+        ("INFO", "database back after 7.5 s; the test goes on")]

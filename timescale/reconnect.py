@@ -31,11 +31,13 @@ def backoff(first: float = FIRST_BACKOFF_SECONDS,
 
 
 class Outage:
-    """One line when the database is lost, one when work has resumed (with how long it took);
-    the failed attempts in between at DEBUG."""
+    """One line when the database is lost (WARNING), one when work has resumed (INFO, with how
+    long it took and what goes on: `resumed`); the failed attempts in between at DEBUG."""
 
-    def __init__(self, log: logging.Logger, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, log: logging.Logger, resumed: str = "work goes on",
+                 clock: Callable[[], float] = time.monotonic):
         self.log = log
+        self.resumed = resumed
         self.clock = clock
         self.since: float | None = None
 
@@ -46,15 +48,16 @@ class Outage:
     def lost(self, exc: BaseException) -> None:
         if self.since is None:
             self.since = self.clock()
-            self.log.warning("database lost (%s: %s); reconnecting with backoff up to %g s",
-                             type(exc).__name__, first_line(exc), MAX_BACKOFF_SECONDS)
+            self.log.warning("database connection lost (%s: %s); reconnecting with backoff up "
+                             "to %g s", type(exc).__name__, first_line(exc), MAX_BACKOFF_SECONDS)
         else:
             self.log.debug("database still unavailable: %s: %s", type(exc).__name__,
                            first_line(exc))
 
     def over(self) -> None:
         if self.since is not None:
-            self.log.warning("database back after %.1f s; resumed", self.clock() - self.since)
+            self.log.info("database back after %.1f s; %s", self.clock() - self.since,
+                          self.resumed)
             self.since = None
 
 
