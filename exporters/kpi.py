@@ -31,8 +31,9 @@ import psycopg
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from timescale.reconnect import Outage
 from wattwatch import logs
-from wattwatch.errors import WattwatchError, first_line
+from wattwatch.errors import WattwatchError
 
 log = logs.get("export")
 
@@ -95,7 +96,7 @@ class KpiCollector(Collector):
         self._conn: psycopg.Connection | None = None
         self._lock = threading.Lock()  # the HTTP server scrapes from several threads
         self._errors = 0
-        self._down_since: float | None = None  # monotonic time of the first failed scrape
+        self._outage = Outage(log, "scrapes read it again")
         self._closed = _ClosedTotal()
         registry.register(self)
 
@@ -109,16 +110,11 @@ class KpiCollector(Collector):
                 families = self._read()
             except (psycopg.Error, OSError, WattwatchError) as exc:
                 self._errors += 1
-                if self._down_since is None:  # one line per outage, not one per scrape
-                    self._down_since = time.monotonic()
-                    log.warning("KPI scrape failed: %s; later scrapes reconnect", first_line(exc))
+                self._outage.lost(exc)  # one line per outage, not one per scrape
                 self._close()
                 families = []
             else:
-                if self._down_since is not None:
-                    log.info("database back after %.0f s: scrapes read it again",
-                             time.monotonic() - self._down_since)
-                    self._down_since = None
+                self._outage.over()
                 log.debug("scrape read %d metric families in %.3f s", len(families),
                           time.perf_counter() - started)
             duration = GaugeMetricFamily("wattwatch_exporter_scrape_duration_seconds",

@@ -24,11 +24,11 @@ from ingest.metrics import IngestMetrics
 from ingest.parse import Reject
 from ingest.summary import Summary
 from ingest.writer import BatchResult, ReadingWriter, meter_spans, register_meters
+from timescale.reconnect import Outage, backoff
 from timescale.rollups import refresh_rollups
 from wattwatch import logs
 from wattwatch.errors import WattwatchError, first_line
 
-MAX_BACKOFF_SECONDS = 30.0
 log = logs.get("ingest")
 # rows, their line numbers, their raw lines, parse rejects, meter_spans(rows)
 Batch = tuple[list[tuple], list[int | None], list[str], list[Reject], dict[str, tuple]]
@@ -212,23 +212,18 @@ class BatchLoader:
         connection is replaced with backoff and the action (a whole transaction) runs again."""
         if self.reconnect is None:
             return self._once(action)
-        backoff = 0.5
-        lost: float | None = None
+        outage = Outage(log, f"{self.source} goes on where it stopped")
+        delays = backoff()
         while True:
             try:
                 result = action()
-                if lost is not None:
-                    log.info("database back after %.1f s; %s goes on where it stopped",
-                             time.monotonic() - lost, self.source)
+                outage.over()
                 return result
             except psycopg.OperationalError as exc:
-                if lost is None:
-                    lost = time.monotonic()
-                    log.warning("database connection lost (%s); reconnecting with backoff", first_line(exc))
+                outage.lost(exc)
                 if self.metrics:
                     self.metrics.connection_errors.inc()
-                time.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                time.sleep(next(delays))
                 try:
                     self.conn = self.reconnect()
                     self.known_meters.clear()
