@@ -181,3 +181,24 @@ def uci_csv() -> Path:
     from ingest.datasets import uci_household_csv
 
     return uci_household_csv()
+
+
+def restart_database(stack: dict, mode: str) -> None:
+    """Restart the session's PostgreSQL (fast, or immediate: a crash): every connection is cut."""
+    done = subprocess.run([sys.executable, str(STACK), "restart", "--state", stack["state"],
+                           "--mode", mode], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="module")
+def durable(stack, db_url, admin_url):
+    """The module's database with synchronous commits, on a server the tests may restart: a
+    commit acknowledged before an immediate shutdown survives it (the test cluster runs with
+    synchronous_commit off). A module using it holds no connection open across a restart."""
+    if "postgres_data" not in stack:
+        pytest.skip("the database is an external server (WATTWATCH_TEST_DATABASE_URL): "
+                    "it cannot be restarted by the tests")
+    name = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = on')
+    return db_url

@@ -20,10 +20,9 @@ import threading
 import time
 
 import psycopg
-import pytest
 
 from detector.readings import copy_frame
-from tests.conftest import PROJECT, STACK
+from tests.conftest import PROJECT, restart_database
 from tests.test_detector_synthetic import household
 
 HISTORY = 3 * 1440
@@ -31,12 +30,6 @@ METERS = ("r1", "r2")  # live meters
 LATE_DAYS = 7  # history of a meter that arrives just before the first restart
 UNSCORED = ("SELECT count(*) FROM readings r WHERE NOT EXISTS (SELECT FROM anomaly_scores s"
             " WHERE s.meter_id = r.meter_id AND s.time = r.time)")
-
-
-def _restart(stack: dict, mode: str) -> None:
-    done = subprocess.run([sys.executable, str(STACK), "restart", "--state", stack["state"],
-                           "--mode", mode], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
 
 
 def _query(url: str, sql: str, params=()) -> list[tuple]:
@@ -101,21 +94,8 @@ class Feeder(threading.Thread):
                 conn.close()
 
 
-@pytest.fixture(scope="module")
-def durable(db_url, admin_url):
-    """The module's database with synchronous commits: a commit acknowledged before an
-    immediate shutdown survives it (the test cluster runs with synchronous_commit off)."""
-    name = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = on')
-    return db_url
-
-
 def test_detect_run_survives_server_restarts_and_scores_every_reading_once(
         stack, durable, role_url, tmp_path):
-    if "postgres_data" not in stack:
-        pytest.skip("the database is an external server (WATTWATCH_TEST_DATABASE_URL): "
-                    "it cannot be restarted by the tests")
     url = durable
     frames = {meter_id: household(days=4, seed=90 + n) for n, meter_id in enumerate(METERS)}
     with psycopg.connect(url) as conn:
@@ -141,9 +121,9 @@ def test_detect_run_survives_server_restarts_and_scores_every_reading_once(
             conn.execute("INSERT INTO meters (meter_id, timezone) VALUES ('r3', 'Europe/Paris')")
             copy_frame(conn, "r3", household(days=LATE_DAYS, seed=99))
         time.sleep(1)
-        _restart(stack, "fast")
+        restart_database(stack, "fast")
         time.sleep(4)
-        _restart(stack, "immediate")
+        restart_database(stack, "immediate")
         time.sleep(4)
         feeder.stop.set()
         feeder.join(timeout=30)
@@ -178,7 +158,8 @@ def test_detect_run_survives_server_restarts_and_scores_every_reading_once(
     lost = re.findall(r"WARNING detector: database connection lost \((\w+): ", log)
     back = re.findall(r"INFO detector: database back after (\d+\.\d) s; scoring goes on from "
                       r"the watermarks\n", log)
-    assert len(lost) == 2 and len(back) == 2, log
+    # Two restarts are one outage or two, as the timing falls; each outage is two lines.
+    assert 1 <= len(lost) == len(back) <= 2, log
     assert re.search(r"INFO detector: wattwatch \S+ detect run starting as database role "
                      r"wattwatch_jobs: interval_s=0\.2, train_days=28\.0, alarm_rate=0\.0001, "
                      r"batch_rows=1000, metrics=http://127\.0\.0\.1:\d+/metrics\n", log), log

@@ -45,7 +45,6 @@ def configure(level: str = "INFO") -> None:
         handler.setFormatter(logging.Formatter(FORMAT, datefmt="%Y-%m-%dT%H:%M:%S%z"))
         handler.addFilter(_ComponentFilter())
         root.addHandler(handler)
-        root.propagate = False
 
 
 def get(component: str) -> logging.Logger:
