@@ -128,10 +128,13 @@ def cmd_replay(args: argparse.Namespace) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
+    from ingest.parse import meter_id_problem
     from ingest.simulate import simulate_history, simulate_live
-    from ingest.synthetic import aligned
+    from ingest.synthetic import aligned, meter_id
     from timescale.connect import connect
 
+    if problem := meter_id_problem(meter_id(args.prefix, args.meters - 1)):  # the longest id
+        raise WattwatchError(f"--prefix: {problem}")
     if (args.start is None) != (args.end is None):
         raise WattwatchError("--from and --to go together: both for a history, neither for live")
     if args.start is not None and args.history_days:

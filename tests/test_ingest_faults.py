@@ -85,6 +85,14 @@ def test_an_overlong_fixed_meter_is_one_line_before_anything_is_read(db_url, tmp
                                      f"than 128: {'m' * 40!r}...")
 
 
+def test_a_simulator_prefix_making_overlong_ids_is_one_line(db_url):
+    result = run_cli(["ingest", "simulate", "--prefix", "p" * 124, "--meters", "2", "--from",
+                      "2026-01-01T00:00:00+00:00", "--to", "2026-01-01T01:00:00+00:00"],
+                     {"WATTWATCH_DATABASE_URL": db_url})
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("wattwatch ingest: --prefix: meter id of 129 characters")
+
+
 def test_the_meter_rule_is_the_schemas_check(conn):
     definition = conn.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
                               "WHERE conname = 'meters_meter_id_check'").fetchone()[0]
