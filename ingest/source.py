@@ -57,7 +57,7 @@ def check_file(path: Path) -> None:
         raise WattwatchError(f"{path}: is a directory, not a file; name the files in it")
     if not stat.S_ISREG(mode):
         kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
         raise WattwatchError(f"{path}: is {kind}, not a regular file; save the data to a file first")
     try:
         os.close(os.open(path, os.O_RDONLY))
