@@ -47,9 +47,10 @@ class BatchLoader:
                  reconnect: Callable[[], psycopg.Connection] | None = None,
                  on_batch: Callable[[Summary], None] | None = None,
                  writer_connections: list[psycopg.Connection] = (),
-                 refresh_each_batch: bool = False):
+                 refresh_each_batch: bool = False, source_sha256: str | None = None):
         self.conn = conn
         self.source = source
+        self.source_sha256 = source_sha256  # part of the key of the source's rejects
         self.summary = summary
         self.batch_rows = batch_rows
         self.meter_timezone = meter_timezone
@@ -60,6 +61,8 @@ class BatchLoader:
         # rollups are tables); otherwise refresh_rollups() covers what was written.
         self.refresh_each_batch = refresh_each_batch
         self.known_meters: set[str] = set()
+        # Meters the database refused to register, with why: their rows are rejects.
+        self.refused_meters: dict[str, str] = {}
         self.rows: list[tuple] = []
         self.lines: list[int | None] = []
         self.raws: list[str] = []
@@ -75,7 +78,8 @@ class BatchLoader:
         if writer_connections:
             self._queue = queue.Queue(maxsize=len(writer_connections))
             for number, connection in enumerate(writer_connections):
-                thread = threading.Thread(target=self._drain, args=(ReadingWriter(connection, source),),
+                thread = threading.Thread(target=self._drain,
+                                          args=(ReadingWriter(connection, source, source_sha256),),
                                           name=f"ingest-writer-{number}", daemon=True)
                 thread.start()
                 self._threads.append(thread)
@@ -100,8 +104,10 @@ class BatchLoader:
         batch: Batch = (self.rows, self.lines, self.raws, self.rejects, spans)
         self.rows, self.lines, self.raws, self.rejects = [], [], [], []
         self.with_retries(lambda: self._register_meters(spans))
+        if self.refused_meters and not spans.keys().isdisjoint(self.refused_meters):
+            batch = self._without_refused_meters(batch)
         if self._queue is None:
-            self._store(ReadingWriter(self.conn, self.source), batch, reconnecting=True)
+            self._store(self._writer(self.conn), batch, reconnecting=True)
             return
         self._raise_writer_error()
         if self._goes_back_in_time(spans):
@@ -128,11 +134,26 @@ class BatchLoader:
             log.debug("rollups of %s: %s", self.source, done)
             self.unrolled = None
 
+    def _writer(self, conn: psycopg.Connection) -> ReadingWriter:
+        return ReadingWriter(conn, self.source, self.source_sha256)
+
     def _register_meters(self, spans: dict[str, tuple]) -> None:
-        new = spans.keys() - self.known_meters
+        new = spans.keys() - self.known_meters - self.refused_meters.keys()
         if new:
-            register_meters(self.conn, new, self.meter_timezone)
-            self.known_meters |= new
+            refused = register_meters(self.conn, new, self.meter_timezone)
+            self.refused_meters.update(refused)
+            self.known_meters |= new - refused.keys()
+
+    def _without_refused_meters(self, batch: Batch) -> Batch:
+        """The batch with the rows of refused meters turned into `database_refused` rejects."""
+        rows, lines, raws, rejects, _ = batch
+        refused = self.refused_meters
+        kept = [i for i, row in enumerate(rows) if row[0] not in refused]
+        rejects = rejects + [Reject(lines[i], raws[i], "database_refused",
+                                    f"the database refused meter id: {refused[rows[i][0]]}", rows[i][0])
+                             for i in range(len(rows)) if rows[i][0] in refused]
+        rows = [rows[i] for i in kept]
+        return rows, [lines[i] for i in kept], [raws[i] for i in kept], rejects, meter_spans(rows)
 
     def _goes_back_in_time(self, spans: dict[str, tuple]) -> bool:
         handed = self._newest_handed
@@ -162,7 +183,7 @@ class BatchLoader:
         rows, _, _, rejects, spans = batch
         started = time.perf_counter()
         if reconnecting:
-            result = self.with_retries(lambda: ReadingWriter(self.conn, self.source).write(*batch))
+            result = self.with_retries(lambda: self._writer(self.conn).write(*batch))
         else:
             result = self._once(lambda: writer.write(*batch))
             if self.refresh_each_batch and spans:

@@ -60,13 +60,13 @@ def layout_options(args: argparse.Namespace):
 def cmd_file(args: argparse.Namespace) -> None:
     from ingest.load import LoadOptions, load_file
     from ingest.progress import Progress
+    from ingest.source import check_file
     from timescale.connect import connect
 
     settings = load_settings()
     metrics = _metrics(args, settings)
     for path in args.paths:
-        if not path.is_file():
-            raise WattwatchError(f"{path}: no such file")
+        check_file(path)
     with connect(settings) as conn:
         summaries = []
         for path in args.paths:
@@ -80,6 +80,15 @@ def cmd_file(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps([s.as_dict() for s in summaries] if len(summaries) > 1
                          else summaries[0].as_dict(), indent=2))
+    _fail_if_ended_early(summaries)
+
+
+def _fail_if_ended_early(summaries) -> None:
+    """Exit status 1, after the summaries, when a file was not read whole (a broken stream)."""
+    early = [f"{s.source}: {s.ended_early}" for s in summaries if s.ended_early]
+    if early:
+        raise WattwatchError("; ".join(early) + " (the rows before it are loaded or rejected, "
+                             "see the summary)")
 
 
 def _stop_on_signals():
@@ -100,11 +109,11 @@ def _report(summary, as_json: bool) -> None:
 def cmd_replay(args: argparse.Namespace) -> None:
     from ingest.load import LoadOptions
     from ingest.replay import replay_file
+    from ingest.source import check_file
     from timescale.connect import connect
 
     settings = load_settings()
-    if not args.path.is_file():
-        raise WattwatchError(f"{args.path}: no such file")
+    check_file(args.path)
     metrics = _metrics(args, settings)
     stop = _stop_on_signals()
     options = LoadOptions(meter=args.meter, timezone=args.timezone, layout=layout_options(args))
@@ -115,13 +124,17 @@ def cmd_replay(args: argparse.Namespace) -> None:
                               reconnect=lambda: connect(settings), metrics=metrics, stop=stop,
                               history_days=args.history_days)
     _report(summary, args.json)
+    _fail_if_ended_early([summary])
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
+    from ingest.parse import meter_id_problem
     from ingest.simulate import simulate_history, simulate_live
-    from ingest.synthetic import aligned
+    from ingest.synthetic import aligned, meter_id
     from timescale.connect import connect
 
+    if problem := meter_id_problem(meter_id(args.prefix, args.meters - 1)):  # the longest id
+        raise WattwatchError(f"--prefix: {problem}")
     if (args.start is None) != (args.end is None):
         raise WattwatchError("--from and --to go together: both for a history, neither for live")
     if args.start is not None and args.history_days:
@@ -219,7 +232,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "file", help="bulk-load CSV files (UCI or generic, plain or gzip)",
         description="Bulk-load files with COPY, in batches. Every row is loaded, skipped as a "
         "duplicate or recorded in ingest_rejects with its reason; loading a file again changes "
-        "nothing. Exit status 0 when the files were read, even with rejects.")
+        "nothing. Exit status 0 when the files were read, even with rejects; 1 when a file "
+        "could not be read, or ended early (a broken gzip stream: the summary is printed first).")
     file.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     add_layout_arguments(file)
     file.add_argument("--json", action="store_true", help="print the summary as JSON")

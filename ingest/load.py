@@ -14,9 +14,9 @@ import psycopg
 from ingest.batches import BatchLoader
 from ingest.layout import Layout, LayoutOptions, detect_layout
 from ingest.metrics import IngestMetrics
-from ingest.parse import LineParser, Reject
+from ingest.parse import LineParser, Reject, meter_id_problem
 from ingest.ranges import plausible_ranges
-from ingest.source import open_text
+from ingest.source import Stop, TextSource
 from ingest.summary import Summary
 from ingest.timestamps import LocalTimeResolver
 from timescale.connect import connect
@@ -32,29 +32,39 @@ class LoadOptions:
     layout: LayoutOptions = field(default_factory=LayoutOptions)
 
 
-def numbered_lines(stream) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its newline), blank lines left out."""
-    for number, line in enumerate(stream, start=1):
-        text = line.rstrip("\r\n")
-        if text and not text.isspace():
-            yield number, text
-
-
-def read_layout(path: Path, lines: Iterator[tuple[int, str]], options: LoadOptions
+def read_layout(source: TextSource, lines: Iterator[tuple[int, str]], options: LoadOptions
                 ) -> tuple[Layout, list[tuple[int, str]]]:
     """Detect the layout from the first two lines; returns them to be parsed too."""
+    path = source.path
     head = []
     for item in lines:
         head.append(item)
         if len(head) == 2:
             break
+    if not head and source.stopped:
+        raise WattwatchError(f"{path}: {ended_early(source.stopped)}; nothing could be read")
     try:
         layout = detect_layout([text for _, text in head], options.layout)
     except WattwatchError as exc:
         raise WattwatchError(f"{path}: format not recognised: {exc}") from None
-    if layout.meter_column is None and not options.meter:
-        raise WattwatchError(f"{path}: the file has no meter column; name the meter with --meter")
+    if layout.meter_column is None:
+        if not options.meter:
+            raise WattwatchError(f"{path}: the file has no meter column; name the meter with --meter")
+        if problem := meter_id_problem(options.meter):
+            raise WattwatchError(f"--meter: {problem}")
     return layout, head[1:] if layout.has_header else head
+
+
+def ended_early(stop: Stop) -> str:
+    """The one-line account of a broken stream, as the summary and the CLI print it."""
+    return f"file ended early at line {stop.line:,}: {stop.error}"
+
+
+def truncated_reject(stop: Stop, meter: str | None) -> Reject:
+    """The line where a broken stream stopped, as a reject: its partial text, or empty when the
+    stream broke between lines. It counts as one row read and rejected."""
+    return Reject(stop.line, stop.raw, "truncated_stream",
+                  f"the file ended early here ({stop.error}); the rows before it were read", meter)
 
 
 def load_file(conn: psycopg.Connection, path: Path, options: LoadOptions, settings: Settings,
@@ -65,12 +75,9 @@ def load_file(conn: psycopg.Connection, path: Path, options: LoadOptions, settin
     source = str(path.resolve())
     summary = Summary(source=source)
     resolver = LocalTimeResolver(options.timezone)
-    with open_text(path) as stream:
-        lines = numbered_lines(stream)
-        try:
-            layout, head = read_layout(path, lines, options)
-        except UnicodeDecodeError:
-            raise WattwatchError(f"{path}: not a text file") from None
+    with TextSource(path) as text:
+        lines = text.lines()
+        layout, head = read_layout(text, lines, options)
         summary.layout = layout.describe()
         summary.ignored_columns = layout.ignored
         parser = LineParser(layout, options.meter, resolver, plausible_ranges(settings),
@@ -81,7 +88,7 @@ def load_file(conn: psycopg.Connection, path: Path, options: LoadOptions, settin
         loader = BatchLoader(conn, source, summary, settings.ingest_batch_rows,
                              meter_timezone=options.timezone, metrics=metrics, on_batch=on_batch,
                              writer_connections=writers,
-                             refresh_each_batch=tables)
+                             refresh_each_batch=tables, source_sha256=text.sha256)
         latest = parser.latest_allowed()
         try:
             for number, raw in chain(head, lines):
@@ -92,6 +99,9 @@ def load_file(conn: psycopg.Connection, path: Path, options: LoadOptions, settin
                     loader.add_row(parsed, number, raw)
                 if number % 65536 == 0:
                     latest = parser.latest_allowed()
+            if text.stopped:
+                loader.add_reject(truncated_reject(text.stopped, parser.fixed_meter))
+                summary.ended_early = ended_early(text.stopped)
             loader.close()
         finally:
             for writer in writers:

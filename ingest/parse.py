@@ -14,6 +14,18 @@ FIELD_NAMES = list(FIELDS)
 MISSING = ("", "?")
 # Row layout shared with the writer: (meter_id, time, *FIELDS).
 COLUMNS = ["meter_id", "time", *FIELD_NAMES]
+# The rule of the meters table's CHECK (migration 0001): not empty, at most 128 characters.
+METER_ID_MAX_LENGTH = 128
+
+
+def meter_id_problem(meter: str) -> str | None:
+    """Why `meter` cannot be a meter id (the schema's CHECK on meters.meter_id), or None."""
+    if not meter:
+        return "the meter id is empty"
+    if len(meter) > METER_ID_MAX_LENGTH:
+        return (f"meter id of {len(meter)} characters, longer than {METER_ID_MAX_LENGTH}: "
+                f"{meter[:40]!r}...")
+    return None
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,8 @@ class LineParser:
             raise ValueError("a file without a meter column needs a fixed meter id")
         self.layout = layout
         self.meter = meter
+        # Rejects of a file with a fixed meter all carry it: it is part of their key.
+        self.fixed_meter = meter if layout.meter_column is None else None
         self.to_utc = resolver.converter(layout.parse_time)
         self.max_future = max_future
         # (column, position in the row, field, low, high) for each mapped column.
@@ -50,10 +64,16 @@ class LineParser:
         cells = split_line(raw, layout.separator)
         if len(cells) != layout.n_columns:
             return Reject(number, raw, "column_count",
-                          f"expected {layout.n_columns} fields separated by {layout.separator!r}, got {len(cells)}")
-        meter = self.meter if layout.meter_column is None else cells[layout.meter_column].strip()
-        if not meter:
-            return Reject(number, raw, "missing_meter", "the meter column is empty")
+                          f"expected {layout.n_columns} fields separated by {layout.separator!r}, got {len(cells)}",
+                          self.fixed_meter)
+        if layout.meter_column is None:
+            meter = self.meter
+        else:
+            meter = cells[layout.meter_column].strip()
+            if not meter:
+                return Reject(number, raw, "missing_meter", "the meter column is empty")
+            if len(meter) > METER_ID_MAX_LENGTH:
+                return Reject(number, raw, "invalid_meter", meter_id_problem(meter))
         stamp = (cells[layout.time_columns[0]] if len(layout.time_columns) == 1 else
                  " ".join(cells[i].strip() for i in layout.time_columns)).strip()
         if not stamp:

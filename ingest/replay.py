@@ -19,12 +19,12 @@ from pathlib import Path
 import psycopg
 
 from ingest.batches import BatchLoader
-from ingest.load import LoadOptions, numbered_lines, read_layout
+from ingest.load import LoadOptions, ended_early, read_layout, truncated_reject
 from ingest.metrics import IngestMetrics
 from ingest.pacing import FLUSH_SECONDS, Pacer
 from ingest.parse import LineParser, Reject
 from ingest.ranges import plausible_ranges
-from ingest.source import open_text
+from ingest.source import TextSource
 from ingest.summary import Summary
 from ingest.timestamps import LocalTimeResolver
 from wattwatch.settings import Settings
@@ -42,14 +42,15 @@ def replay_file(conn: psycopg.Connection, path: Path, options: LoadOptions, sett
     summary = Summary(source=source)
     started = time.perf_counter()
     resolver = LocalTimeResolver(options.timezone)
-    with open_text(path) as stream:
-        lines = numbered_lines(stream)
-        layout, head = read_layout(path, lines, options)
+    with TextSource(path) as text:
+        lines = text.lines()
+        layout, head = read_layout(text, lines, options)
         summary.layout = layout.describe()
         parser = LineParser(layout, options.meter, resolver, plausible_ranges(settings),
                             timedelta(seconds=settings.ingest_max_future_seconds))
         loader = BatchLoader(conn, source, summary, REPLAY_BATCH_ROWS,
-                             meter_timezone=options.timezone, metrics=metrics, reconnect=reconnect)
+                             meter_timezone=options.timezone, metrics=metrics, reconnect=reconnect,
+                             source_sha256=text.sha256)
         latest = parser.latest_allowed()
         wall_start = datetime.now(timezone.utc)
         first_time: datetime | None = None
@@ -70,6 +71,9 @@ def replay_file(conn: psycopg.Connection, path: Path, options: LoadOptions, sett
                 stop.wait(min(wait, FLUSH_SECONDS))
             loader.add_row((parsed[0], due, *parsed[2:]), number, raw)
             pacer.tick()
+        if text.stopped and not stop.is_set():
+            loader.add_reject(truncated_reject(text.stopped, parser.fixed_meter))
+            summary.ended_early = ended_early(text.stopped)
         loader.close()
         loader.refresh_rollups(live=True)
     summary.dst_ambiguous, summary.dst_nonexistent = resolver.ambiguous, resolver.nonexistent

@@ -1,23 +1,248 @@
-"""Open an input file as text lines, plain or gzip (detected from its first bytes)."""
+"""Open an input file as text lines, plain or gzip (detected from its first bytes).
+
+A file is checked before it is read: a directory, a FIFO or device, a file that cannot be
+opened and a file that does not start as UTF-8 text each get their own one-line error naming it.
+Its bytes are hashed first (SHA-256, the key of its rejects) and only the bytes hashed are read,
+so a file that grows during the load is read as it was hashed. A UTF-8 byte-order mark is
+dropped. A compressed stream that breaks (ends early, fails its CRC, holds garbage) ends the
+lines where it broke; `stopped` then says at which line and why, and the partial line is never
+handed out as a line of the file.
+"""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
+import os
+import stat
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Iterator
 
 from wattwatch.errors import WattwatchError
 
 GZIP_MAGIC = b"\x1f\x8b"
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark, dropped
+MAX_TAIL = 65536  # at most this much of a line cut by a broken stream is kept
+SNIFF_BYTES = 65536  # the start of the text checked for UTF-8 and NUL bytes
+HASH_CHUNK = 1 << 20
+# What a broken stream raises while it is read: EOFError (ended early), gzip.BadGzipFile (an
+# OSError: CRC or length check failed, trailing garbage), zlib.error (corrupt deflate data).
+STREAM_ERRORS = (EOFError, OSError, zlib.error)
 
 
-def open_text(path: Path) -> TextIO:
-    """A text stream over the file; newlines are kept as written so raw lines stay exact."""
+@dataclass(frozen=True)
+class Stop:
+    """Where a broken stream stopped: its line number, the partial text read of that line (empty
+    when it broke between lines) and the error."""
+
+    line: int
+    raw: str
+    error: str
+
+
+def check_file(path: Path) -> None:
+    """Raise a one-line error naming `path` unless it is a regular file that can be opened."""
     try:
-        raw = open(path, "rb")
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise WattwatchError(f"{path}: no such file") from None
+    except NotADirectoryError:
+        raise WattwatchError(f"{path}: no such file (a parent of it is a file, not a directory)") from None
     except OSError as exc:
-        raise WattwatchError(f"{path}: cannot open: {exc.strerror}") from None
-    if raw.peek(2)[:2] == GZIP_MAGIC:
-        raw = gzip.GzipFile(fileobj=raw, mode="rb")
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+        raise WattwatchError(f"{path}: cannot read: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise WattwatchError(f"{path}: is a directory, not a file; name the files in it")
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+        raise WattwatchError(f"{path}: is {kind}, not a regular file; save the data to a file first")
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except OSError as exc:
+        raise WattwatchError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+class _Bounded(io.RawIOBase):
+    """The first `size` bytes of a file, under a gzip reader: the bytes that were hashed."""
+
+    def __init__(self, raw, size: int):
+        self.raw, self.remaining = raw, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        wanted = min(len(buffer), self.remaining)
+        if wanted <= 0:
+            return 0
+        got = self.raw.readinto(memoryview(buffer)[:wanted]) or 0
+        self.remaining -= got
+        return got
+
+
+class _Broken(Exception):
+    """Raised through the text layer where the stream below broke; the reader has the error."""
+
+
+class _Reader(io.BufferedIOBase):
+    """The bytes the text layer decodes: at most `size` of them (the bytes hashed, even if a
+    plain file grows; None: no bound), the sniffed start first. Where the stream below breaks it
+    raises _Broken and keeps the error; `tail` holds what it handed out after the last newline
+    (the line the break cut). One thin layer: TextIOWrapper calls read1 once per 8 KiB."""
+
+    # A plain attribute, not IOBase's property: TextIOWrapper reads it for every line, and the
+    # property cost 0.1 s per 2 M lines.
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __init__(self, read1, size: int | None):
+        self._read1 = read1
+        self.remaining = size
+        self.error: BaseException | None = None
+        self.tail = b""
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def _next(self, size: int) -> bytes:
+        if self.error is not None:
+            return b""
+        if self.remaining is not None:
+            size = min(size, self.remaining)
+            if size <= 0:
+                return b""
+        try:
+            # One read of the stream below, so all it produced before breaking is handed out
+            # (a read(n) filling n bytes would drop it with the error).
+            data = self._read1(size)
+        except STREAM_ERRORS as exc:
+            self.error = exc
+            return b""
+        if self.remaining is not None:
+            self.remaining -= len(data)
+        return data
+
+    def start(self, size: int) -> bytes:
+        """Up to `size` bytes from the start (fewer if the stream ends or breaks), which read1
+        then hands out again; a UTF-8 byte-order mark among them is dropped."""
+        chunks, have = [], 0
+        while have < size and (data := self._next(size - have)):
+            chunks.append(data)
+            have += len(data)
+        head = b"".join(chunks)
+        self._pending = head[3:] if head.startswith(BOM) else head
+        return head
+
+    def read1(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = io.DEFAULT_BUFFER_SIZE
+        if self._pending:
+            data, self._pending = self._pending[:size], self._pending[size:]
+        else:
+            data = self._next(size)
+            if not data and self.error is not None:
+                raise _Broken()
+        newline = data.rfind(b"\n")
+        if newline >= 0:
+            self.tail = data[newline + 1:]
+        elif len(self.tail) < MAX_TAIL:  # bounded: a file whose lines end in \r alone
+            self.tail += data
+        return data
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, zlib.error):
+        return f"corrupt compressed data ({text})"
+    return text
+
+
+def _not_text(head: bytes) -> str | None:
+    """Why the start of a file is not UTF-8 text, or None."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16 text; convert it to UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)"
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        return f"binary data (a NUL byte at byte {nul + 1})"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data" and len(head) - exc.start < 4:
+            return None  # a character cut by the end of the sample
+        return (f"byte 0x{head[exc.start]:02x} at byte {exc.start + 1} is not UTF-8; convert the "
+                "file to UTF-8 (e.g. iconv -f LATIN1 -t UTF-8)")
+    return None
+
+
+class TextSource:
+    """One input file: its SHA-256 and its numbered lines. Use as a context manager."""
+
+    def __init__(self, path: Path):
+        check_file(path)
+        self.path = path
+        self.stopped: Stop | None = None
+        try:
+            raw = open(path, "rb", buffering=0)
+        except OSError as exc:
+            raise WattwatchError(f"{path}: cannot read: {exc.strerror}") from None
+        try:
+            self.sha256, size, self.compressed = self._hash(raw)
+            raw.seek(0)
+            if self.compressed:
+                stream = gzip.GzipFile(fileobj=io.BufferedReader(_Bounded(raw, size), HASH_CHUNK),
+                                       mode="rb")
+                self._reader = _Reader(stream.read1, None)
+            else:
+                self._reader = _Reader(raw.read, size)
+            problem = _not_text(self._reader.start(SNIFF_BYTES))
+            if problem:
+                raise WattwatchError(f"{path}: not a text file: {problem}")
+            # Newlines are kept as written so raw lines stay exact; a stray invalid byte later
+            # in the file becomes U+FFFD in its line.
+            self._text = io.TextIOWrapper(self._reader, encoding="utf-8", errors="replace",
+                                          newline="")
+        except BaseException:
+            raw.close()
+            raise
+        self._raw = raw
+
+    def _hash(self, raw) -> tuple[str, int, bool]:
+        digest, size, first = hashlib.sha256(), 0, b""
+        try:
+            while chunk := raw.read(HASH_CHUNK):
+                if not size:
+                    first = chunk[:2]
+                digest.update(chunk)
+                size += len(chunk)
+        except OSError as exc:
+            raise WattwatchError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
+        return digest.hexdigest(), size, first == GZIP_MAGIC
+
+    def lines(self) -> Iterator[tuple[int, str]]:
+        """(1-based line number, line without its newline), blank lines left out. Where a broken
+        stream stops them, `stopped` is set and the partial line is not yielded."""
+        number = 0
+        try:
+            for number, line in enumerate(self._text, start=1):
+                text = line.rstrip("\r\n")
+                if text and not text.isspace():
+                    yield number, text
+        except _Broken:
+            reader = self._reader
+            partial = reader.tail.decode("utf-8", "replace").rstrip("\r\n")
+            self.stopped = Stop(number + 1, partial, _describe(reader.error))
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> TextSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

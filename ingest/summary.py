@@ -23,6 +23,8 @@ class Summary:
     ignored_columns: list[str] = field(default_factory=list)
     layout: str = ""
     reconnects: int = 0
+    # "file ended early at line N: why" when a compressed stream broke; the line is a reject.
+    ended_early: str | None = None
 
     @property
     def rejected_total(self) -> int:
@@ -46,7 +48,7 @@ class Summary:
             "last_time": self.last_time.isoformat() if self.last_time else None,
             "dst_ambiguous": self.dst_ambiguous, "dst_nonexistent": self.dst_nonexistent,
             "ignored_columns": self.ignored_columns, "layout": self.layout,
-            "reconnects": self.reconnects,
+            "reconnects": self.reconnects, "ended_early": self.ended_early,
         }
 
     def format(self) -> str:
@@ -57,6 +59,8 @@ class Summary:
             f"rejected {self.rejected_total:,}",
         ]
         lines += [f"    {reason}: {count:,}" for reason, count in sorted(self.rejected.items())]
+        if self.ended_early:
+            lines.append(f"  {self.ended_early}")
         if self.meters:
             shown = ", ".join(sorted(self.meters)[:5]) + (" ..." if len(self.meters) > 5 else "")
             lines.append(f"  meters: {len(self.meters)} ({shown})")

@@ -7,6 +7,12 @@ the batch's meters falls in its time span (a first load, the common case); other
 concurrent writer got there first, through a temporary staging table and
 INSERT ... ON CONFLICT DO NOTHING. Readings and rejects of a batch commit together, so a crash
 loses at most the batch in flight and a rerun counts what was stored as duplicates.
+
+When the server refuses a batch for a row's data (a DataError or an IntegrityError other than
+the key, e.g. a constraint added to readings), the batch is halved until the refused rows are
+found: the others are stored, each refused row is a `database_refused` reject with the first
+line of the server's message. The fast path (COPY of a batch the server takes) still costs
+one savepoint.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import psycopg
 from psycopg import errors, sql
 
 from ingest.parse import COLUMNS, FIELD_NAMES, Reject
+from wattwatch.errors import first_line
 
 COPY_TYPES = ["text", "timestamptz"] + ["float8"] * len(FIELD_NAMES)
 COLUMN_LIST = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
@@ -24,6 +31,9 @@ STAGING = sql.SQL(
     "CREATE TEMP TABLE IF NOT EXISTS ingest_staging (line bigint, {columns}) ON COMMIT DELETE ROWS"
 ).format(columns=sql.SQL(", ").join(
     sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in zip(COLUMNS, COPY_TYPES)))
+# What the server (or psycopg, for a NUL in a text parameter) raises when it refuses a row for
+# its data; a UniqueViolation on the key is a duplicate, handled before this.
+REFUSED = (psycopg.DataError, psycopg.IntegrityError)
 
 
 @dataclass
@@ -66,20 +76,36 @@ def meter_spans(rows: list[tuple]) -> dict[str, tuple]:
     return spans
 
 
-def register_meters(conn: psycopg.Connection, meters: set[str], timezone: str) -> None:
+def register_meters(conn: psycopg.Connection, meters: set[str], timezone: str) -> dict[str, str]:
     """Add meters seen for the first time, in their own committed transaction (sorted, so two
-    loaders never wait on each other in opposite orders)."""
-    with conn.transaction():
-        conn.execute("INSERT INTO meters (meter_id, timezone) SELECT unnest(%s::text[]), %s "
-                     "ON CONFLICT (meter_id) DO NOTHING", (sorted(meters), timezone))
+    loaders never wait on each other in opposite orders). Returns the meters the server refused,
+    with the first line of its message (then each meter is added on its own)."""
+    insert = ("INSERT INTO meters (meter_id, timezone) SELECT unnest(%s::text[]), %s "
+              "ON CONFLICT (meter_id) DO NOTHING")
+    try:
+        with conn.transaction():
+            conn.execute(insert, (sorted(meters), timezone))
+        return {}
+    except REFUSED:
+        pass
+    refused = {}
+    for meter in sorted(meters):
+        try:
+            with conn.transaction():
+                conn.execute(insert, ([meter], timezone))
+        except REFUSED as exc:
+            refused[meter] = first_line(exc)
+    return refused
 
 
 class ReadingWriter:
     """Writes batches of one source on one connection; their meters must be registered."""
 
-    def __init__(self, conn: psycopg.Connection, source: str):
+    def __init__(self, conn: psycopg.Connection, source: str, source_sha256: str | None = None):
         self.conn = conn
         self.source = source
+        self.source_sha256 = source_sha256  # with source, line and meter: a reject's key
+        self._staged = False  # ingest_staging holds rows of this transaction
 
     def write(self, rows: list[tuple], lines: list[int | None], raws: list[str],
               rejects: list[Reject], spans: dict[str, tuple]) -> BatchResult:
@@ -88,19 +114,51 @@ class ReadingWriter:
         result = BatchResult()
         unique_rows, unique_lines, unique_raws = self._dedupe(rows, lines, raws, result)
         with self.conn.transaction():
+            self._staged = False
             if unique_rows:
-                if self._span_is_empty(spans):
-                    try:
-                        with self.conn.transaction():  # savepoint: a concurrent writer may win
-                            self._copy_into_readings(unique_rows)
-                        result.loaded += len(unique_rows)
-                    except errors.UniqueViolation:
-                        self._stage_and_insert(unique_rows, unique_lines, unique_raws, result)
-                else:
-                    self._stage_and_insert(unique_rows, unique_lines, unique_raws, result)
+                copy = self._span_is_empty(spans)
+                try:
+                    self._insert(unique_rows, unique_lines, unique_raws, result, copy)
+                except REFUSED as exc:
+                    self._isolate(unique_rows, unique_lines, unique_raws, result, copy, exc)
             result.rejects[:0] = rejects
             self._write_rejects(result.rejects)
         return result
+
+    def _insert(self, rows, lines, raws, result: BatchResult, copy: bool) -> None:
+        """Store rows in a savepoint: by COPY when `copy` (no stored row in the batch's span)
+        unless a concurrent writer got there first, else through staging. Raises REFUSED, with
+        nothing of the rows stored and `result` untouched, when the server refuses one."""
+        if copy:
+            try:
+                with self.conn.transaction():  # savepoint: a concurrent writer may win
+                    self._copy_into_readings(rows)
+                result.loaded += len(rows)
+                return
+            except errors.UniqueViolation:
+                pass
+        found = BatchResult()
+        with self.conn.transaction():
+            self._stage_and_insert(rows, lines, raws, found)
+        result.loaded += found.loaded
+        result.duplicates += found.duplicates
+        result.rejects += found.rejects
+
+    def _isolate(self, rows, lines, raws, result: BatchResult, copy: bool,
+                 error: psycopg.Error) -> None:
+        """The server refused these rows together: store them by halves, down to the rows it
+        refuses one by one, which become `database_refused` rejects."""
+        if len(rows) == 1:
+            result.rejects.append(Reject(lines[0], raws[0], "database_refused",
+                                         f"the database refused the row: {first_line(error)}",
+                                         rows[0][0]))
+            return
+        middle = len(rows) // 2
+        for part in (slice(None, middle), slice(middle, None)):
+            try:
+                self._insert(rows[part], lines[part], raws[part], result, copy)
+            except REFUSED as exc:
+                self._isolate(rows[part], lines[part], raws[part], result, copy, exc)
 
     def _dedupe(self, rows, lines, raws, result):
         """Keep the first row of each (meter, time) in the batch; later ones are duplicates or conflicts."""
@@ -136,6 +194,9 @@ class ReadingWriter:
     def _stage_and_insert(self, rows, lines, raws, result: BatchResult) -> None:
         conn = self.conn
         conn.execute(STAGING)
+        if self._staged:  # rows of an earlier part of this batch (see _isolate)
+            conn.execute("DELETE FROM ingest_staging")
+        self._staged = True
         with conn.cursor().copy(sql.SQL("COPY ingest_staging (line, {}) FROM STDIN (FORMAT BINARY)")
                                 .format(COLUMN_LIST)) as copy:
             copy.set_types(["int8", *COPY_TYPES])
@@ -173,8 +234,15 @@ class ReadingWriter:
         if not rejects:
             return
         with self.conn.cursor() as cur:
+            # The key (source, source_sha256, line_number, meter_id) makes a rerun of the same
+            # file record nothing twice (migration 0037).
             cur.executemany(
-                "INSERT INTO ingest_rejects (source, line_number, raw, reason, detail, meter_id) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                [(self.source, r.line, r.raw.replace("\x00", "\\x00"), r.reason, r.detail, r.meter)
-                 for r in rejects])  # PostgreSQL text cannot hold NUL
+                "INSERT INTO ingest_rejects (source, source_sha256, line_number, raw, reason, "
+                "detail, meter_id) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                [(self.source, self.source_sha256, r.line, _text(r.raw), r.reason, _text(r.detail),
+                  _text(r.meter)) for r in rejects])
+
+
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL: written as the four characters \\x00."""
+    return value.replace("\x00", "\\x00") if value and "\x00" in value else value

