@@ -546,9 +546,12 @@ def test_an_idle_cycle_closes_the_late_commit_check(db_url, jobs):
                       {"a": timedelta(minutes=1)})
         owner.execute("UPDATE readings SET ingested_at = ingested_at - %s"
                       " WHERE meter_id IN ('idle', 'quiet')", (timedelta(minutes=1),))
-        copy_frame(owner, "idle", frame.iloc[[gap]])  # stamped just before the watermark
+        # Stamped inside the open window, between where the check starts and the watermark
+        # (how far apart they are depends on how long the first cycle took to start).
+        copy_frame(owner, "idle", frame.iloc[[gap]])
+        late = recheck + (mark - recheck) / 2 - timedelta(minutes=1)
         owner.execute("UPDATE readings SET ingested_at = %s WHERE meter_id = 'idle'"
-                      " AND time = %s", (mark - timedelta(minutes=1, seconds=1), frame.index[gap]))
+                      " AND time = %s", (late, frame.index[gap]))
     assert scorer.cycle() == 1
     assert scorer.cycle() == 0
     (mark, recheck), quiet = conn.execute(marks).fetchall()
