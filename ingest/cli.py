@@ -47,7 +47,8 @@ def _metrics(args: argparse.Namespace, settings):
     from ingest.metrics import IngestMetrics
 
     metrics = IngestMetrics()
-    serve_metrics(metrics.registry, args.metrics_port, settings.metrics_address)
+    bound = serve_metrics(metrics.registry, args.metrics_port, settings.metrics_address)
+    metrics.url = f"http://{settings.metrics_address}:{bound}/metrics"
     return metrics
 
 
@@ -189,7 +190,7 @@ def cmd_mqtt(args: argparse.Namespace) -> None:
     with connect(settings) as conn:
         _log_start(conn, "mqtt", broker=broker, topics=",".join(args.topic), client_id=client_id,
                    protocol=settings.mqtt_protocol, batch_rows=settings.ingest_batch_rows,
-                   metrics_port=args.metrics_port)
+                   metrics=metrics.url if metrics else None)
         summary = Summary(source=str(broker))
         loader = BatchLoader(conn, str(broker), summary, settings.ingest_batch_rows,
                              metrics=metrics, reconnect=lambda: connect(settings))
