@@ -41,7 +41,9 @@ from wattwatch.settings import Settings  # noqa: E402
 
 def publisher(settings: Settings, broker: Broker):
     client = make_client(settings, broker, "")
-    client.max_inflight_messages_set(0)  # no cap: the broker's acknowledgements pace it
+    # Many unacknowledged publishes keep the pipe full; above the broker's receive maximum
+    # (MQTT 5) it would disconnect the publisher.
+    client.max_inflight_messages_set(1000)
     connect_async(client, broker)
     client.loop_start()
     while not client.is_connected():
@@ -119,7 +121,7 @@ def main() -> None:
         client = publisher(settings, Broker.parse(stack["mqtt_url"]))
         time.sleep(2)  # the ingest has subscribed
         rate = throughput(client, url, args.messages)
-        print(f"throughput: {args.messages:,} messages in the hypertable at {rate:,.0f} messages/s")
+        print(f"throughput: {args.messages:,} messages in the hypertable at {rate:,.0f} messages/s", flush=True)
         p50, p95 = latency(client, url, args.meters, args.seconds, args.messages)
         print(f"latency at {args.meters:,} meters x 1 msg/s for {args.seconds} s: publish to row "
               f"p50 {p50:.3f} s, p95 {p95:.3f} s")
