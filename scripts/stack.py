@@ -1,17 +1,23 @@
 #!/usr/bin/env python3
-"""A throwaway TimescaleDB 2.19 and Prometheus on 127.0.0.1, for the tests and the native demo.
+"""A throwaway TimescaleDB 2.19, Prometheus and Mosquitto on 127.0.0.1, for the tests and the
+native demo.
 
     stack.py install            packages and (on Debian 12) the cached trixie root; needs root
-    stack.py up --state DIR     start both on free ports; prints the stack as JSON
-    stack.py down --state DIR   stop both and delete their data
+    stack.py up --state DIR     start all three on free ports; prints the stack as JSON
+    stack.py down --state DIR   stop them and delete their data
     stack.py restart --state DIR [--mode fast|immediate]
                                 restart the stack's PostgreSQL (every connection to it is cut;
                                 immediate: a crash, with recovery at start), same port and data
+    stack.py restart --state DIR --service mosquitto
+                                restart the broker (it saves its sessions and queued messages
+                                on the way down), same port, password file and data
 
 TimescaleDB comes from Debian 13's postgresql-17-timescaledb: installed directly on Debian 13,
 and on Debian 12 inside a trixie root built once by mmdebstrap and kept in ~/.cache/wattwatch,
 started through chroot. When WATTWATCH_TEST_DATABASE_URL is set, that server is used instead
-and no cluster is started. Prometheus is Debian's package, run with the project's own config.
+and no cluster is started. Prometheus and Mosquitto are Debian packages (installed on the host in
+both cases), run with the project's own config; the broker refuses anonymous clients and knows
+one user, whose password is in the stack's JSON.
 Standard library only: it runs before the virtual environment exists.
 """
 
@@ -86,7 +92,7 @@ def external_database() -> bool:
 
 def needed_packages() -> list[str]:
     """Debian packages this machine still lacks for the stack."""
-    wanted = ["prometheus"]
+    wanted = ["prometheus", "mosquitto"]
     if not external_database():
         wanted += PG_PACKAGES if native() else ["mmdebstrap"]
     return missing_packages(wanted)
@@ -100,7 +106,7 @@ def install() -> None:
     if not packages and not build_root:
         return
     if os.geteuid() != 0:
-        sys.exit("stack: installing TimescaleDB and Prometheus needs root (apt-get, mmdebstrap); "
+        sys.exit("stack: installing TimescaleDB, Prometheus and Mosquitto needs root (apt-get, mmdebstrap); "
                  "or set WATTWATCH_TEST_DATABASE_URL to a TimescaleDB server")
     apt_install(packages)
     if build_root:
@@ -255,8 +261,66 @@ def start_prometheus(state: Path) -> dict:
             "prometheus_targets": str(state / "targets")}
 
 
-def stop_prometheus(info: dict) -> None:
-    pid = info.get("prometheus_pid")
+MQTT_USER = "wattwatch"
+
+
+def mosquitto_config(state: Path, port: int) -> str:
+    """The broker's config: loopback only, a password file, no anonymous clients; sessions and
+    queued QoS 1 messages are kept on disk across a restart, and neither the messages in flight
+    to a client nor those queued for it are capped, so a slow or absent subscriber loses
+    nothing."""
+    import pwd
+
+    return "\n".join([
+        f"listener {port} 127.0.0.1",
+        "allow_anonymous false",
+        f"password_file {state / 'mosquitto.passwd'}",
+        "persistence true",
+        f"persistence_location {state / 'mosquitto-data'}/",
+        "max_inflight_messages 0",
+        "max_queued_messages 0",
+        f"log_dest file {state / 'mosquitto.log'}",
+        "log_type error", "log_type warning", "log_type notice",
+        # Run as whoever started the stack: the state directory is theirs.
+        f"user {pwd.getpwuid(os.geteuid()).pw_name}",
+    ]) + "\n"
+
+
+def start_mosquitto(state: Path, port: int | None = None, password: str | None = None) -> dict:
+    """Mosquitto on a free loopback port (or `port`, on a restart) with a fresh password file."""
+    # Debian installs the broker in /usr/sbin, which a non-root PATH often lacks.
+    mosquitto = shutil.which("mosquitto", path=os.environ.get("PATH", "") + ":/usr/sbin")
+    if mosquitto is None:
+        sys.exit("stack: mosquitto is not installed: run 'scripts/stack.py install' as root first")
+    port = port or free_port()
+    password = password or secrets.token_hex(16)
+    (state / "mosquitto-data").mkdir(parents=True, exist_ok=True)
+    passwd = state / "mosquitto.passwd"
+    passwd.write_text("")
+    passwd.chmod(0o600)
+    run(["mosquitto_passwd", "-b", str(passwd), MQTT_USER, password])
+    (state / "mosquitto.conf").write_text(mosquitto_config(state, port))
+    with open(state / "mosquitto.log", "ab") as out:
+        process = subprocess.Popen(
+            [mosquitto, "-c", str(state / "mosquitto.conf")],
+            stdout=out, stderr=out, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            sys.exit(f"stack: mosquitto exited with {process.returncode}; see {state / 'mosquitto.log'}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                sys.exit(f"stack: mosquitto not listening after 30 s; see {state / 'mosquitto.log'}")
+            time.sleep(0.1)
+    return {"mqtt_url": f"mqtt://127.0.0.1:{port}", "mqtt_username": MQTT_USER,
+            "mqtt_password": password, "mosquitto_pid": process.pid}
+
+
+def stop_process(pid: int | None) -> None:
+    """SIGTERM, then SIGKILL after 10 s; returns once the process is gone."""
     if not pid:
         return
     try:
@@ -267,6 +331,17 @@ def stop_prometheus(info: dict) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def restart_mosquitto(state: Path) -> None:
+    """Stop the broker (it writes its sessions and messages to disk) and start it again on the
+    same port with the same password and data."""
+    file = state / "stack.json"
+    info = json.loads(file.read_text())
+    stop_process(info["mosquitto_pid"])
+    info.update(start_mosquitto(state, int(info["mqtt_url"].rsplit(":", 1)[1]),
+                                info["mqtt_password"]))
+    file.write_text(json.dumps(info, indent=2) + "\n")
 
 
 def up(state: Path) -> dict:
@@ -280,6 +355,7 @@ def up(state: Path) -> dict:
         else:
             info.update(start_postgres(state))
         info.update(start_prometheus(state))
+        info.update(start_mosquitto(state))
     except BaseException:
         down_info(info)
         raise
@@ -288,7 +364,8 @@ def up(state: Path) -> dict:
 
 
 def down_info(info: dict) -> None:
-    stop_prometheus(info)
+    stop_process(info.get("prometheus_pid"))
+    stop_process(info.get("mosquitto_pid"))
     stop_postgres(info)
     unmount_chroot_if_idle()
 
@@ -307,11 +384,15 @@ def main() -> None:
                         help="directory for this stack's state, logs and Prometheus data")
     parser.add_argument("--mode", choices=["fast", "immediate"], default="fast",
                         help="restart: pg_ctl's shutdown mode (default fast)")
+    parser.add_argument("--service", choices=["postgres", "mosquitto"], default="postgres",
+                        help="restart: which server (default postgres)")
     args = parser.parse_args()
     if args.action == "install":
         install()
     elif args.action == "up":
         print(json.dumps(up(args.state.resolve()), indent=2))
+    elif args.action == "restart" and args.service == "mosquitto":
+        restart_mosquitto(args.state.resolve())
     elif args.action == "restart":
         restart_postgres(args.state.resolve(), args.mode)
     else:
