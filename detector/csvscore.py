@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from detector.models import DEFAULT_MODEL, make_model
-from ingest.fields import field_for
 from wattwatch.errors import WattwatchError
+from wattwatch.fields import field_for
 
 OUTPUT_COLUMNS = ("anomaly_score", "is_anomaly", "severity", "kind")
 
