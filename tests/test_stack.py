@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry, Counter
 
-from tests.conftest import prometheus_query
+from tests.conftest import prometheus_query, prometheus_wait
 from wattwatch.metrics import serve_metrics
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -107,8 +107,9 @@ def test_an_installed_package_runs_the_stack_with_the_config_it_ships(admin_url,
                    check=True, timeout=300)
     prefix = tmp_path / "prefix"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
-    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--prefix", str(prefix),
-                    *map(str, (tmp_path / "wheel").glob("*.whl"))], check=True, timeout=120)
+    # --ignore-installed: without it pip would first uninstall the editable install under test.
+    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--ignore-installed", "--prefix",
+                    str(prefix), *map(str, (tmp_path / "wheel").glob("*.whl"))], check=True, timeout=120)
     python = str(prefix / "bin" / "python")
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                           capture_output=True, text=True, check=True).stdout.strip()
@@ -133,9 +134,9 @@ def test_an_installed_package_runs_the_stack_with_the_config_it_ships(admin_url,
     try:
         assert started.returncode == 0, started.stderr
         info = json.loads(started.stdout)
-        assert prometheus_query(info["prometheus_url"], 'up{job="prometheus"}')
-        rules = json.load(urllib.request.urlopen(info["prometheus_url"] + "/api/v1/status/config"))
-        assert "job_name: exporter" in rules["data"]["yaml"]
+        assert prometheus_wait(info["prometheus_url"], 'up{job="prometheus"} == 1', timeout=60)
+        config = json.load(urllib.request.urlopen(info["prometheus_url"] + "/api/v1/status/config"))
+        assert "job_name: exporter" in config["data"]["yaml"]
     finally:
         run("-m", "wattwatch.stack", "down", "--state", str(state))
     assert not state.exists()

@@ -175,7 +175,8 @@ def unmount_chroot_if_idle() -> None:
 
 def start_postgres(state: Path) -> dict:
     if not (host_path(PG_BIN) / "postgres").exists():
-        sys.exit("stack: TimescaleDB is not installed: install it first as root (scripts/stack.py install, or wattwatch demo)")
+        sys.exit("stack: TimescaleDB is not installed: install it first as root "
+                 "(scripts/stack.py install, or wattwatch demo)")
     mount_chroot()
     name = state.name
     data = f"{CLUSTERS}/{name}"
@@ -237,7 +238,8 @@ def restart_postgres(state: Path, mode: str) -> None:
 
 def start_prometheus(state: Path) -> dict:
     if shutil.which("prometheus") is None:
-        sys.exit("stack: prometheus is not installed: install it first as root (scripts/stack.py install, or wattwatch demo)")
+        sys.exit("stack: prometheus is not installed: install it first as root "
+                 "(scripts/stack.py install, or wattwatch demo)")
     port = free_port()
     (state / "targets").mkdir(parents=True, exist_ok=True)
     config = shipped("prometheus")
