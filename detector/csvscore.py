@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from detector.models import DEFAULT_MODEL, make_model
-from ingest.fields import field_for
 from wattwatch import logs
 from wattwatch.errors import WattwatchError
+from wattwatch.fields import field_for
 
 log = logs.get("detect")
 

@@ -38,9 +38,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from detector import incidents, readings, registry, stacked
-from detector.calibration import SEVERITIES
 from detector.cycles import Work, failure
-from detector.kinds import KINDS
 from detector.locks import MeterLocks
 from detector.metrics import DetectorMetrics
 from detector.retries import HeldBack
@@ -52,6 +50,7 @@ from timescale.reconnect import Outage, backoff, reconnect
 from wattwatch import logs
 from wattwatch.errors import WattwatchError
 from wattwatch.settings import Settings
+from wattwatch.vocabulary import KINDS, SEVERITIES
 
 log = logs.get("detector")
 
@@ -94,16 +93,15 @@ STAGING = ("CREATE TEMP TABLE IF NOT EXISTS detector_batch (part integer, time t
 
 # Texts travel as codes into the arrays passed along (part: the meter's place in the batch,
 # an integer: a live cycle may hold more meters than a smallint counts).
-SCORE_COLUMNS = ("INSERT INTO anomaly_scores (time, meter_id, model_version, score, is_anomaly,"
+INSERT_SCORES = ("INSERT INTO anomaly_scores (time, meter_id, model_version, score, is_anomaly,"
                  " severity, kind, top_feature, expected_active_power_kw)"
                  " SELECT time, (%(meters)s::text[])[part], (%(versions)s::int[])[part], score, is_anomaly,"
                  " (%(severities)s::text[])[severity], (%(kinds)s::text[])[kind],"
                  " (%(names)s::text[])[top], nullif(expected, 'NaN') FROM detector_batch b")
-INSERT_SCORES = SCORE_COLUMNS
 # The careful path: rows that may have a score already (a restart, a late reading behind the
 # watermark) are skipped, whatever model version scored them.
 INSERT_UNSCORED = (
-    "WITH written AS (" + SCORE_COLUMNS + " WHERE CASE WHEN recheck THEN NOT EXISTS (SELECT FROM"
+    "WITH written AS (" + INSERT_SCORES + " WHERE CASE WHEN recheck THEN NOT EXISTS (SELECT FROM"
     " anomaly_scores s WHERE s.meter_id = (%(meters)s::text[])[b.part] AND s.time = b.time)"
     " ELSE true END"
     " ON CONFLICT DO NOTHING RETURNING meter_id, time, is_anomaly)"

@@ -18,10 +18,9 @@ from drift.baselines import SECONDS_PER_DAY, local_calendar
 from drift.readings import read_window
 from drift.report import MeterDrift, RunReport, store
 from drift.summaries import FINE_PER_BIN, BaselineSummary, WindowSummary, pack, unpack
-from drift.summary_store import drop_late
 from drift.windows import model_windows, windows_for
-from ingest.fields import FIELDS
 from wattwatch.errors import WattwatchError, first_line
+from wattwatch.fields import FIELDS
 
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
@@ -45,7 +44,7 @@ def run_pass(conn: psycopg.Connection, settings, *, mode: str, current_to: datet
                                      reference_days=reference_days or settings.drift_reference_days,
                                      models=models, given=reference))
              for meter, tz in known]
-    drop_late(conn, settings.drift_ingest_margin_minutes)
+    summary_store.drop_late(conn, settings.drift_ingest_margin_minutes)
     report = RunReport(mode=mode, run_at=run_at)
     # One thread does all database work on `conn` in order (reading the next meter, storing the
     # summaries of judged ones) while the judges work.

@@ -9,10 +9,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from exporters.metrics import DEFAULT_PORTS
 from wattwatch import logs
 from wattwatch.arguments import TIME_HELP, timestamp
 from wattwatch.errors import WattwatchError
+from wattwatch.metrics import DEFAULT_PORTS
 from wattwatch.settings import load_settings
 
 log = logs.get("ingest")
@@ -43,7 +43,7 @@ def _metrics(args: argparse.Namespace, settings):
     """Serve /metrics when a port was given (0 picks a free one); None otherwise."""
     if args.metrics_port is None:
         return None
-    from exporters.metrics import serve_metrics
+    from wattwatch.metrics import serve_metrics
     from ingest.metrics import IngestMetrics
 
     metrics = IngestMetrics()

@@ -6,9 +6,9 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from ingest.fields import FIELDS
 from ingest.layout import Layout, split_line
 from ingest.timestamps import LocalTimeResolver, NonexistentLocalTime
+from wattwatch.fields import FIELDS
 
 FIELD_NAMES = list(FIELDS)
 MISSING = ("", "?")

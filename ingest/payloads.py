@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from ingest.fields import field_for
+from wattwatch.fields import field_for
 from ingest.parse import FIELD_NAMES, Reject, future_detail, meter_id_problem, value_problem
 from ingest.timestamps import EPOCH
 from wattwatch.errors import WattwatchError

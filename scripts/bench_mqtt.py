@@ -35,7 +35,7 @@ sys.path.insert(0, str(PROJECT))
 from ingest.broker import Broker, connect_async, make_client  # noqa: E402
 from timescale.connect import connect_url  # noqa: E402
 from timescale.migrate import migrate  # noqa: E402
-from timescale.scratch import create_database  # noqa: E402
+from tests.support.scratch import create_database  # noqa: E402
 from wattwatch.settings import Settings  # noqa: E402
 
 

@@ -41,12 +41,12 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from detector.csvscore import score_csv  # noqa: E402
-from detector.evaluation import event_scores, nab_normalised, nab_raw_score, runs  # noqa: E402
 from detector.incidents import INCIDENT_GAP  # noqa: E402
 from detector.models import DEFAULT_MODEL, RawIForest, make_model  # noqa: E402
 from ingest.anomalies import inject_many  # noqa: E402
 from ingest.datasets import uci_household_csv  # noqa: E402
-from ingest.fields import field_for  # noqa: E402
+from tests.support.detector_evaluation import event_scores, nab_normalised, nab_raw_score, runs  # noqa: E402
+from wattwatch.fields import field_for  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MODELS = (DEFAULT_MODEL, RawIForest.algorithm)

@@ -39,12 +39,11 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from tests.conftest import ROLE_PASSWORDS, settings_for  # noqa: E402
+from wattwatch import stack as cluster  # noqa: E402  (where the cluster lives, how to run pg_ctl)
 from timescale.connect import with_database  # noqa: E402
 from timescale.migrate import migrate  # noqa: E402
 
 STACK = PROJECT / "scripts" / "stack.py"
-sys.path.insert(0, str(STACK.parent))
-import stack as cluster  # noqa: E402  (scripts/stack.py: where the cluster lives, how to run pg_ctl)
 
 PYTHON = sys.executable
 ROLES = {"ingest": "wattwatch_ingest", "detector": "wattwatch_jobs", "drift": "wattwatch_jobs",

@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
+from tests.support.scratch import create_database, drop_database
 from timescale.connect import connect_url, with_database
 from timescale.migrate import migrate
-from timescale.scratch import create_database, drop_database
 from wattwatch.settings import Settings
 
 PROJECT = Path(__file__).resolve().parent.parent

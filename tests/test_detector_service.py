@@ -15,14 +15,15 @@ from prometheus_client import CollectorRegistry
 from detector import incidents, readings, registry
 from detector.metrics import DetectorMetrics
 from detector.patterns import store_patterns
-from detector.readings import copy_frame, meters
+from detector.readings import meters
 from detector.service import Scorer, run
 from detector.stacked import Stack
-from exporters.metrics import serve_metrics
 from ingest.anomalies import inject_many
 from tests.conftest import prometheus_query, settings_for
+from tests.support.readings import copy_frame
 from tests.test_cli import run_cli
 from tests.test_detector_synthetic import household
+from wattwatch.metrics import serve_metrics
 
 TRAIN_DAYS = 4
 TARIFF = 0.25

@@ -11,10 +11,10 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
-from ingest.anomalies import KINDS
 from ingest.simulate import simulate_history
 from tests.conftest import settings_for
 from tests.test_cli import WATTWATCH, run_cli
+from wattwatch.vocabulary import KINDS
 
 UTC = timezone.utc
 

@@ -9,9 +9,9 @@ import psycopg
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ingest.fields import FIELDS
 from wattwatch import logs
 from wattwatch.errors import WattwatchError
+from wattwatch.fields import FIELDS
 
 ENV_PREFIX = "WATTWATCH_"
 URL_EXAMPLE = "postgresql://user:password@host:5432/wattwatch"
