@@ -12,10 +12,11 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from detector import incidents, readings, registry
+from detector import incidents, pipeline, readings, registry
 from detector.metrics import DetectorMetrics
 from detector.patterns import store_patterns
 from detector.readings import copy_frame, meters
+from detector.scores import ScoreStore
 from detector.service import Scorer, run
 from detector.stacked import Stack
 from exporters.metrics import serve_metrics
@@ -145,7 +146,7 @@ def test_crash_in_the_middle_then_restart_leaves_no_duplicate_or_gap(db_url, job
     frame = household(days=6, seed=5)
     _add_meter(db_url, "crashy", frame)
     _train(conn, settings, "crashy", frame)
-    original = Scorer._write
+    original = ScoreStore.write
     calls = []
 
     class Crash(BaseException):
@@ -158,13 +159,13 @@ def test_crash_in_the_middle_then_restart_leaves_no_duplicate_or_gap(db_url, job
             raise Crash("simulated crash")
         return original(self, *args)
 
-    monkeypatch.setattr(Scorer, "_write", crash_on_second_batch)
+    monkeypatch.setattr(ScoreStore, "write", crash_on_second_batch)
     with pytest.raises(Crash):
         run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True)
     conn.rollback()
     partial = conn.execute("SELECT count(*) FROM anomaly_scores WHERE meter_id = 'crashy'").fetchone()[0]
     assert partial == settings.detector_batch_rows < len(frame)
-    monkeypatch.setattr(Scorer, "_write", original)
+    monkeypatch.setattr(ScoreStore, "write", original)
     run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True)
     count, distinct, anomalies = conn.execute(
         "SELECT count(*), count(DISTINCT time), count(*) FILTER (WHERE is_anomaly)"
@@ -306,14 +307,14 @@ def test_a_meters_unexpected_error_is_one_line_and_the_others_are_scored(db_url,
     for meter_id in ("good", "bad"):
         _add_meter(db_url, meter_id, frame)
         _train(conn, settings, meter_id, frame)
-    original = Scorer._score
+    original = pipeline.score_frame
 
     def fails_for_bad(pending, *args):
         if pending.meter.meter_id == "bad":
             raise ValueError("no luck\nsecond line")
         return original(pending, *args)
 
-    monkeypatch.setattr(Scorer, "_score", staticmethod(fails_for_bad))
+    monkeypatch.setattr(pipeline, "score_frame", fails_for_bad)
     scorer = Scorer(conn, settings, DetectorMetrics(CollectorRegistry()))
     clock = [0.0]
     scorer.held_back.clock = lambda: clock[0]
@@ -326,7 +327,7 @@ def test_a_meters_unexpected_error_is_one_line_and_the_others_are_scored(db_url,
     assert scorer.work.failed["bad"] == "meter 'bad': ValueError: no luck"
     cycle_line = [r for r in caplog.records if r.getMessage().startswith("cycle:")][-1]
     assert cycle_line.levelname == "INFO" and "1 meter scored" in cycle_line.getMessage()
-    monkeypatch.setattr(Scorer, "_score", staticmethod(original))
+    monkeypatch.setattr(pipeline, "score_frame", original)
     assert scorer.cycle() == 0  # held back: not tried at every cycle
     clock[0] += 31
     assert scorer.cycle() == len(frame)
@@ -382,12 +383,12 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
                       " WHERE meter_id IN ('s1', 's2')")
     run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True)  # batches of 5000
     writes, reads, passes = [], [], []
-    original_write, original_pass = Scorer._write, Stack.score
+    original_write, original_pass = ScoreStore.write, Stack.score
     original_group, original_new = readings.group_rows, readings.new_rows
 
-    def counting(self, write_conn, batch):
+    def counting(self, write_conn, batch, work):
         writes.append(sorted(meter.meter_id for scored in batch for meter in scored.meters))
-        return original_write(self, write_conn, batch)
+        return original_write(self, write_conn, batch, work)
 
     def with_context(read_conn, wanted, limit):
         if wanted:
@@ -403,7 +404,7 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
         passes.append(list(meter_ids))
         return original_pass(self, meter_ids, *args)
 
-    monkeypatch.setattr(Scorer, "_write", counting)
+    monkeypatch.setattr(ScoreStore, "write", counting)
     monkeypatch.setattr(readings, "group_rows", with_context)
     monkeypatch.setattr(readings, "new_rows", new_only)
     monkeypatch.setattr(Stack, "score", stacked)
