@@ -9,7 +9,7 @@ import pytest
 
 from detector.calibration import (SEVERITIES, StackedCalibration, TailCalibration, score_from_p,
                                   severities)
-from detector.features import rolling, run_lengths
+from detector.rolling import per_slot, robust_scale, rolling, run_lengths, sum_present
 
 
 def test_run_lengths_count_repeats_and_a_gap_restarts_them():
@@ -17,6 +17,17 @@ def test_run_lengths_count_repeats_and_a_gap_restarts_them():
                        [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0]])
     np.testing.assert_array_equal(run_lengths(values), [[1, 2, 1, 2, 3, 1, 1],
                                                         [1, 2, 3, 4, 1, 2, 1]])
+
+
+def test_robust_spreads_profiles_and_sums_of_small_arrays():
+    assert robust_scale(np.array([1.0, 1.0, 1.0, np.nan])) > 0  # never zero
+    assert robust_scale(np.array([0.0, 1.0, 2.0, 3.0, 4.0])) == pytest.approx(1.4826)
+    medians, scales = per_slot(np.array([1.0, 3.0, 10.0, 14.0, np.nan]), np.array([0, 0, 1, 1, 2]),
+                               3, floor=0.5)
+    np.testing.assert_allclose(medians, [2.0, 12.0, 6.5])  # an unseen slot: the overall median
+    np.testing.assert_allclose(scales, [1.4826, 2 * 1.4826, 0.5])
+    np.testing.assert_array_equal(sum_present([np.array([1.0, np.nan, np.nan]),
+                                               np.array([2.0, 3.0, np.nan])]), [3.0, 3.0, np.nan])
 
 
 @pytest.mark.parametrize("how", ["mean", "std", "min", "median"])
