@@ -73,14 +73,6 @@ class Scorer:
         self.tails: dict[str, Tail] = {}
         self.work = Work()  # what the last cycle did
 
-    @property
-    def models(self) -> dict[str, registry.ActiveModel]:
-        return self.cache.models
-
-    @property
-    def layouts(self) -> dict[str, tuple | None]:
-        return self.cache.layouts
-
     def close(self) -> None:
         self.connections.close()
 

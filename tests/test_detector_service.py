@@ -417,7 +417,7 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
     assert writes == [["s1", "s2"]] * 10, writes  # one write for both meters each cycle
     assert passes == [["s1", "s2"]] * 10, passes  # both meters' models in one pass each cycle
     # the readings before the new ones read from the database in the first live cycle only
-    contexts = [scorer.models[m].context_rows for m in ("s1", "s2")]
+    contexts = [scorer.cache.models[m].context_rows for m in ("s1", "s2")]
     assert reads == [("context", contexts)] + [("new", ["s1", "s2"])] * 9, reads
     for meter_id in frames:
         model = registry.load(conn, registry.active_versions(conn, [meter_id])[meter_id])
@@ -447,7 +447,7 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
         copy_frame(owner, "s1", s1.iloc[[live + 1]])
     assert scorer.cycle() == 1
     assert reads[-2:] == [("new", ["s1", "s2"]), ("context", contexts[:1])], reads
-    model = scorer.models["s1"]
+    model = scorer.cache.models["s1"]
     expected = model.detector.score(s1.iloc[:live + 2][model.fields]).iloc[-1]
     score, anomalous = conn.execute("SELECT score, is_anomaly FROM anomaly_scores"
                                     " WHERE meter_id = 's1' AND time = %s",
@@ -476,9 +476,9 @@ def test_live_cycle_scores_a_baseline_meter_beside_stacked_ones(db_url, jobs):
             with psycopg.connect(db_url) as owner:
                 copy_frame(owner, meter_id, frame.iloc[start:start + 2])
         assert scorer.cycle() == 6
-    assert [layout is None for layout in map(scorer.layouts.get, frames)] == [True, False, False]
+    assert [layout is None for layout in map(scorer.cache.layouts.get, frames)] == [True, False, False]
     for meter_id in frames:
-        model = scorer.models[meter_id]
+        model = scorer.cache.models[meter_id]
         stored_readings = readings.window(conn, _meter(conn, meter_id), None, None)
         assert len(stored_readings) == history + 6
         expected = model.detector.score(stored_readings[model.fields])
@@ -502,7 +502,7 @@ def test_readings_committed_after_the_watermark_passed_them_are_scored(db_url, j
     scorer = Scorer(conn, settings, DetectorMetrics(CollectorRegistry()))
     scorer.cycle()  # in batches, the last of which the service keeps for the live cycles
     held = scorer.tails["lc"].rows
-    assert len(held) == scorer.models["lc"].context_rows
+    assert len(held) == scorer.cache.models["lc"].context_rows
     assert held.t[-1] == frame.index[history - 1].value // 1000
     with psycopg.connect(db_url) as owner:
         copy_frame(owner, "lc", frame.iloc[history:history + 2])
