@@ -5,7 +5,7 @@ What is measured, printed separately (an extrapolation is labelled as one):
 
 1. judging (numpy), in memory, one process, per synthetic meter (daily and weekly cycles,
    noise, one meter in ten with a voltage step in the current window), data generated outside
-   the timed part: `drift.runner.judge_meter` in full mode
+   the timed part: `drift.judgement.judge_meter` in full mode
    - cold: nothing stored (summarise the reference window and the 30 current days, judge);
    - warm: the stored baseline and 29 stored days, one new day of readings (a daily run).
 2. end to end through TimescaleDB (--db-meters N, needs `scripts/stack.py up`'s server via
@@ -46,7 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from drift.analysis import DriftConfig  # noqa: E402
-from drift.runner import MeterWork, judge_meter  # noqa: E402
+from drift.judgement import MeterWork, judge_meter  # noqa: E402
 from timescale.binary_copy import HEADER, POSTGRES_EPOCH, TRAILER  # noqa: E402
 from wattwatch.fields import FIELDS  # noqa: E402
 

@@ -41,7 +41,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from detector.csvscore import score_csv  # noqa: E402
-from detector.incidents import INCIDENT_GAP  # noqa: E402
+from detector.incident_runs import INCIDENT_GAP  # noqa: E402
 from detector.models import DEFAULT_MODEL, RawIForest, make_model  # noqa: E402
 from ingest.anomalies import inject_many  # noqa: E402
 from ingest.datasets import uci_household_csv  # noqa: E402
