@@ -11,8 +11,8 @@ statistics (Bonferroni), and
 
     score = 12.5 * -log10(p), clipped to 0..100     (p = 1e-4 -> 50, p = 1e-8 -> 100)
 
-Severity bands (README): low from the model's threshold, medium from 65, high from 80,
-critical from 90.
+Severity bands (wattwatch/vocabulary.py): low from the model's threshold, medium from 65, high
+from 80, critical from 90.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import genpareto
 
+from wattwatch.vocabulary import SEVERITY_BANDS
+
 TAIL = 0.01
 BODY_LEVELS = np.linspace(0.0, 1.0 - TAIL, 100)
 POINTS_PER_DECADE = 12.5
-SEVERITY_BANDS = (("critical", 90.0), ("high", 80.0), ("medium", 65.0), ("low", 0.0))
-SEVERITIES = ("none", "low", "medium", "high", "critical")
 
 
 def score_from_p(p: np.ndarray) -> np.ndarray:

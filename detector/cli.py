@@ -90,7 +90,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     from detector.metrics import DetectorMetrics
     from detector.service import run
-    from exporters.metrics import DEFAULT_PORTS, serve_metrics
+    from wattwatch.metrics import DEFAULT_PORTS, serve_metrics
     from timescale.connect import connect, connect_url
 
     settings = load_settings()

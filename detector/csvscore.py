@@ -5,6 +5,10 @@ names are recognised (so the physical checks work on a UCI export); any other co
 plain series. The model fits on the first `train_fraction` of the rows, then every row is
 scored causally. An input column named like an output column keeps its values as
 `<name>_original`.
+
+Real files are not always in time order (a clock put back, an hour repeated at a clock change,
+the same time twice): rows are then scored in time order, rows with the same time in file
+order, and written back in the file's order, with one warning that counts them.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ import numpy as np
 import pandas as pd
 
 from detector.models import DEFAULT_MODEL, make_model
-from ingest.fields import field_for
+from wattwatch import logs
 from wattwatch.errors import WattwatchError
+from wattwatch.fields import field_for
+
+log = logs.get("detect")
 
 OUTPUT_COLUMNS = ("anomaly_score", "is_anomaly", "severity", "kind")
 
@@ -38,12 +45,22 @@ def _time_index(values: pd.Series, path: Path, column: str) -> pd.Index:
                 f"{path}:{_line(bad[0])}: column {column!r} has {values.iloc[bad[0]]!r}; "
                 f"expected a timestamp (e.g. 2026-01-31 00:00:00) or an integer step")
         index = pd.DatetimeIndex(times, name=column)
-    steps = np.diff(index.to_numpy())
-    backwards = np.flatnonzero(steps < np.zeros((), dtype=steps.dtype))
-    if len(backwards):
-        raise WattwatchError(f"{path}:{_line(backwards[0] + 1)}: time goes backwards in column "
-                             f"{column!r}; expected rows in time order")
     return index
+
+
+def time_order(index: pd.Index, path: Path, column: str) -> np.ndarray:
+    """Positions of the rows in time order (stable), warning once when that is not file order."""
+    steps = np.diff(index.to_numpy())
+    zero = np.zeros((), dtype=steps.dtype)
+    backwards, repeated = np.flatnonzero(steps < zero), np.flatnonzero(steps == zero)
+    if len(backwards) or len(repeated):
+        found = [f"{len(rows)} row(s) {what} (first at line {_line(rows[0] + 1)})"
+                 for rows, what in ((backwards, "whose time goes backwards"),
+                                    (repeated, "with the time of the row before"))
+                 if len(rows)]
+        log.warning(f"{path}: column {column!r} has {' and '.join(found)}: scored in time order, "
+                    f"rows with the same time in file order; the output keeps the file's order")
+    return np.argsort(index.to_numpy(), kind="stable")
 
 
 def read_series(path: Path, time_column: str, columns: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -84,13 +101,15 @@ def score_csv(source: Path, target: Path, time_column: str, columns: list[str],
     if not 0 < train_fraction < 1:
         raise WattwatchError(f"--train-fraction must be between 0 and 1, got {train_fraction!r}")
     table, frame = read_series(source, time_column, columns)
+    order = time_order(frame.index, source, time_column)
+    frame = frame.iloc[order]
     train_rows = int(len(frame) * train_fraction)
     params = {"nominal_voltage_v": nominal_voltage_v} if model == DEFAULT_MODEL else {}
     try:
         detector = make_model(model, **params).fit(frame.iloc[:train_rows])
     except ValueError as exc:
         raise WattwatchError(f"{source}: cannot train on the first {train_rows} rows: {exc}") from None
-    result = detector.score(frame)
+    result = detector.score(frame).iloc[np.argsort(order)]  # back to the file's order
     # An input column with one of our output names (a label column, say) is kept, renamed.
     table = table.rename(columns={c: f"{c}_original" for c in OUTPUT_COLUMNS if c in table})
     table["anomaly_score"] = result["score"].round(2).to_numpy()

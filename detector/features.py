@@ -44,13 +44,11 @@ before this one).
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from numpy.lib.stride_tricks import sliding_window_view
-
+from detector.rolling import per_slot, robust_scale, rolling, run_lengths, sum_present
 from detector.seasonality import Season, epoch_ns
 
 ROLLING_WINDOW = 30
@@ -67,7 +65,6 @@ FIELD_STATISTICS = {
     UNMETERED: (),  # only its floors
 }
 CLIP = 1e3  # statistics beyond this carry no more information and would overflow float32
-MAD_TO_SIGMA = 1.4826
 EN50160_BAND = 0.10
 SUB_METERS = ("sub_metering_1_wh", "sub_metering_2_wh", "sub_metering_3_wh")
 POWER = "active_power_kw"
@@ -93,83 +90,6 @@ class Features:
     expected: np.ndarray     # the primary column's profile median at each reading
     voltage_delta: np.ndarray | None  # voltage minus its profile median [V]
     primary_q999: np.ndarray  # the primary column's 99.9th percentile in training
-
-
-def _scale(values: np.ndarray) -> float:
-    """A robust spread, never zero: MAD-based sigma, floored by a tenth of the std."""
-    values = values[np.isfinite(values)]
-    if not len(values):
-        return 1.0
-    mad = MAD_TO_SIGMA * np.median(np.abs(values - np.median(values)))
-    return float(max(mad, 0.1 * np.std(values), 1e-9 * (abs(np.median(values)) + 1.0)))
-
-
-def run_lengths(values: np.ndarray) -> np.ndarray:
-    """For each position, how many readings in a row (ending here) have had this exact value,
-    along the last axis (each row of a 2-d array is a series)."""
-    n = values.shape[-1]
-    if not n:
-        return np.zeros(values.shape)
-    moved = np.ones(values.shape, dtype=bool)
-    moved[..., 1:] = ~(values[..., 1:] == values[..., :-1])  # NaN never equals: a gap restarts
-    index = np.arange(n)
-    start = np.maximum.accumulate(np.where(moved, index, 0), axis=-1)
-    return (index - start + 1).astype(float)
-
-
-def rolling(values: np.ndarray, window: int, how: str, k: int, *, min_periods: int = 1,
-            shift: int = 0) -> np.ndarray:
-    """`how` ("mean", "std", "min" or "median") of the `window` values ending `shift` readings
-    before each of the last k positions of each row (rows x k), NaN counting as absent and too
-    few values giving NaN, as in pandas. A whole series (k = its length) goes through pandas in
-    one pass; the last few readings of many meters (live scoring) through sliding windows."""
-    m, n = values.shape
-    if k == n:
-        return np.vstack([getattr(pd.Series(row).shift(shift).rolling(
-            window, min_periods=min_periods), how)().to_numpy() for row in values])
-    need = k + window - 1 + shift
-    if n < need:  # a short history: the missing start counts as absent
-        values = np.concatenate([np.full((m, need - n), np.nan), values], axis=1)
-        n = need
-    windows = sliding_window_view(values[:, n - need:n - shift], window, axis=1)
-    present = ~np.isnan(windows)
-    count = present.sum(axis=-1)
-    if how == "min":
-        out = np.fmin.reduce(windows, axis=-1)
-    elif how == "median":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: NaN, as wanted
-            out = np.nanmedian(windows, axis=-1)
-    else:
-        mean = np.where(present, windows, 0.0).sum(axis=-1) / np.maximum(count, 1)
-        out = mean
-        if how == "std":  # sample deviation (ddof 1), as pandas
-            squares = np.where(present, windows - mean[..., None], 0.0) ** 2
-            out = np.sqrt(squares.sum(axis=-1) / np.maximum(count - 1, 1))
-            out[count < 2] = np.nan
-    return np.where(count >= min_periods, out, np.nan)
-
-
-def _per_slot(values: np.ndarray, slots: np.ndarray, n_slots: int, floor: float):
-    """Median and MAD-scale of values in each slot; slots never seen get the global ones."""
-    frame = pd.DataFrame({"v": values, "s": slots}).dropna()
-    median = frame.groupby("s")["v"].median()
-    frame["dev"] = (frame["v"] - frame["s"].map(median)).abs()
-    mad = frame.groupby("s")["dev"].median() * MAD_TO_SIGMA
-    medians = np.full(n_slots, np.nanmedian(values) if frame.size else 0.0)
-    scales = np.full(n_slots, floor)
-    medians[median.index.to_numpy()] = median.to_numpy()
-    scales[mad.index.to_numpy()] = np.maximum(mad.to_numpy(), floor)
-    if n_slots == 168:  # hour of week: a few weeks give few samples per slot, so the spread
-        # is pooled over the seven days for each hour (the median stays per weekday)
-        scales = np.tile(scales.reshape(7, 24).mean(axis=0), 7)
-    return medians, scales
-
-
-def _sum_present(columns: list[np.ndarray]) -> np.ndarray:
-    """Element-wise sum of the columns, NaN only where all are missing."""
-    stacked = np.stack(columns)
-    return np.where(np.isnan(stacked).all(axis=0), np.nan, np.nansum(stacked, axis=0))
 
 
 def _apparent_current(values: dict[str, np.ndarray]) -> np.ndarray:
@@ -241,18 +161,18 @@ class ContextFeatures:
         self.profiles_, self.diff_scales_, self.flat_caps_, self.spreads_ = {}, {}, {}, {}
         for column, rows in self._series(values).items():
             series = rows[0]
-            spread = _scale(series)
+            spread = robust_scale(series)
             floor = 0.1 * spread
             self.spreads_[column] = spread
-            self.profiles_[column] = _per_slot(series, slots, self.season_.slots, floor)
+            self.profiles_[column] = per_slot(series, slots, self.season_.slots, floor)
             for name, windowed in self._windowed(column, rows, n, spread).items():
                 windowed = windowed[0]
                 # calm is a log: its spreads are in its own unit, not the column's
-                own = 0.1 * _scale(windowed) if name.endswith(":calm") else floor
-                self.profiles_[name] = _per_slot(windowed, slots, self.season_.slots, own)
+                own = 0.1 * robust_scale(windowed) if name.endswith(":calm") else floor
+                self.profiles_[name] = per_slot(windowed, slots, self.season_.slots, own)
             # Floors keep columns that rarely move (reactive power at 0.000 for hours) from
             # turning their first small move into an enormous z-score.
-            self.diff_scales_[column] = max(_scale(np.diff(series)), 0.1 * spread)
+            self.diff_scales_[column] = max(robust_scale(np.diff(series)), 0.1 * spread)
             if column == UNMETERED:
                 continue
             longest = np.nanmax(run_lengths(series))
@@ -271,7 +191,7 @@ class ContextFeatures:
             self.current_offset_ = 0.1 * float(np.nanmedian(_apparent_current(values)))
             mismatch = self._current_mismatch(values, n, self.current_offset_)[0]
             self.current_center_ = float(np.nanmedian(mismatch))
-            self.current_scale_ = max(_scale(mismatch), 0.01)
+            self.current_scale_ = max(robust_scale(mismatch), 0.01)
         return self
 
     def layout(self) -> tuple:
@@ -289,7 +209,7 @@ class ContextFeatures:
         series = dict(values)
         if self.sub_meters_:
             step_minutes = self.step_ns_ / 60e9 if self.step_ns_ else 1.0
-            metered = _sum_present([values[c] for c in self.sub_meters_])
+            metered = sum_present([values[c] for c in self.sub_meters_])
             series[UNMETERED] = values[POWER] - metered * 60.0 / 1000.0 / step_minutes
         return series
 
@@ -399,7 +319,7 @@ class ContextFeatures:
         k = slots.shape[1]
 
         def at(table: np.ndarray) -> np.ndarray:  # a per-slot table at each reading's slot
-            if len(meters) == 1:  # one meter's series (a backfill): a plain lookup, 3x faster
+            if len(meters) == 1:  # one meter's series (a backfill): a plain lookup
                 return table[meters[0]][slots]
             return table[meters[:, None], slots]
 
@@ -447,7 +367,7 @@ class ContextFeatures:
         if self.sub_meters_:
             step_minutes = self.step_ns_ / 60e9 if self.step_ns_ else 1.0
             energy = values[POWER] * 1000.0 / 60.0 * step_minutes
-            excess = _sum_present([values[c] for c in self.sub_meters_]) - energy
+            excess = sum_present([values[c] for c in self.sub_meters_]) - energy
             # as for the current: the median of a few readings, so one glitch is not a fault
             stats.append(np.maximum(rolling(excess, PHYSICS_WINDOW, "median", k), 0.0))
         voltage_delta = None

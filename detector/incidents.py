@@ -1,5 +1,6 @@
-"""Consecutive anomalous readings of a meter merged into incidents, with the energy used above
-(or below) the expected profile and its cost at the meter's tariff.
+"""Runs of anomalous readings (`incident_runs`) written into anomaly_incidents: opened, or
+extending the incident they continue, with the energy used above (or below) the expected
+profile and its cost at the meter's tariff.
 
 Incidents are built from the scores a batch actually inserted, so a batch scored twice after a
 restart (its scores already there) never counts twice; a batch that continues an incident
@@ -16,12 +17,9 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from detector.calibration import severities
+from detector.incident_runs import INCIDENT_GAP, find_runs
 from detector.readings import Meter
 from detector.seasonality import epoch_ns, moment_of
-
-# Anomalous readings at most this many reading steps apart belong to the same incident.
-INCIDENT_GAP = 60
 
 
 @dataclass(frozen=True)
@@ -78,45 +76,31 @@ def record(conn: psycopg.Connection, owners: list[Owner], found: pd.DataFrame) -
     and the number opened.
 
     `found`: the anomalous readings of the whole batch, one row each (index time; columns `at`,
-    the owner's position, and score, kind, top_feature, expected, actual). Everything is worked
-    out on whole columns and written in a few statements: a cycle in which a thousand meters
-    turn anomalous at once (readings resuming after a fleet-wide gap, say) costs no more than a
-    few round trips and array operations."""
+    the owner's position, and score, kind, top_feature, expected, actual). Their runs are
+    worked out on whole columns (`incident_runs`) and written in a few statements, however
+    many meters turn anomalous at once."""
     touched = np.zeros(len(owners), dtype=int)
     if found.empty:
         return Recorded(touched, 0)
-    at, times = found["at"].to_numpy(), epoch_ns(found.index) // 1000
-    order = np.lexsort((times, at))
-    at, times = at[order], times[order]
-    scores = found["score"].to_numpy(float)[order]
     step = np.array([owner.step // timedelta(microseconds=1) for owner in owners])
-    # an incident: a run of one owner's readings without a gap of more than INCIDENT_GAP steps
-    breaks = np.r_[True, (at[1:] != at[:-1]) | (np.diff(times) > INCIDENT_GAP * step[at[1:]])]
-    starts = np.flatnonzero(breaks)
-    group = np.cumsum(breaks) - 1
-    ends = np.r_[starts[1:], len(at)]
-    who, first, last, sizes = at[starts], times[starts], times[ends - 1], ends - starts
-    peak = np.lexsort((-scores, group))[starts]  # each run's highest score (its first if tied)
-    hours = step[who] / 3.6e9
-    excess_of = (found["actual"].to_numpy(float) - found["expected"].to_numpy(float))[order]
-    excess = np.add.reduceat(np.nan_to_num(excess_of), starts) * hours
-    severity = severities(scores[peak], np.ones(len(starts), dtype=bool))
-    tops = found["top_feature"].to_numpy(object)[order][peak]
-    kind = _most_frequent(found["kind"].to_numpy(object)[order], group, len(starts))
-    np.add.at(touched, who, 1)
-    gap = INCIDENT_GAP * step[who]
-    existing = _nearby(conn, owners, who, first - gap, last + gap)
+    runs = find_runs(found["at"].to_numpy(), epoch_ns(found.index) // 1000,
+                     found["score"].to_numpy(float), found["kind"].to_numpy(object),
+                     found["top_feature"].to_numpy(object),
+                     found["actual"].to_numpy(float) - found["expected"].to_numpy(float), step)
+    np.add.at(touched, runs.who, 1)
+    gap = INCIDENT_GAP * step[runs.who]
+    existing = _nearby(conn, owners, runs.who, runs.first - gap, runs.last + gap)
     new, updates = [], []
-    for n, position in enumerate(who.tolist()):
+    for n, position in enumerate(runs.who.tolist()):
         owner = owners[position]
-        values = (moment_of(first[n]), moment_of(last[n]), int(sizes[n]), float(scores[peak[n]]),
-                  severity[n])
+        values = (moment_of(runs.first[n]), moment_of(runs.last[n]), int(runs.sizes[n]),
+                  float(runs.peak[n]), runs.severity[n])
         tariff = owner.meter.tariff_per_kwh
         if n in existing:
-            updates.append((*values, tops[n], float(excess[n]), tariff, existing[n]))
+            updates.append((*values, runs.top[n], float(runs.excess[n]), tariff, existing[n]))
         else:
-            new.append((owner.meter.meter_id, owner.version, *values, kind[n], tops[n],
-                        float(excess[n]), tariff, owner.meter.currency))
+            new.append((owner.meter.meter_id, owner.version, *values, runs.kind[n], runs.top[n],
+                        float(runs.excess[n]), tariff, owner.meter.currency))
     with conn.cursor() as cursor:
         if updates:  # one statement for all of them, unless two runs extend one incident
             if len({update[-1] for update in updates}) == len(updates):
@@ -128,15 +112,6 @@ def record(conn: psycopg.Connection, owners: list[Owner], found: pd.DataFrame) -
             cursor.execute(INSERT, [list(column) for column in zip(*new)])
             opened = cursor.rowcount
     return Recorded(touched, opened)
-
-
-def _most_frequent(kinds: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:
-    """The most frequent kind of each run (ties: the first by name, as incidents extended in
-    SQL count them)."""
-    codes, names = pd.factorize(kinds, sort=True)
-    counts = np.zeros((groups, len(names)), dtype=int)
-    np.add.at(counts, (group, codes), 1)
-    return np.asarray(names, dtype=object)[counts.argmax(axis=1)]
 
 
 def _nearby(conn: psycopg.Connection, owners: list[Owner], who: np.ndarray, low: np.ndarray,

@@ -7,8 +7,6 @@ import numpy as np
 
 from detector.features import FLOORS, RAISED_FLOOR, Features
 
-KINDS = ("spike", "drop", "outage", "flatline", "voltage_sag", "voltage_swell",
-         "inconsistency", "level_shift", "unusual_time")
 # Below this tail probability the current-vs-power check counts as failed.
 PHYSICS_FAILS = 1e-3
 

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -39,3 +41,8 @@ class DetectorMetrics:
         if previous is not None:
             self.model.remove(meter, *previous)
         self.model.labels(meter, str(version), algorithm).set(1)
+
+    def observe_lag(self, meter: str, newest: datetime) -> None:
+        """The meter's readings up to `newest` (their ingested_at) have their scores committed."""
+        lag = datetime.now(timezone.utc) - newest
+        self.lag.labels(meter).set(max(lag.total_seconds(), 0.0))

@@ -26,7 +26,6 @@ from detector.calibration import TailCalibration, score_from_p, severities
 from detector.features import POWER, ContextFeatures, Features
 from detector.kinds import classify
 
-RESULT_COLUMNS = ("score", "is_anomaly", "severity", "kind", "top_feature", "expected")
 ISOLATION = "isolation_forest"
 BAND = "voltage_v:band"
 # Smallest tail scale per statistic, in its own unit, so that a statistic that never moved in

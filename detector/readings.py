@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import struct
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,8 +13,8 @@ from psycopg.adapt import Loader
 from psycopg.pq import Format
 
 from detector.seasonality import epoch_ns
-from ingest.fields import FIELDS
 from timescale.binary_copy import POSTGRES_EPOCH
+from wattwatch.fields import FIELDS
 
 COLUMNS = list(FIELDS)
 READING = "time AS t, ingested_at AS i, " + ", ".join(COLUMNS)
@@ -206,18 +205,3 @@ def window(conn: psycopg.Connection, meter: Meter, start: datetime | None,
         conn, SELECT + " WHERE meter_id = %s AND (%s::timestamptz IS NULL OR time >= %s)"
         " AND (%s::timestamptz IS NULL OR time < %s) ORDER BY time",
         (meter.meter_id, start, start, end, end), meter.timezone)
-
-
-def copy_frame(conn: psycopg.Connection, meter_id: str, frame: pd.DataFrame) -> int:
-    """Store a frame of readings (UTC or zoned DatetimeIndex, our field columns) by COPY, for
-    tests and benchmarks that need data in place without going through `wattwatch ingest`."""
-    columns = [c for c in COLUMNS if c in frame]
-    table = frame[columns].copy()
-    table.insert(0, "meter_id", meter_id)
-    table.insert(0, "time", frame.index.tz_convert("UTC").strftime("%Y-%m-%d %H:%M:%S.%f+00"))
-    buffer = io.StringIO()
-    table.to_csv(buffer, index=False, header=False, na_rep="")
-    with conn.cursor().copy("COPY readings (time, meter_id, " + ", ".join(columns) + ")"
-                            " FROM STDIN WITH (FORMAT csv)") as copy:
-        copy.write(buffer.getvalue())
-    return len(table)

@@ -1,7 +1,7 @@
 """Scoring the newest readings of many meters in one pass, the live case: their models'
 parameters are stacked one row per meter (`features.Tables`, `calibration.StackedCalibration`,
-`forests.ForestStack`), so that a cycle over a thousand meters costs a few numpy steps instead
-of one model call (about 10 ms) per meter. The results are each model's own `score()`."""
+`forests.ForestStack`), so that a cycle over many meters costs a few numpy steps instead of one
+model call per meter. The results are each model's own `score()`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,22 @@ from detector.calibration import StackedCalibration
 from detector.features import Tables
 from detector.forests import ForestStack
 from detector.models import SeasonalDetector, judge
+
+
+def align(histories: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Meters' histories, each (epoch nanoseconds, readings x columns) oldest first, right-aligned
+    in one array each: values (columns x meters x longest), NaN before a meter's first reading
+    (as absent to the windows), and times (meters x longest), the first repeated before it."""
+    width = max(len(t) for t, _ in histories)
+    columns = histories[0][1].shape[1]
+    values = np.full((columns, len(histories), width), np.nan)
+    times = np.empty((len(histories), width), dtype=np.int64)
+    for m, (t, rows) in enumerate(histories):
+        start = width - len(t)
+        values[:, m, start:] = rows.T
+        times[m, start:] = t
+        times[m, :start] = t[0]
+    return values, times
 
 
 def layout(detector) -> tuple | None:
@@ -31,13 +47,15 @@ class Stack:
         self.calibration = StackedCalibration([model.calibration_ for model in models])
         self.thresholds = np.array([model.threshold_ for model in models])
 
-    def score(self, meter_ids: list[str], values: dict[str, np.ndarray], times: np.ndarray,
+    def score(self, meter_ids: list[str], histories: list[tuple[np.ndarray, np.ndarray]],
               zones: list[str], k: int) -> pd.DataFrame:
         """Scores of the last k readings of each meter, meter after meter (index: UTC time).
-        `values` holds the layout's columns (meters x readings, oldest first, NaN before a
-        meter's first reading), `times` their epoch nanoseconds (the first repeated before
-        it), `zones` each meter's time zone, for its cycle slots."""
+        `histories`: each meter's readings with the context its features need, as (epoch
+        nanoseconds, readings x the layout's columns `self.features.columns_`) oldest first;
+        `zones` each meter's time zone, for its cycle slots."""
         meters = np.array([self.position[meter_id] for meter_id in meter_ids])
+        values, times = align(histories)
+        values = dict(zip(self.features.columns_, values))
         now = times[:, -k:]
         index = pd.DatetimeIndex(pd.to_datetime(now.reshape(-1), unit="ns", utc=True))
         slots = np.empty(now.shape, dtype=np.int64)

@@ -15,8 +15,7 @@ from drift.calibration import psi_threshold
 from drift.distances import ks_binned, seasonal_psi, wasserstein_binned
 from drift.status import INSUFFICIENT, RECOMMENDATIONS, Bands
 from drift.summaries import BaselineSummary, WindowSummary, calibration_rng
-
-MODES = ("light", "full")
+from wattwatch.vocabulary import DRIFT_MODES
 
 
 @dataclass(frozen=True)
@@ -95,8 +94,8 @@ def judge(feature: str, baseline: BaselineSummary, window: WindowSummary, *, mod
     quantile bins against its calibrated threshold and the PSI bands; in full mode also KS (on
     PIT values) and the normalised Wasserstein distance (on residuals from the stratum
     medians)."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode not in DRIFT_MODES:
+        raise ValueError(f"mode must be one of {DRIFT_MODES}, got {mode!r}")
     if baseline.reference_n < config.min_values or baseline.reference_days < config.min_reference_days:
         return FeatureDrift(feature, baseline.reference_n, window.present, INSUFFICIENT)
     # Current readings in strata the reference barely saw were left out (not like with like).

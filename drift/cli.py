@@ -22,7 +22,7 @@ def positive_days(text: str) -> float:
 def cmd_run(args: argparse.Namespace) -> None:
     from drift.runner import run_pass
     from drift.service import serve, summary
-    from exporters.metrics import DEFAULT_PORTS
+    from wattwatch.metrics import DEFAULT_PORTS
     from timescale.connect import connect
     from wattwatch.settings import load_settings
 

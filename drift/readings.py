@@ -9,9 +9,9 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from ingest.fields import FIELDS
 from timescale.binary_copy import POSTGRES_EPOCH, SIGNATURE
 from wattwatch.errors import WattwatchError
+from wattwatch.fields import FIELDS
 
 # Binary COPY rows: field count, then (length, value) per field: time as microseconds since
 # 2000-01-01 UTC, then each feature as float8. Missing values come as NaN (never NULL), so every

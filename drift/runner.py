@@ -1,29 +1,26 @@
 """One drift pass over every meter (or the chosen ones): read what the stored summaries do
-not cover, judge each feature, store the run and the new summaries."""
+not cover, have each meter judged (`drift.judgement`, in worker processes), store the run and
+the new summaries."""
 
 from __future__ import annotations
 
 import multiprocessing
 from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import psycopg
 
 from drift import summary_store
-from drift.analysis import DriftConfig, FeatureDrift, judge, seed_for
-from drift.baselines import SECONDS_PER_DAY, local_calendar
+from drift.analysis import DriftConfig
+from drift.baselines import SECONDS_PER_DAY
+from drift.judgement import MeterWork, judge_meter, utc_date
 from drift.readings import read_window
 from drift.report import MeterDrift, RunReport, store
-from drift.summaries import FINE_PER_BIN, BaselineSummary, WindowSummary, pack, unpack
-from drift.summary_store import drop_late
 from drift.windows import model_windows, windows_for
-from ingest.fields import FIELDS
 from wattwatch.errors import WattwatchError, first_line
-
-EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+from wattwatch.fields import FIELDS
 
 
 def run_pass(conn: psycopg.Connection, settings, *, mode: str, current_to: datetime | None = None,
@@ -45,7 +42,7 @@ def run_pass(conn: psycopg.Connection, settings, *, mode: str, current_to: datet
                                      reference_days=reference_days or settings.drift_reference_days,
                                      models=models, given=reference))
              for meter, tz in known]
-    drop_late(conn, settings.drift_ingest_margin_minutes)
+    summary_store.drop_late(conn, settings.drift_ingest_margin_minutes)
     report = RunReport(mode=mode, run_at=run_at)
     # One thread does all database work on `conn` in order (reading the next meter, storing the
     # summaries of judged ones) while the judges work.
@@ -63,70 +60,6 @@ def run_pass(conn: psycopg.Connection, settings, *, mode: str, current_to: datet
             future.result()
     store(conn, report)
     return report
-
-
-@dataclass
-class MeterWork:
-    """What judging one meter needs: its stored baseline (bytes) or its raw reference
-    readings, the stored summaries of current days, and the raw current readings no summary
-    covers (unix seconds, values (n, features))."""
-
-    reference: bytes | tuple[np.ndarray, np.ndarray]
-    days: dict[date, bytes]
-    current: tuple[np.ndarray, np.ndarray]
-    store_days: set[int]  # UTC day numbers (days since 1970-01-01) whose summaries are to be stored
-    baseline_id: int | None = None
-    settings: str | None = None  # None: nothing is stored for this meter
-
-
-@dataclass
-class MeterResult:
-    features: list[FeatureDrift]
-    baseline: bytes | None  # a new baseline summary, to store
-    days: dict[date, bytes]  # new day summaries, to store
-
-
-def judge_meter(tz: str, work: MeterWork, *, mode: str, config: DriftConfig) -> MeterResult:
-    """Every feature of one meter: build or load its baselines, add up its day summaries and
-    the summaries of its raw current readings (per UTC day), judge."""
-    new_baseline = None
-    if isinstance(work.reference, bytes):
-        arrays = unpack(work.reference)
-        baselines = {feature: BaselineSummary.from_arrays(arrays, feature) for feature in FIELDS}
-    else:
-        seconds, values = work.reference
-        calendar = local_calendar(seconds, tz)
-        baselines = {feature: BaselineSummary.build(values[:, index], calendar.stratum, calendar.day,
-                                                    bins=config.bins, seed=seed_for(feature))
-                     for index, feature in enumerate(FIELDS)}
-        if work.settings is not None:
-            new_baseline = pack({name: array for feature, baseline in baselines.items()
-                                 for name, array in baseline.to_arrays(feature).items()})
-    fine = config.bins * FINE_PER_BIN
-    totals = {feature: WindowSummary.empty(fine) for feature in FIELDS}
-    for data in work.days.values():
-        arrays = unpack(data)
-        for feature in FIELDS:
-            totals[feature] += WindowSummary.from_vectors(arrays[f"{feature}.counts"],
-                                                          arrays[f"{feature}.sums"], fine)
-    seconds, values = work.current
-    order = np.argsort(seconds, kind="stable")  # time order: each day's jitter stream is fixed
-    seconds, values = seconds[order], values[order]
-    calendar = local_calendar(seconds, tz)
-    utc_day = seconds // SECONDS_PER_DAY
-    by_day = {feature: baselines[feature].summarise(values[:, index], calendar.stratum, utc_day,
-                                                    seed=seed_for(feature), min_per_stratum=config.min_per_stratum)
-              for index, feature in enumerate(FIELDS)}
-    new_days = {}
-    for day in np.unique(utc_day).tolist():
-        for feature in FIELDS:
-            totals[feature] += by_day[feature][day]
-        if day in work.store_days:
-            new_days[_date(day)] = pack({f"{feature}.{part}": vector for feature in FIELDS for part, vector
-                                         in zip(("counts", "sums"), by_day[feature][day].to_vectors())})
-    features = [judge(feature, baselines[feature], totals[feature], mode=mode, config=config,
-                      seed=seed_for(feature)) for feature in FIELDS]
-    return MeterResult(features, new_baseline, new_days)
 
 
 def _judged(database: Executor, conn, writes: list, report: RunReport, plan, work: MeterWork,
@@ -192,12 +125,12 @@ def _read(conn, plan, config: DriftConfig) -> MeterWork:
     complete = set(range(first, last + 1)) if settings is not None else set()
     days = {}
     if stored and complete:
-        days = summary_store.load_days(conn, stored[0], _date(first), _date(last))
-    missing = [day for day in sorted(complete) if _date(day) not in days]
+        days = summary_store.load_days(conn, stored[0], utc_date(first), utc_date(last))
+    missing = [day for day in sorted(complete) if utc_date(day) not in days]
     # Raw readings: the window less the stored days, read as few contiguous ranges.
     ranges, start = [], w.current_from
     for day in sorted(complete):
-        if _date(day) in days:
+        if utc_date(day) in days:
             day_start = _instant(day)
             if day_start > start:
                 ranges.append((start, day_start))
@@ -208,10 +141,6 @@ def _read(conn, plan, config: DriftConfig) -> MeterWork:
     current = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])) if parts \
         else (np.empty(0, np.int64), np.empty((0, len(FIELDS))))
     return MeterWork(reference, days, current, set(missing), stored[0] if stored else None, settings)
-
-
-def _date(day: int) -> date:
-    return date.fromordinal(EPOCH_ORDINAL + day)
 
 
 def _instant(day: int) -> datetime:

@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry
 from drift import catch_up
 from drift.metrics import DriftMetrics
 from drift.report import RunReport
-from exporters.metrics import serve_metrics
 from wattwatch import logs
 from wattwatch.errors import WattwatchError, first_line
+from wattwatch.metrics import serve_metrics
 
 log = logs.get("drift")
 CATCH_UP_SECONDS = 60

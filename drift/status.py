@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Ordered from best to worst; insufficient_data is outside the order (no number to judge).
-ORDER = ("stable", "warning", "alert", "critical")
-INSUFFICIENT = "insufficient_data"
+from wattwatch.vocabulary import DRIFT_INSUFFICIENT as INSUFFICIENT
+from wattwatch.vocabulary import DRIFT_ORDER as ORDER
+
 # Published as the value of the status gauges.
 CODES = {INSUFFICIENT: -1, "stable": 0, "warning": 1, "alert": 2, "critical": 3}
 

@@ -10,7 +10,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from prometheus_client import CollectorRegistry
 
     from exporters.kpi import KpiCollector
-    from exporters.metrics import DEFAULT_PORTS, serve_metrics
+    from wattwatch.metrics import DEFAULT_PORTS, serve_metrics
     from timescale.connect import connect
     from wattwatch import logs
     from wattwatch.settings import load_settings

@@ -34,10 +34,10 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from timescale.reconnect import Outage
 from wattwatch import logs
 from wattwatch.errors import WattwatchError
+from wattwatch.vocabulary import ANOMALY_SEVERITIES
 
 log = logs.get("export")
 
-SEVERITIES = ("low", "medium", "high", "critical")
 # Days older than this are closed: their daily rollup rows no longer change (except on a backfill,
 # which the cache's lifetime bounds), so their total is cached instead of summed on every scrape.
 OPEN_DAYS = 2
@@ -196,7 +196,7 @@ class KpiCollector(Collector):
         family = GaugeMetricFamily("wattwatch_anomalies_24h",
                                    "Anomalous readings scored in the last 24 hours, by severity",
                                    labels=["severity"])
-        for severity in SEVERITIES:  # every severity, so a zero is a zero and not an absence
+        for severity in ANOMALY_SEVERITIES:  # every severity, so a zero is a zero and not an absence
             family.add_metric([severity], counts.get(severity, 0))
         return family
 

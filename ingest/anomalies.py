@@ -7,7 +7,7 @@ invisible whatever the meter's size, and physics stays consistent where the kind
 inconsistency: current follows power and voltage (I = 1000*sqrt(P²+Q²)/V), sub-meters never
 exceed the active energy.
 
-The frame has a regular UTC DatetimeIndex and our field names as columns (ingest/fields.py);
+The frame has a regular UTC DatetimeIndex and our field names as columns (wattwatch/fields.py);
 missing fields are left alone.
 """
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-KINDS = ("spike", "drop", "outage", "flatline", "voltage_sag", "voltage_swell",
-         "inconsistency", "level_shift", "unusual_time")
+from wattwatch.vocabulary import KINDS
+
 SUB_METERS = ("sub_metering_1_wh", "sub_metering_2_wh", "sub_metering_3_wh")
 POWER = "active_power_kw"
 

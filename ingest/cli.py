@@ -1,16 +1,18 @@
-"""`wattwatch ingest ...`: file (bulk load), replay (a file as if live), simulate (synthetic meters)."""
+"""`wattwatch ingest ...`: file (bulk load), replay (a file as if live), simulate (synthetic
+meters), mqtt (readings published to a broker)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from exporters.metrics import DEFAULT_PORTS
 from wattwatch import logs
 from wattwatch.arguments import TIME_HELP, timestamp
 from wattwatch.errors import WattwatchError
+from wattwatch.metrics import DEFAULT_PORTS
 from wattwatch.settings import load_settings
 
 log = logs.get("ingest")
@@ -41,11 +43,12 @@ def _metrics(args: argparse.Namespace, settings):
     """Serve /metrics when a port was given (0 picks a free one); None otherwise."""
     if args.metrics_port is None:
         return None
-    from exporters.metrics import serve_metrics
+    from wattwatch.metrics import serve_metrics
     from ingest.metrics import IngestMetrics
 
     metrics = IngestMetrics()
-    serve_metrics(metrics.registry, args.metrics_port, settings.metrics_address)
+    bound = serve_metrics(metrics.registry, args.metrics_port, settings.metrics_address)
+    metrics.url = f"http://{settings.metrics_address}:{bound}/metrics"
     return metrics
 
 
@@ -165,6 +168,40 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     _report(summary, args.json)
 
 
+def cmd_mqtt(args: argparse.Namespace) -> None:
+    from ingest.batches import BatchLoader
+    from ingest.broker import broker_url, make_client
+    from ingest.mqtt import MqttIngest
+    from ingest.mqtt_metrics import MqttMetrics
+    from ingest.payloads import PayloadOptions, PayloadParser
+    from ingest.ranges import plausible_ranges
+    from ingest.summary import Summary
+    from timescale.connect import connect
+
+    settings = load_settings()
+    broker = broker_url(args.broker, settings)
+    metrics = _metrics(args, settings)
+    options = PayloadOptions(mapping=dict(args.map or []), meter_level=args.meter_from_topic,
+                             meter_key=args.meter_key, time_key=args.time_key)
+    parser = PayloadParser(options, plausible_ranges(settings),
+                           timedelta(seconds=settings.ingest_max_future_seconds))
+    client_id = args.client_id or settings.mqtt_client_id
+    stop = _stop_on_signals()
+    with connect(settings) as conn:
+        _log_start(conn, "mqtt", broker=broker, topics=",".join(args.topic), client_id=client_id,
+                   protocol=settings.mqtt_protocol, batch_rows=settings.ingest_batch_rows,
+                   metrics=metrics.url if metrics else None)
+        summary = Summary(source=str(broker))
+        loader = BatchLoader(conn, str(broker), summary, settings.ingest_batch_rows,
+                             metrics=metrics, reconnect=lambda: connect(settings))
+        client = make_client(settings, broker, client_id, manual_ack=True, persistent=True)
+        started = time.perf_counter()
+        MqttIngest(client, broker, args.topic, parser, loader,
+                   MqttMetrics(metrics.registry) if metrics else None).run(stop)
+        summary.seconds = time.perf_counter() - started
+    _report(summary, args.json)
+
+
 def _log_start(conn, service: str, **key) -> None:
     """The start-up line of a live ingest: version, database role, key settings."""
     role = conn.execute("SELECT current_user").fetchone()[0]
@@ -225,7 +262,7 @@ def add_layout_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    ingest = commands.add_parser("ingest", help="load readings from files, replay them, simulate meters",
+    ingest = commands.add_parser("ingest", help="load readings from files, replay them, simulate meters, MQTT",
                                  description="Load readings into TimescaleDB.")
     sub = ingest.add_subparsers(dest="ingest_command", metavar="INGEST_COMMAND", required=True)
     file = sub.add_parser(
@@ -284,3 +321,34 @@ def register(commands: argparse._SubParsersAction) -> None:
     simulate.add_argument("--metrics-port", type=int, metavar="PORT",
                           help=f"Prometheus metrics port (live default {DEFAULT_PORTS['ingest']}; 0: any free port)")
     simulate.set_defaults(func=cmd_simulate)
+
+    mqtt = sub.add_parser(
+        "mqtt", help="subscribe to an MQTT broker and store the readings published there",
+        description="Subscribe to MQTT topics (QoS 1, a persistent session under a fixed client "
+        "id) and store each message's readings: a JSON object, or an array of them, with our "
+        "field names, UCI's or --map'ed keys. A message is acknowledged only once its rows or "
+        "rejects are committed, so nothing is lost when this process, the broker or the "
+        "database stops; a message delivered again counts as duplicates. A payload that cannot "
+        "be read is an invalid_payload reject with its topic. The user, password and CA file "
+        "come from WATTWATCH_MQTT_*. Ctrl-C stops cleanly.")
+    mqtt.add_argument("--broker", metavar="URL",
+                      help="mqtt://host:1883 or mqtts://host:8883 (default WATTWATCH_MQTT_URL)")
+    mqtt.add_argument("--topic", action="append", required=True, metavar="FILTER",
+                      help="topic filter to subscribe to, e.g. 'meters/+/readings' (repeatable)")
+    mqtt.add_argument("--meter-from-topic", type=_positive(int), metavar="N",
+                      help="take the meter id from the topic's Nth level (1-based), e.g. 2 for "
+                      "meters/<id>/readings (default: the payload's meter_id or meter key)")
+    mqtt.add_argument("--meter-key", metavar="KEY", help="payload key of the meter id")
+    mqtt.add_argument("--time-key", metavar="KEY",
+                      help="payload key of the time, ISO 8601 (naive: UTC) or epoch seconds or "
+                      "milliseconds (default: time, timestamp, ts or date_time; absent: the "
+                      "time the message arrived)")
+    mqtt.add_argument("--map", type=_mapping, action="append", metavar="KEY=FIELD",
+                      help="read KEY as FIELD (e.g. power=active_power_kw); UCI and our own "
+                      "names are recognised without it")
+    mqtt.add_argument("--client-id", metavar="ID",
+                      help="client id of the persistent session (default WATTWATCH_MQTT_CLIENT_ID)")
+    mqtt.add_argument("--json", action="store_true", help="print the closing summary as JSON")
+    mqtt.add_argument("--metrics-port", type=int, default=DEFAULT_PORTS["ingest"], metavar="PORT",
+                      help=f"Prometheus metrics port (default {DEFAULT_PORTS['ingest']}; 0: any free port)")
+    mqtt.set_defaults(func=cmd_mqtt)

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
-from ingest.fields import FIELDS, field_for
 from ingest.timestamps import PARSERS, detect_parser, strptime_parser
 from wattwatch.errors import WattwatchError
+from wattwatch.fields import FIELDS, field_for
 
 SEPARATORS = (",", ";", "\t")
 TIME_NAMES = ("time", "timestamp", "date_time", "datetime", "ts")

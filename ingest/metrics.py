@@ -10,6 +10,7 @@ class IngestMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
+        self.url: str | None = None  # where it is served, once it is
         self.rows = Counter("wattwatch_ingest_rows", "Input rows stored or skipped, by outcome "
                             "(loaded, duplicate)", ["outcome"], registry=self.registry)
         self.rejected = Counter("wattwatch_ingest_rejected_rows", "Input rows rejected, by reason",

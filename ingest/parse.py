@@ -6,9 +6,9 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from ingest.fields import FIELDS
 from ingest.layout import Layout, split_line
 from ingest.timestamps import LocalTimeResolver, NonexistentLocalTime
+from wattwatch.fields import FIELDS
 
 FIELD_NAMES = list(FIELDS)
 MISSING = ("", "?")
@@ -26,6 +26,18 @@ def meter_id_problem(meter: str) -> str | None:
         return (f"meter id of {len(meter)} characters, longer than {METER_ID_MAX_LENGTH}: "
                 f"{meter[:40]!r}...")
     return None
+
+
+def value_problem(name: str, value: float, text: str, low: float, high: float) -> tuple[str, str]:
+    """(reason, detail) of a value that failed the range check `low <= value <= high`, which
+    also fails for NaN and infinities: those are told apart here."""
+    if not math.isfinite(value):
+        return "non_numeric", f"{name}: expected a finite number, got {text!r}"
+    return "out_of_range", f"{name}: {value:g} {FIELDS[name]} is outside [{low:g}, {high:g}]"
+
+
+def future_detail(moment: datetime, latest: datetime) -> str:
+    return f"time {moment.isoformat()} is later than {latest.isoformat(timespec='seconds')}"
 
 
 @dataclass(frozen=True)
@@ -53,7 +65,6 @@ class LineParser:
         # (column, position in the row, field, low, high) for each mapped column.
         self.targets = [(column, 2 + FIELD_NAMES.index(name), name, *ranges[name])
                         for column, name in sorted(layout.fields.items())]
-        self.units = FIELDS
 
     def latest_allowed(self) -> datetime:
         return datetime.now(timezone.utc) + self.max_future
@@ -85,8 +96,7 @@ class LineParser:
         except (ValueError, OverflowError):
             return Reject(number, raw, "unparseable", f"time: cannot read {stamp!r} as a timestamp", meter)
         if moment > latest:
-            return Reject(number, raw, "future_timestamp",
-                          f"time {moment.isoformat()} is later than {latest.isoformat(timespec='seconds')}", meter)
+            return Reject(number, raw, "future_timestamp", future_detail(moment, latest), meter)
         row = [meter, moment, None, None, None, None, None, None, None]
         for column, position, name, low, high in self.targets:
             text = cells[column]
@@ -96,11 +106,7 @@ class LineParser:
                 if text.strip() in MISSING:
                     continue  # a gap: stored as NULL, never invented
                 return Reject(number, raw, "non_numeric", f"{name}: expected a number, got {text!r}", meter)
-            # The range check also fails for NaN and infinities; tell those apart afterwards.
             if not low <= value <= high:
-                if not math.isfinite(value):
-                    return Reject(number, raw, "non_numeric", f"{name}: expected a finite number, got {text!r}", meter)
-                return Reject(number, raw, "out_of_range",
-                              f"{name}: {value:g} {self.units[name]} is outside [{low:g}, {high:g}]", meter)
+                return Reject(number, raw, *value_problem(name, value, text, low, high), meter)
             row[position] = value
         return tuple(row)

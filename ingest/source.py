@@ -93,8 +93,8 @@ class _Reader(io.BufferedIOBase):
     raises _Broken and keeps the error; `tail` holds what it handed out after the last newline
     (the line the break cut). One thin layer: TextIOWrapper calls read1 once per 8 KiB."""
 
-    # A plain attribute, not IOBase's property: TextIOWrapper reads it for every line, and the
-    # property cost 0.1 s per 2 M lines.
+    # A plain attribute, not IOBase's property: TextIOWrapper reads it for every line, so the
+    # property's call would be paid per line.
     closed = False
 
     def close(self) -> None:

@@ -235,12 +235,15 @@ class ReadingWriter:
             return
         with self.conn.cursor() as cur:
             # The key (source, source_sha256, line_number, meter_id) makes a rerun of the same
-            # file record nothing twice (migration 0037).
+            # file record nothing twice (migration 0037). A line of a message (MessageLine of
+            # ingest/payloads.py) carries its own digest and topic (migration 0039).
             cur.executemany(
                 "INSERT INTO ingest_rejects (source, source_sha256, line_number, raw, reason, "
-                "detail, meter_id) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                [(self.source, self.source_sha256, r.line, _text(r.raw), r.reason, _text(r.detail),
-                  _text(r.meter)) for r in rejects])
+                "detail, meter_id, topic) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                [(self.source, getattr(r.line, "digest", self.source_sha256), r.line,
+                  _text(r.raw), r.reason, _text(r.detail), _text(r.meter),
+                  _text(getattr(r.line, "topic", None))) for r in rejects])
 
 
 def _text(value: str | None) -> str | None:

@@ -45,9 +45,9 @@ from exporters.kpi import KpiCollector  # noqa: E402
 from ingest.datasets import uci_household_csv  # noqa: E402
 from tests.grafana_macros import expand, parse_interval  # noqa: E402
 from tests.grafana_stack import DASHBOARDS, sql_queries, variables  # noqa: E402
+from tests.support.scratch import create_database, drop_database  # noqa: E402
 from timescale.connect import with_database  # noqa: E402
 from timescale.migrate import migrate  # noqa: E402
-from timescale.scratch import create_database, drop_database  # noqa: E402
 from wattwatch.settings import Settings  # noqa: E402
 
 READER_PASSWORD = "bench-reader"

@@ -38,13 +38,14 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from detector import registry  # noqa: E402
-from detector.readings import COLUMNS, copy_frame, meters  # noqa: E402
+from detector.readings import COLUMNS, meters  # noqa: E402
 from ingest.datasets import uci_household_csv  # noqa: E402
-from ingest.fields import field_for  # noqa: E402
 from ingest.synthetic import meter_id  # noqa: E402
+from tests.support.readings import copy_frame  # noqa: E402
+from tests.support.scratch import create_database, drop_database  # noqa: E402
 from timescale.connect import connect_url, with_database  # noqa: E402
 from timescale.migrate import migrate  # noqa: E402
-from timescale.scratch import create_database, drop_database  # noqa: E402
+from wattwatch.fields import field_for  # noqa: E402
 from wattwatch.settings import Settings  # noqa: E402
 
 # The CLI of this checkout, run by the interpreter running this script.

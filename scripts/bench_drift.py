@@ -5,7 +5,7 @@ What is measured, printed separately (an extrapolation is labelled as one):
 
 1. judging (numpy), in memory, one process, per synthetic meter (daily and weekly cycles,
    noise, one meter in ten with a voltage step in the current window), data generated outside
-   the timed part: `drift.runner.judge_meter` in full mode
+   the timed part: `drift.judgement.judge_meter` in full mode
    - cold: nothing stored (summarise the reference window and the 30 current days, judge);
    - warm: the stored baseline and 29 stored days, one new day of readings (a daily run).
 2. end to end through TimescaleDB (--db-meters N, needs `scripts/stack.py up`'s server via
@@ -24,7 +24,7 @@ What is measured, printed separately (an extrapolation is labelled as one):
     .venv/bin/python scripts/bench_drift.py --meters 0 --quality-runs 100
 
 3. with --quality-runs: false alarms on unchanged held-out days of the UCI household and the
-   statuses reached by injected changes (drift/evaluation.py).
+   statuses reached by injected changes (tests/support/drift_evaluation.py).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import argparse
 import os
 import resource
 import secrets
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,10 +42,13 @@ from pathlib import Path
 
 import numpy as np
 
-from drift.analysis import DriftConfig
-from timescale.binary_copy import HEADER, POSTGRES_EPOCH, TRAILER
-from drift.runner import MeterWork, judge_meter
-from ingest.fields import FIELDS
+# tests/support is imported from the checkout, beside the installed packages.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from drift.analysis import DriftConfig  # noqa: E402
+from drift.judgement import MeterWork, judge_meter  # noqa: E402
+from timescale.binary_copy import HEADER, POSTGRES_EPOCH, TRAILER  # noqa: E402
+from wattwatch.fields import FIELDS  # noqa: E402
 
 MINUTES = 30 * 1440
 VOLTAGE = list(FIELDS).index("voltage_v")
@@ -214,9 +218,9 @@ def bench_database(admin_url: str, meters: int, seed: int) -> None:
 
     from drift.readings import read_window
     from drift.runner import run_pass
+    from tests.support.scratch import create_database, drop_database
     from timescale.connect import connect_url
     from timescale.migrate import migrate
-    from timescale.scratch import create_database, drop_database
     from wattwatch.settings import Settings
 
     name = f"ww_bench_drift_{secrets.token_hex(4)}"
@@ -271,11 +275,11 @@ def _statuses(report) -> dict:
 
 def measure_quality(runs: int, seed: int) -> None:
     """False alarms on unchanged held-out days and detections of injected changes, on the UCI
-    household (drift/evaluation.py explains the held-out design)."""
-    from drift.evaluation import (INJECTIONS, consecutive_split, false_alarms, held_out_split,
-                                  judge_all, load_uci)
+    household (tests/support/drift_evaluation.py explains the held-out design)."""
     from drift.status import ORDER
     from ingest.datasets import uci_household_csv
+    from tests.support.drift_evaluation import (INJECTIONS, consecutive_split, false_alarms,
+                                                held_out_split, judge_all, load_uci)
 
     calendar, values = load_uci(uci_household_csv())
     for half_days in (False, True):

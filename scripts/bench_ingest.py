@@ -31,8 +31,8 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from ingest.datasets import uci_household_csv  # noqa: E402
+from tests.support.scratch import create_database, drop_database  # noqa: E402
 from timescale.connect import with_database  # noqa: E402
-from timescale.scratch import create_database, drop_database  # noqa: E402
 
 FIELDS = ("active_power_kw, reactive_power_kw, voltage_v, current_a, "
           "sub_metering_1_wh, sub_metering_2_wh, sub_metering_3_wh")

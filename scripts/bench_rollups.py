@@ -29,8 +29,8 @@ import psycopg
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
+from tests.support.scratch import create_database, drop_database  # noqa: E402
 from timescale.migrate import migrate  # noqa: E402
-from timescale.scratch import create_database, drop_database  # noqa: E402
 from wattwatch.settings import Settings  # noqa: E402
 
 VIEW = """CREATE VIEW hourly_view AS

@@ -10,8 +10,16 @@
    and ambient_temperature_system_failure (windows hit, false positives, NAB standard-profile
    score; an alarm is the first reading of an incident, as users are alerted), UCR PowerDemand1 (distance of the top-scored point from the label). These go
    through `score-csv` exactly as a user would run it (train fraction 0.15, NAB's probation).
+3. The TimeEval corpus (../shared/data/timeeval, 86 series of many shapes), one configuration
+   for all: each series is trained on its anomaly-free training file where it has one, else on
+   its first 15%, and scored after that. Per series: top-1 (the highest score lies inside a
+   labelled anomaly, +-100 points), event precision/recall/F1 at the default threshold, and the
+   share of scored readings tied at the top score; over the corpus their mean, spread and the
+   worst five series. The same for iforest-raw and a matrix-profile discord (stumpy, window =
+   the series' period or 100, flagged above the highest distance seen in training).
 
-    .venv/bin/python scripts/detection_quality.py [--segments 6] [--skip-uci] [--data DIR]
+    .venv/bin/python scripts/detection_quality.py [--segments 6] [--skip-uci] [--skip-corpus] [--data DIR]
+    pip install -e '.[quality]'   # stumpy, for the discord reference (else the corpus goes without it)
     .venv/bin/python scripts/detection_quality.py --cost   # CPU per reading of scoring UCI
 """
 
@@ -24,6 +32,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,16 +41,18 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from detector.csvscore import score_csv  # noqa: E402
-from detector.evaluation import event_scores, nab_normalised, nab_raw_score, runs  # noqa: E402
-from detector.incidents import INCIDENT_GAP  # noqa: E402
+from detector.incident_runs import INCIDENT_GAP  # noqa: E402
 from detector.models import DEFAULT_MODEL, RawIForest, make_model  # noqa: E402
 from ingest.anomalies import inject_many  # noqa: E402
 from ingest.datasets import uci_household_csv  # noqa: E402
-from ingest.fields import field_for  # noqa: E402
+from tests.support.detector_evaluation import event_scores, nab_normalised, nab_raw_score, runs  # noqa: E402
+from wattwatch.fields import field_for  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MODELS = (DEFAULT_MODEL, RawIForest.algorithm)
 DAY = 1440
+DISCORD = "discord"
+TOP1_MARGIN = 100  # points either side of a label that still count as hitting it
 
 
 def _uci() -> pd.DataFrame:
@@ -152,6 +163,102 @@ def shared_quality(shared: Path) -> None:
           f"against {scored['anomaly_score'].max():.1f} overall")
 
 
+@dataclass
+class SeriesQuality:
+    name: str
+    top1: bool
+    precision: float
+    recall: float
+    f1: float
+    tied_at_top: float
+
+
+def _corpus_series(timeeval: Path) -> list[tuple[str, pd.DataFrame, int, int]]:
+    """(name, whole series with labels, training rows, window) for every series of the corpus:
+    the training file (if any) followed by the test file."""
+    listing = pd.read_csv(timeeval / "datasets.csv")
+    series = []
+    for row in listing.itertuples():
+        test = pd.read_csv(timeeval / row.test_path.removeprefix("TimeEval/"))
+        if isinstance(row.train_path, str):
+            train = pd.read_csv(timeeval / row.train_path.removeprefix("TimeEval/"))
+            whole, train_rows = pd.concat([train, test], ignore_index=True), len(train)
+        else:
+            whole, train_rows = test, int(0.15 * len(test))
+        whole.columns = ["timestamp", "value", "is_anomaly"]  # some files call it value-0
+        whole["timestamp"] = np.arange(len(whole))
+        period = row.period_size if row.period_size == row.period_size else 100
+        series.append((f"{row.collection_name}/{row.dataset_name}", whole, train_rows,
+                       int(min(max(period, 8), 1000))))
+    return series
+
+
+def _discord(values: np.ndarray, train_rows: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Matrix-profile discord scores (distance to the nearest other window, at the window's
+    centre) and flags above the highest distance of the training part."""
+    import stumpy
+
+    profile = stumpy.stump(np.nan_to_num(values.astype(float)), window)[:, 0].astype(float)
+    scores = np.full(len(values), 0.0)
+    scores[window // 2:window // 2 + len(profile)] = profile
+    finite = scores[:train_rows][np.isfinite(scores[:train_rows])]
+    ceiling = finite.max() if len(finite) else np.inf
+    return scores, np.isfinite(scores) & (scores > ceiling)
+
+
+def _series_quality(name: str, labels: np.ndarray, scores: np.ndarray, flags: np.ndarray) -> SeriesQuality:
+    """Quality of one series' scored part (labels, scores and flags after training)."""
+    labelled = runs(labels == 1)
+    scores = np.nan_to_num(scores.astype(float), nan=-np.inf)
+    top = int(scores.argmax())
+    top1 = any(first - TOP1_MARGIN <= top <= last + TOP1_MARGIN for first, last in labelled)
+    events = event_scores(flags.astype(bool), [(a, b, "labelled") for a, b in labelled])
+    tied = float(np.mean(scores == scores.max()))
+    return SeriesQuality(name, top1, events.precision, events.recall, events.f1, tied)
+
+
+def corpus_quality(timeeval: Path) -> None:
+    try:
+        import stumpy  # noqa: F401
+        methods = (*MODELS, DISCORD)
+    except ImportError:
+        methods = MODELS
+        print("TimeEval corpus: stumpy is not installed, so no discord reference")
+    series = _corpus_series(timeeval)
+    results: dict[str, list[SeriesQuality]] = {method: [] for method in methods}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, whole, train_rows, window in series:
+            source = Path(tmp) / "series.csv"
+            whole[["timestamp", "value"]].to_csv(source, index=False)
+            labels = whole["is_anomaly"].to_numpy()[train_rows:]
+            for method in methods:
+                if method == DISCORD:
+                    scores, flags = _discord(whole["value"].to_numpy(), train_rows, window)
+                else:
+                    result = score_csv(source, Path(tmp) / "out.csv", "timestamp", ["value"],
+                                       train_rows / len(whole), model=method)
+                    scores, flags = result["score"].to_numpy(), result["is_anomaly"].to_numpy()
+                results[method].append(_series_quality(name, labels, scores[train_rows:],
+                                                       flags[train_rows:]))
+    print(f"TimeEval corpus: {len(series)} series, one configuration (trained on the anomaly-free "
+          f"training file where there is one, else the first 15%)")
+    for method in methods:
+        table = pd.DataFrame([vars(r) for r in results[method]]).set_index("name")
+        spread = table[["top1", "precision", "recall", "f1"]].astype(float).agg(["mean", "std"])
+        print(f"  {method:17s} top-1 {spread.loc['mean', 'top1']:.2f}  precision "
+              f"{spread.loc['mean', 'precision']:.3f}  recall {spread.loc['mean', 'recall']:.3f}  "
+              f"F1 {spread.loc['mean', 'f1']:.3f} (sd {spread.loc['std', 'f1']:.3f})  "
+              f"tied at the top: median {table['tied_at_top'].median():.4%}, "
+              f"max {table['tied_at_top'].max():.2%}, series at 0.1% or more "
+              f"{int((table['tied_at_top'] >= 0.001).sum())}")
+        for collection, part in table.groupby(table.index.str.split("/").str[0]):
+            print(f"    {collection:20s} {len(part):3d} series  top-1 {part['top1'].mean():.2f}  "
+                  f"F1 {part['f1'].mean():.3f}")
+        worst = table.sort_values(["f1", "top1"]).head(5)
+        print("    worst five: " + "; ".join(f"{n} (F1 {r.f1:.2f}, top-1 {'yes' if r.top1 else 'no'})"
+                                            for n, r in worst.iterrows()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--segments", type=int, default=6)
@@ -159,18 +266,24 @@ def main() -> None:
     parser.add_argument("--test-days", type=int, default=28)
     parser.add_argument("--per-kind", type=int, default=3)
     parser.add_argument("--skip-uci", action="store_true")
+    parser.add_argument("--skip-corpus", action="store_true", help="without the TimeEval corpus")
+    parser.add_argument("--only-corpus", action="store_true", help="only the TimeEval corpus")
     parser.add_argument("--cost", action="store_true",
                         help="only time the default model scoring the whole UCI history")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="the labelled data directory (default: ../shared/data)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=RuntimeWarning)
+    warnings.filterwarnings("ignore", message="A large number of values in `P`")  # flat stretches
     if args.cost:
         scoring_cost(args.train_days)
         return
-    if not args.skip_uci:
-        uci_quality(args.segments, args.train_days, args.test_days, args.per_kind)
-    shared_quality(args.data)
+    if not args.only_corpus:
+        if not args.skip_uci:
+            uci_quality(args.segments, args.train_days, args.test_days, args.per_kind)
+        shared_quality(args.data)
+    if not args.skip_corpus:
+        corpus_quality(args.data / "timeeval")
 
 
 if __name__ == "__main__":

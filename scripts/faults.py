@@ -8,13 +8,15 @@ twice. Zero is expected everywhere.
 
     .venv/bin/python scripts/faults.py                      # every fault, 100 meters
     .venv/bin/python scripts/faults.py --only restart kill  # some of them
-    .venv/bin/python scripts/faults.py --soak-minutes 60 --soak-meters 1000
+    .venv/bin/python scripts/faults.py --only soak --soak-minutes 60 --soak-meters 1000
 
 Faults: `restart` (the database restarted fast, then immediately, under live ingest, detector,
 drift and exporter), `kill` (kill -9 of each service mid-cycle, then started again), `twice`
 (two of each batch command at once: ingest file, detect train, detect run --once, drift run
---once), `soak` (only with --soak-minutes: live services, RSS of each sampled every minute).
-A disk-full fault on the WAL is not here yet (see docs/operations.md).
+--once), `disk-full` (the WAL moved to a small tmpfs that a writer fills under live services: the
+server stops, then the tmpfs grows and the server restarts; needs root, and runs last because it
+changes the cluster), `soak` (only when named: live services for --soak-minutes, RSS of each sampled every
+minute).
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from tests.conftest import ROLE_PASSWORDS, settings_for  # noqa: E402
+from wattwatch import stack as cluster  # noqa: E402  (where the cluster lives, how to run pg_ctl)
 from timescale.connect import with_database  # noqa: E402
 from timescale.migrate import migrate  # noqa: E402
 
 STACK = PROJECT / "scripts" / "stack.py"
+
 PYTHON = sys.executable
 ROLES = {"ingest": "wattwatch_ingest", "detector": "wattwatch_jobs", "drift": "wattwatch_jobs",
          "exporter": "wattwatch_reader"}
@@ -75,6 +79,7 @@ class Stack:
         self.info = json.loads(done.stdout)
         self.admin = self.info["database_url"]
         self.processes: dict[str, subprocess.Popen] = {}
+        self.mounts: list[Path] = []
 
     def fresh_database(self) -> str:
         name = f"faults_{secrets.token_hex(4)}"
@@ -127,6 +132,28 @@ class Stack:
     def down(self) -> None:
         self.stop_all()
         subprocess.run([PYTHON, str(STACK), "down", "--state", str(self.state)], capture_output=True)
+        for mount in self.mounts:
+            subprocess.run(["umount", str(mount)], check=False)
+            mount.rmdir()
+
+    def wal_on_tmpfs(self, size_mib: int) -> Path:
+        """Stop the cluster, move its WAL to a tmpfs of `size_mib` and start it again."""
+        data = self.info["postgres_data"]
+        wal = f"{data}-wal"
+        mount = cluster.host_path(wal)
+        mount.mkdir()
+        with psycopg.connect(self.admin, autocommit=True) as conn:  # checkpoints keep the WAL small
+            conn.execute("ALTER SYSTEM SET max_wal_size = '128MB'")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(mount)], check=True)
+        self.mounts.append(mount)
+        cluster.as_postgres([f"{cluster.PG_BIN}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"],
+                            stdout=subprocess.DEVNULL)
+        cluster.as_root(["chown", "postgres:postgres", wal])
+        cluster.as_root(["chmod", "700", wal])
+        cluster.as_postgres(["sh", "-c", f"mv {data}/pg_wal/* {wal}/ && rmdir {data}/pg_wal"
+                             f" && ln -s {wal} {data}/pg_wal"])
+        self.restart_database("fast")  # pg_ctl restart starts a stopped server too
+        return mount
 
 
 def live_services(stack: Stack, meters: int, interval: int, history_days: float) -> None:
@@ -138,6 +165,21 @@ def live_services(stack: Stack, meters: int, interval: int, history_days: float)
     stack.start("detector", ["detect", "run", "--metrics-port", "0"], jobs)
     stack.start("drift", ["drift", "run", "--metrics-port", "0"], jobs)
     stack.start("exporter", ["export", "--metrics-port", "0"])
+
+
+def live_scoring(stack: Stack, meters: int) -> None:
+    """Live services at one reading a second, once the first scores are stored."""
+    live_services(stack, meters, interval=1, history_days=0.05)  # 4,320 readings: enough to train
+    wait_until(lambda: stack.query("SELECT count(*) FROM anomaly_scores")[0][0] > 0, 300)
+
+
+def live_outcome(stack: Stack, fault: str, note: str = "") -> Row:
+    """Stop the live services and count what the fault cost; says which services outlived it."""
+    alive = sorted(name for name, process in stack.processes.items() if process.poll() is None)
+    stack.stop("ingest")
+    row = live_counts(stack, 1, fault, "; ".join(filter(None, [note, f"services alive after: {', '.join(alive)}"])))
+    stack.stop_all()
+    return row
 
 
 def wait_scored(stack: Stack, timeout: float) -> int:
@@ -160,26 +202,19 @@ def live_counts(stack: Stack, interval: int, fault: str, note: str = "") -> Row:
 
 def fault_restart(stack: Stack, meters: int) -> list[Row]:
     stack.fresh_database()
-    live_services(stack, meters, interval=1, history_days=0.05)  # 4,320 readings: enough to train
-    wait_until(lambda: stack.query("SELECT count(*) FROM anomaly_scores")[0][0] > 0, 300)
+    live_scoring(stack, meters)
     time.sleep(20)
     stack.restart_database("fast")
     time.sleep(15)
     stack.restart_database("immediate")
     time.sleep(20)
-    alive = [name for name, process in stack.processes.items() if process.poll() is None]
-    stack.stop("ingest")
-    row = live_counts(stack, 1, f"database restarted fast then immediately, {meters} meters live",
-                      f"services alive after: {', '.join(sorted(alive))}")
-    stack.stop_all()
-    return [row]
+    return [live_outcome(stack, f"database restarted fast then immediately, {meters} meters live")]
 
 
 def fault_kill(stack: Stack, meters: int) -> list[Row]:
     """kill -9 of each service while it works, then started again as compose would."""
     stack.fresh_database()
-    live_services(stack, meters, interval=1, history_days=0.05)  # 4,320 readings: enough to train
-    wait_until(lambda: stack.query("SELECT count(*) FROM anomaly_scores")[0][0] > 0, 300)
+    live_scoring(stack, meters)
     rows = []
     for name in ("detector", "drift", "exporter", "ingest"):
         time.sleep(5)
@@ -246,6 +281,33 @@ def fault_twice(stack: Stack, meters: int) -> list[Row]:
     return rows
 
 
+def fault_disk_full(stack: Stack, meters: int) -> list[Row]:
+    """The WAL's disk fills under live services; space comes back and the server restarts."""
+    stack.fresh_database()
+    mount = stack.wal_on_tmpfs(512)
+    live_scoring(stack, meters)
+    filler = "INSERT INTO filler SELECT repeat(md5(n::text), 30) FROM generate_series(1, 20000) n"
+    error = ""
+    with psycopg.connect(stack.url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE filler (x text)")
+        # A slot that nobody reads keeps all WAL from now on, so checkpoints free nothing.
+        conn.execute("SELECT pg_create_physical_replication_slot('faults_hold', true)")
+        try:
+            for _ in range(100):  # about 20 MB of WAL each: far past the tmpfs
+                conn.execute(filler)
+        except psycopg.Error as failure:
+            error = str(failure).splitlines()[0]
+    if not error:
+        raise SystemExit("faults: the WAL's tmpfs never filled")
+    time.sleep(10)  # the services meet the outage
+    subprocess.run(["mount", "-o", "remount,size=4096m", str(mount)], check=True)
+    stack.restart_database("fast")
+    stack.query("SELECT pg_drop_replication_slot('faults_hold')")
+    time.sleep(30)
+    return [live_outcome(stack, f"WAL disk full under {meters} meters live, then space and a restart",
+                         f"writer stopped by: {error}")]
+
+
 def fault_soak(stack: Stack, meters: int, minutes: int) -> list[Row]:
     stack.fresh_database()
     live_services(stack, meters, interval=60, history_days=3)
@@ -289,17 +351,19 @@ def wait_until(condition, timeout: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--meters", type=int, default=100)
-    parser.add_argument("--only", nargs="*", choices=("restart", "kill", "twice"))
-    parser.add_argument("--soak-minutes", type=int, default=0)
+    parser.add_argument("--only", nargs="+", choices=("restart", "kill", "twice", "disk-full", "soak"),
+                        help="these faults (default: all but soak)")
+    parser.add_argument("--soak-minutes", type=int, default=60)
     parser.add_argument("--soak-meters", type=int, default=1000)
     args = parser.parse_args()
     stack = Stack()
     table = []
     try:
-        for name in args.only or ("restart", "kill", "twice"):
-            table += globals()[f"fault_{name}"](stack, args.meters)
-        if args.soak_minutes:
-            table += fault_soak(stack, args.soak_meters, args.soak_minutes)
+        for name in args.only or ("restart", "kill", "twice", "disk-full"):
+            if name == "soak":
+                table += fault_soak(stack, args.soak_meters, args.soak_minutes)
+            else:
+                table += globals()[f"fault_{name.replace('-', '_')}"](stack, args.meters)
     finally:
         print(f"faults: the services' logs are in {stack.logs}", file=sys.stderr)
         stack.down()

@@ -1,4 +1,4 @@
-"""Fixtures against the real services: a session-wide TimescaleDB and Prometheus from
+"""Fixtures against the real services: a session-wide TimescaleDB, Prometheus and Mosquitto from
 scripts/stack.py, a fresh migrated database per test module, and connections as each role.
 
 No mock of the database anywhere. Without a server the tests skip with the reason, except when
@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
+from tests.support.scratch import create_database, drop_database
 from timescale.connect import connect_url, with_database
 from timescale.migrate import migrate
-from timescale.scratch import create_database, drop_database
 from wattwatch.settings import Settings
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -188,6 +188,22 @@ def restart_database(stack: dict, mode: str) -> None:
     done = subprocess.run([sys.executable, str(STACK), "restart", "--state", stack["state"],
                            "--mode", mode], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def restart_broker(stack: dict) -> None:
+    """Restart the session's Mosquitto (it saves its sessions and queued messages first): every
+    MQTT connection is cut, and the broker comes back on the same port."""
+    done = subprocess.run([sys.executable, str(STACK), "restart", "--state", stack["state"],
+                           "--service", "mosquitto"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="session")
+def mqtt_env(stack) -> dict[str, str]:
+    """The session's broker as WATTWATCH_MQTT_* variables (its user has a password; anonymous
+    clients are refused)."""
+    return {"WATTWATCH_MQTT_URL": stack["mqtt_url"], "WATTWATCH_MQTT_USERNAME": stack["mqtt_username"],
+            "WATTWATCH_MQTT_PASSWORD": stack["mqtt_password"]}
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ from prometheus_client import CollectorRegistry
 from detector.metrics import DetectorMetrics
 from detector.service import run as detect
 from drift.runner import run_pass
-from exporters.demo import free_port, seed_history
+from wattwatch.demo import seed_history
+from wattwatch.stack import free_port
 from tests.conftest import settings_for
 from tests.test_cli import WATTWATCH, run_cli
 
@@ -138,7 +139,7 @@ def promql_for_prometheus(expr: str) -> str:
 
 def seed(db_url: str) -> datetime:
     """Nine days of three simulated meters with labelled anomalies up to now, with the demo's
-    story (exporters/demo.py: a voltage shift on one meter in the last day, a labelled surge on
+    story (wattwatch/demo.py: a voltage shift on one meter in the last day, a labelled surge on
     another six hours ago, an export with corrupt lines), every reading scored by models trained
     on the first half, and a full drift run of the last day against the days before. Returns
     `end`, the time the simulated history stops."""

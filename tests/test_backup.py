@@ -4,7 +4,6 @@ hypertables; a restore refuses a database that is not empty; a failed dump leave
 
 from __future__ import annotations
 
-import importlib.util
 import stat
 from datetime import datetime, timedelta, timezone
 
@@ -12,10 +11,11 @@ import psycopg
 import pytest
 
 from ingest.simulate import simulate_history
-from tests.conftest import PROJECT, settings_for
+from tests.conftest import settings_for
 from tests.test_cli import one_line_error, run_cli
 from timescale.connect import connect_url
 from timescale.migrate import migrate
+from wattwatch import stack as native_stack
 
 TABLES = ["meters", "readings", "injected_anomalies", "models", "anomaly_scores", "anomaly_incidents",
           "drift_reports", "readings_hourly", "readings_daily", "wattwatch_migrations"]
@@ -23,25 +23,17 @@ SCORES = ("SELECT count(*), md5(string_agg(concat_ws('|', meter_id, time, model_
           "ORDER BY meter_id, time)) FROM anomaly_scores")
 
 
-def _stack_module():
-    spec = importlib.util.spec_from_file_location("stack", PROJECT / "scripts" / "stack.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def pg_bin_dir(tmp_path_factory, stack) -> str:
     """pg_dump and pg_restore of the test server's version: the Debian 13 ones, run through the
     trixie root where the server runs there (the host's are older than the server)."""
-    scripts = _stack_module()
-    if scripts.native():
-        return scripts.PG_BIN
+    if native_stack.native():
+        return native_stack.PG_BIN
     directory = tmp_path_factory.mktemp("pg-bin")
     for program in ("pg_dump", "pg_restore"):
         wrapper = directory / program
-        wrapper.write_text(f'#!/bin/sh\nexec chroot --userspec=postgres:postgres {scripts.TRIXIE_ROOT} '
-                           f'{scripts.PG_BIN}/{program} "$@"\n')
+        wrapper.write_text(f'#!/bin/sh\nexec chroot --userspec=postgres:postgres {native_stack.TRIXIE_ROOT} '
+                           f'{native_stack.PG_BIN}/{program} "$@"\n')
         wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     return str(directory)
 

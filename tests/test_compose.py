@@ -17,11 +17,11 @@ import pytest
 import yaml
 from importlib import resources
 
-from exporters.metrics import DEFAULT_PORTS
 from tests.conftest import _unavailable
-from timescale.connect import with_database
 from tests.test_cli import run_cli
+from timescale.connect import with_database
 from wattwatch.cli import build_parser
+from wattwatch.metrics import DEFAULT_PORTS
 from wattwatch.settings import Settings
 
 PROJECT = Path(__file__).resolve().parent.parent

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from detector.locks import MeterLocks
-from detector.readings import copy_frame
 from tests.conftest import PROJECT
+from tests.support.readings import copy_frame
 from tests.test_detector_synthetic import household
 
 METERS = ["c1", "c2", "c3"]

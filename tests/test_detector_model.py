@@ -7,12 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detector.calibration import SEVERITIES, TailCalibration, score_from_p, severities
-from detector.evaluation import event_scores, nab_normalised, nab_raw_score, runs
+from detector.calibration import TailCalibration, score_from_p, severities
 from detector.models import RawIForest, SeasonalDetector, make_model
 from detector.seasonality import Season, detect_period
 from ingest.anomalies import inject_many
+from tests.support.detector_evaluation import event_scores, nab_normalised, nab_raw_score, runs
 from tests.test_detector_synthetic import household
+from wattwatch.vocabulary import SEVERITIES
 
 TRAIN_DAYS = 14
 

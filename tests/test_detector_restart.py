@@ -21,8 +21,8 @@ import time
 
 import psycopg
 
-from detector.readings import copy_frame
 from tests.conftest import PROJECT, restart_database
+from tests.support.readings import copy_frame
 from tests.test_detector_synthetic import household
 
 HISTORY = 3 * 1440

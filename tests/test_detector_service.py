@@ -12,17 +12,19 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from detector import incidents, readings, registry
+from detector import incidents, pipeline, readings, registry
 from detector.metrics import DetectorMetrics
 from detector.patterns import store_patterns
-from detector.readings import copy_frame, meters
+from detector.readings import meters
+from detector.scores import ScoreStore
 from detector.service import Scorer, run
 from detector.stacked import Stack
-from exporters.metrics import serve_metrics
 from ingest.anomalies import inject_many
 from tests.conftest import prometheus_query, settings_for
+from tests.support.readings import copy_frame
 from tests.test_cli import run_cli
 from tests.test_detector_synthetic import household
+from wattwatch.metrics import serve_metrics
 
 TRAIN_DAYS = 4
 TARIFF = 0.25
@@ -145,7 +147,7 @@ def test_crash_in_the_middle_then_restart_leaves_no_duplicate_or_gap(db_url, job
     frame = household(days=6, seed=5)
     _add_meter(db_url, "crashy", frame)
     _train(conn, settings, "crashy", frame)
-    original = Scorer._write
+    original = ScoreStore.write
     calls = []
 
     class Crash(BaseException):
@@ -158,13 +160,13 @@ def test_crash_in_the_middle_then_restart_leaves_no_duplicate_or_gap(db_url, job
             raise Crash("simulated crash")
         return original(self, *args)
 
-    monkeypatch.setattr(Scorer, "_write", crash_on_second_batch)
+    monkeypatch.setattr(ScoreStore, "write", crash_on_second_batch)
     with pytest.raises(Crash):
         run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True)
     conn.rollback()
     partial = conn.execute("SELECT count(*) FROM anomaly_scores WHERE meter_id = 'crashy'").fetchone()[0]
     assert partial == settings.detector_batch_rows < len(frame)
-    monkeypatch.setattr(Scorer, "_write", original)
+    monkeypatch.setattr(ScoreStore, "write", original)
     run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True)
     count, distinct, anomalies = conn.execute(
         "SELECT count(*), count(DISTINCT time), count(*) FILTER (WHERE is_anomaly)"
@@ -306,14 +308,14 @@ def test_a_meters_unexpected_error_is_one_line_and_the_others_are_scored(db_url,
     for meter_id in ("good", "bad"):
         _add_meter(db_url, meter_id, frame)
         _train(conn, settings, meter_id, frame)
-    original = Scorer._score
+    original = pipeline.score_frame
 
     def fails_for_bad(pending, *args):
         if pending.meter.meter_id == "bad":
             raise ValueError("no luck\nsecond line")
         return original(pending, *args)
 
-    monkeypatch.setattr(Scorer, "_score", staticmethod(fails_for_bad))
+    monkeypatch.setattr(pipeline, "score_frame", fails_for_bad)
     scorer = Scorer(conn, settings, DetectorMetrics(CollectorRegistry()))
     clock = [0.0]
     scorer.held_back.clock = lambda: clock[0]
@@ -326,7 +328,7 @@ def test_a_meters_unexpected_error_is_one_line_and_the_others_are_scored(db_url,
     assert scorer.work.failed["bad"] == "meter 'bad': ValueError: no luck"
     cycle_line = [r for r in caplog.records if r.getMessage().startswith("cycle:")][-1]
     assert cycle_line.levelname == "INFO" and "1 meter scored" in cycle_line.getMessage()
-    monkeypatch.setattr(Scorer, "_score", staticmethod(original))
+    monkeypatch.setattr(pipeline, "score_frame", original)
     assert scorer.cycle() == 0  # held back: not tried at every cycle
     clock[0] += 31
     assert scorer.cycle() == len(frame)
@@ -382,12 +384,12 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
                       " WHERE meter_id IN ('s1', 's2')")
     run(conn, settings, DetectorMetrics(CollectorRegistry()), once=True)  # batches of 5000
     writes, reads, passes = [], [], []
-    original_write, original_pass = Scorer._write, Stack.score
+    original_write, original_pass = ScoreStore.write, Stack.score
     original_group, original_new = readings.group_rows, readings.new_rows
 
-    def counting(self, write_conn, batch):
+    def counting(self, write_conn, batch, work):
         writes.append(sorted(meter.meter_id for scored in batch for meter in scored.meters))
-        return original_write(self, write_conn, batch)
+        return original_write(self, write_conn, batch, work)
 
     def with_context(read_conn, wanted, limit):
         if wanted:
@@ -403,7 +405,7 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
         passes.append(list(meter_ids))
         return original_pass(self, meter_ids, *args)
 
-    monkeypatch.setattr(Scorer, "_write", counting)
+    monkeypatch.setattr(ScoreStore, "write", counting)
     monkeypatch.setattr(readings, "group_rows", with_context)
     monkeypatch.setattr(readings, "new_rows", new_only)
     monkeypatch.setattr(Stack, "score", stacked)
@@ -416,7 +418,7 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
     assert writes == [["s1", "s2"]] * 10, writes  # one write for both meters each cycle
     assert passes == [["s1", "s2"]] * 10, passes  # both meters' models in one pass each cycle
     # the readings before the new ones read from the database in the first live cycle only
-    contexts = [scorer.models[m].context_rows for m in ("s1", "s2")]
+    contexts = [scorer.cache.models[m].context_rows for m in ("s1", "s2")]
     assert reads == [("context", contexts)] + [("new", ["s1", "s2"])] * 9, reads
     for meter_id in frames:
         model = registry.load(conn, registry.active_versions(conn, [meter_id])[meter_id])
@@ -446,7 +448,7 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
         copy_frame(owner, "s1", s1.iloc[[live + 1]])
     assert scorer.cycle() == 1
     assert reads[-2:] == [("new", ["s1", "s2"]), ("context", contexts[:1])], reads
-    model = scorer.models["s1"]
+    model = scorer.cache.models["s1"]
     expected = model.detector.score(s1.iloc[:live + 2][model.fields]).iloc[-1]
     score, anomalous = conn.execute("SELECT score, is_anomaly FROM anomaly_scores"
                                     " WHERE meter_id = 's1' AND time = %s",
@@ -475,9 +477,9 @@ def test_live_cycle_scores_a_baseline_meter_beside_stacked_ones(db_url, jobs):
             with psycopg.connect(db_url) as owner:
                 copy_frame(owner, meter_id, frame.iloc[start:start + 2])
         assert scorer.cycle() == 6
-    assert [layout is None for layout in map(scorer.layouts.get, frames)] == [True, False, False]
+    assert [layout is None for layout in map(scorer.cache.layouts.get, frames)] == [True, False, False]
     for meter_id in frames:
-        model = scorer.models[meter_id]
+        model = scorer.cache.models[meter_id]
         stored_readings = readings.window(conn, _meter(conn, meter_id), None, None)
         assert len(stored_readings) == history + 6
         expected = model.detector.score(stored_readings[model.fields])
@@ -501,7 +503,7 @@ def test_readings_committed_after_the_watermark_passed_them_are_scored(db_url, j
     scorer = Scorer(conn, settings, DetectorMetrics(CollectorRegistry()))
     scorer.cycle()  # in batches, the last of which the service keeps for the live cycles
     held = scorer.tails["lc"].rows
-    assert len(held) == scorer.models["lc"].context_rows
+    assert len(held) == scorer.cache.models["lc"].context_rows
     assert held.t[-1] == frame.index[history - 1].value // 1000
     with psycopg.connect(db_url) as owner:
         copy_frame(owner, "lc", frame.iloc[history:history + 2])
@@ -546,9 +548,12 @@ def test_an_idle_cycle_closes_the_late_commit_check(db_url, jobs):
                       {"a": timedelta(minutes=1)})
         owner.execute("UPDATE readings SET ingested_at = ingested_at - %s"
                       " WHERE meter_id IN ('idle', 'quiet')", (timedelta(minutes=1),))
-        copy_frame(owner, "idle", frame.iloc[[gap]])  # stamped just before the watermark
+        # Stamped inside the open window, between where the check starts and the watermark
+        # (how far apart they are depends on how long the first cycle took to start).
+        copy_frame(owner, "idle", frame.iloc[[gap]])
+        late = recheck + (mark - recheck) / 2 - timedelta(minutes=1)
         owner.execute("UPDATE readings SET ingested_at = %s WHERE meter_id = 'idle'"
-                      " AND time = %s", (mark - timedelta(minutes=1, seconds=1), frame.index[gap]))
+                      " AND time = %s", (late, frame.index[gap]))
     assert scorer.cycle() == 1
     assert scorer.cycle() == 0
     (mark, recheck), quiet = conn.execute(marks).fetchall()

@@ -11,7 +11,7 @@ from detector.calibration import StackedCalibration, TailCalibration
 from detector.forests import ForestStack
 from detector.models import RawIForest, SeasonalDetector
 from detector.seasonality import epoch_ns
-from detector.stacked import Stack, layout
+from detector.stacked import Stack, align, layout
 from ingest.anomalies import inject_many
 from tests.test_detector_synthetic import household
 
@@ -39,15 +39,19 @@ def _stacked(houses, wanted: list[tuple[str, int]], k: int) -> pd.DataFrame:
     stack = Stack({meter_id: model for meter_id, (_, model, _) in houses.items()})
     width = max(model.context_rows for _, model, _ in houses.values()) + k
     columns = stack.features.columns_
-    values = np.full((len(columns), len(wanted), width), np.nan)
-    times = np.empty((len(wanted), width), dtype=np.int64)
-    for m, (meter_id, end) in enumerate(wanted):
-        frame = houses[meter_id][0].iloc[max(0, end - width):end]
-        values[:, m, width - len(frame):] = frame[columns].to_numpy(float).T
-        times[m, width - len(frame):] = epoch_ns(frame.index)
-        times[m, :width - len(frame)] = epoch_ns(frame.index)[0]
-    return stack.score([meter_id for meter_id, _ in wanted], dict(zip(columns, values)), times,
-                       [str(houses[meter_id][0].index.tz) for meter_id, _ in wanted], k)
+    histories = [houses[meter_id][0].iloc[max(0, end - width):end] for meter_id, end in wanted]
+    return stack.score([meter_id for meter_id, _ in wanted],
+                       [(epoch_ns(frame.index), frame[columns].to_numpy(float))
+                        for frame in histories],
+                       [str(frame.index.tz) for frame in histories], k)
+
+
+def test_align_pads_short_histories_before_their_first_reading():
+    values, times = align([(np.array([10, 20, 30]), np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])),
+                           (np.array([40]), np.array([[7.0, 8.0]]))])
+    np.testing.assert_array_equal(times, [[10, 20, 30], [40, 40, 40]])
+    np.testing.assert_array_equal(values[0], [[1.0, 3.0, 5.0], [np.nan, np.nan, 7.0]])
+    np.testing.assert_array_equal(values[1], [[2.0, 4.0, 6.0], [np.nan, np.nan, 8.0]])
 
 
 def _same(stacked: pd.DataFrame, expected: pd.DataFrame) -> None:

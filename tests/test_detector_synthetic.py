@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ingest.anomalies import KINDS, LENGTHS, inject, inject_many
+from ingest.anomalies import LENGTHS, inject, inject_many
+from wattwatch.vocabulary import KINDS
 
 
 def household(days: int = 21, seed: int = 0, start: str = "2026-01-05") -> pd.DataFrame:

@@ -9,7 +9,7 @@ import pytest
 
 from detector.models import SeasonalDetector
 from ingest.anomalies import inject
-from ingest.fields import field_for
+from wattwatch.fields import field_for
 
 DAY = 1440
 TRAIN_DAYS = 28

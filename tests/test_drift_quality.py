@@ -1,6 +1,6 @@
 """Drift quality on real data (the UCI household, one-minute readings, strong daily cycles).
 
-Known changes are injected into held-out days (drift/evaluation.py): the changed features, and
+Known changes are injected into held-out days (tests/support/drift_evaluation.py): the changed features, and
 only those, must leave `stable`. Unchanged held-out days, whole or cut to half a day (another
 mix of hours), must stay stable in at least 95% of repeated runs, where the old whole-window
 PSI fails.
@@ -14,10 +14,11 @@ from scipy import stats
 
 from drift.baselines import SeasonalBaseline
 from drift.distances import ks_binned, wasserstein_binned
-from drift.evaluation import INJECTIONS, false_alarms, held_out_split, judge_all, load_uci
 from drift.status import ORDER
 from drift.summaries import BaselineSummary, WindowSummary
-from ingest.fields import FIELDS
+from tests.support.drift_evaluation import (INJECTIONS, false_alarms, held_out_split, judge_all,
+                                            load_uci)
+from wattwatch.fields import FIELDS
 
 
 

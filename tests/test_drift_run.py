@@ -16,9 +16,9 @@ import pandas as pd
 import psycopg
 import pytest
 
-from ingest.fields import FIELDS, field_for
 from tests.conftest import prometheus_query
 from tests.test_cli import WATTWATCH, one_line_error, run_cli
+from wattwatch.fields import FIELDS, field_for
 
 START = datetime(2007, 1, 1, tzinfo=timezone.utc)
 CURRENT_FROM = START + timedelta(days=28)

@@ -14,12 +14,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporters.kpi import KpiCollector
-from exporters.metrics import serve_metrics
 from ingest.simulate import simulate_history
 from tests.conftest import prometheus_query, prometheus_wait, settings_for
 from tests.test_cli import WATTWATCH, one_line_error, run_cli
 from timescale.connect import connect_url
 from timescale.rollups import refresh_rollups
+from wattwatch.metrics import serve_metrics
 
 METERS = ["kpi-0000", "kpi-0001", "kpi-0002"]
 

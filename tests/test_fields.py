@@ -1,6 +1,6 @@
 """Column names people bring map onto our fields."""
 
-from ingest.fields import FIELDS, field_for
+from wattwatch.fields import FIELDS, field_for
 
 
 def test_uci_names_in_any_case_map_to_our_fields():

@@ -279,7 +279,7 @@ def test_metrics_reach_prometheus(make_database, tmp_path, stack, scrape_target)
     assert run_cli(["db", "migrate"], {"WATTWATCH_DATABASE_URL": db_url}).returncode == 0
     path = tmp_path / "bad.csv"
     path.write_text(BAD_FILE)
-    from exporters.metrics import serve_metrics
+    from wattwatch.metrics import serve_metrics
     from ingest.load import LoadOptions, load_file
     from ingest.metrics import IngestMetrics
     from tests.conftest import settings_for

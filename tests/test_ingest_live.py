@@ -11,10 +11,11 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
-from ingest.anomalies import KINDS
 from ingest.simulate import simulate_history
+from ingest.synthetic import BLOCK_STEPS, simulate_block
 from tests.conftest import settings_for
 from tests.test_cli import WATTWATCH, run_cli
+from wattwatch.vocabulary import KINDS
 
 UTC = timezone.utc
 
@@ -34,6 +35,14 @@ def values(url: str, prefix: str) -> list[tuple]:
             "SELECT split_part(meter_id, '-', 2), time, active_power_kw, reactive_power_kw, voltage_v,"
             " current_a, sub_metering_1_wh, sub_metering_2_wh, sub_metering_3_wh FROM readings "
             "WHERE meter_id LIKE %s ORDER BY 1, 2", (prefix + "-%",)).fetchall()
+
+
+def test_a_block_without_room_for_its_anomaly_has_none():
+    """Seed 42, meter 2, this one-second block: a quiet 24 minutes with no busy stretch for its
+    'drop'. The simulator used to die on it; the block now comes without an anomaly."""
+    frame, injections = simulate_block(42, 2, 1247489, 1, anomaly_rate=1.0)
+    assert len(frame) == BLOCK_STEPS and injections == []
+    assert simulate_block(42, 2, 1247490, 1, anomaly_rate=1.0)[1]  # its neighbour has room
 
 
 def test_same_seed_same_history_and_other_seed_other_history(db_url):

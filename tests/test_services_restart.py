@@ -59,7 +59,7 @@ def test_ingest_drift_and_export_outlive_server_restarts(stack, durable, role_ur
                     [sys.executable, "-m", "wattwatch.cli", *args, "--metrics-port", "0"],
                     env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log_file)
         urls = {name: metrics_url(logs[name]) for name in ("drift", "export")}
-        deadline = time.monotonic() + 120  # the history is in, and live readings are arriving
+        deadline = time.monotonic() + 300  # the history is in, and live readings are arriving
         while "readings stored" not in logs["ingest"].read_text() or "run " not in logs["drift"].read_text():
             assert time.monotonic() < deadline, {n: p.read_text() for n, p in logs.items()}
             time.sleep(1)

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.request
 from pathlib import Path
@@ -14,8 +15,8 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry, Counter
 
-from exporters.metrics import serve_metrics
-from tests.conftest import prometheus_query
+from tests.conftest import prometheus_query, prometheus_wait
+from wattwatch.metrics import serve_metrics
 
 PROJECT = Path(__file__).resolve().parent.parent
 CONFIG = PROJECT / "prometheus" / "prometheus.yml"
@@ -90,3 +91,52 @@ def test_a_service_metrics_endpoint_is_scraped_through_its_targets_file(stack, s
     scrape_target("ingest", port)
     result = prometheus_query(stack["prometheus_url"], 'wattwatch_selftest_events_total{job="ingest"}')
     assert [sample["value"][1] for sample in result] == ["3"]
+
+
+def test_an_installed_package_runs_the_stack_with_the_config_it_ships(admin_url, tmp_path):
+    """`wattwatch demo` from a wheel, not a checkout: the stack module finds Prometheus's config
+    and Grafana's files under share/wattwatch/ of the prefix the wheel was installed into."""
+    source = tmp_path / "source"
+    for name in ("wattwatch", "timescale", "ingest", "detector", "drift", "exporters",
+                 "prometheus", "grafana"):
+        shutil.copytree(PROJECT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(PROJECT / name, source / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(tmp_path / "wheel"), str(source)],
+                   check=True, timeout=300)
+    prefix = tmp_path / "prefix"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
+    # --ignore-installed: without it pip would first uninstall the editable install under test.
+    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--ignore-installed", "--prefix",
+                    str(prefix), *map(str, (tmp_path / "wheel").glob("*.whl"))], check=True, timeout=120)
+    python = str(prefix / "bin" / "python")
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    # The dependencies come from the test environment, after the installed wheel on the path.
+    (Path(site) / "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["WATTWATCH_TEST_DATABASE_URL"] = admin_url
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([python, *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    where = run("-c", "import wattwatch.demo as d; from wattwatch.stack import shipped; "
+                "print(d.__file__); print(shipped('grafana'))")
+    assert where.returncode == 0, where.stderr
+    module, grafana = where.stdout.split()
+    assert module.startswith(site) and Path(grafana) == prefix / "share" / "wattwatch" / "grafana"
+    assert (Path(grafana) / "provisioning" / "datasources" / "datasources.yaml").exists()
+    assert "Runs as root" in run("-m", "wattwatch.cli", "demo", "--help").stdout
+    state = tmp_path / f"installed-{os.getpid()}"
+    started = run("-m", "wattwatch.stack", "up", "--state", str(state))
+    try:
+        assert started.returncode == 0, started.stderr
+        info = json.loads(started.stdout)
+        assert prometheus_wait(info["prometheus_url"], 'up{job="prometheus"} == 1', timeout=60)
+        config = json.load(urllib.request.urlopen(info["prometheus_url"] + "/api/v1/status/config"))
+        assert "job_name: exporter" in config["data"]["yaml"]
+    finally:
+        run("-m", "wattwatch.stack", "down", "--state", str(state))
+    assert not state.exists()

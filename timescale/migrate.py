@@ -126,7 +126,7 @@ def schema_mode(conn: psycopg.Connection) -> str | None:
     """The mode the schema was built in (from the bookkeeping table), None if never migrated."""
     modes = {mode for _, mode, _ in applied(conn).values()}
     if len(modes) > 1:
-        raise WattwatchError(f"the schema mixes license modes {sorted(modes)}; see README")
+        raise WattwatchError(f"the schema mixes license modes {sorted(modes)}; see docs/operations.md (License modes)")
     return modes.pop() if modes else None
 
 

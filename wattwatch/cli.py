@@ -15,7 +15,7 @@ from wattwatch import __version__, logs
 from wattwatch.errors import WattwatchError
 
 COMMAND_MODULES = ["timescale.cli", "ingest.cli", "detector.cli", "drift.cli", "exporters.cli",
-                   "exporters.demo"]
+                   "wattwatch.demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,9 +9,9 @@ import psycopg
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ingest.fields import FIELDS
 from wattwatch import logs
 from wattwatch.errors import WattwatchError
+from wattwatch.fields import FIELDS
 
 ENV_PREFIX = "WATTWATCH_"
 URL_EXAMPLE = "postgresql://user:password@host:5432/wattwatch"
@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     ingest_writers: int = Field(2, ge=1, le=16)
     ingest_max_future_seconds: int = Field(300, ge=0)
     ingest_ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    # MQTT ingest: the broker (mqtt:// or mqtts://host:port, no credentials in it), its user and
+    # password, the CA file of an mqtts:// broker (unset: the system's CAs), the protocol, and
+    # the client id that names the persistent session (two ingests must not share one).
+    mqtt_url: str | None = Field(None, pattern=r"^mqtts?://[^@/]+/?$")
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_ca_file: str | None = None
+    mqtt_protocol: Literal["3.1.1", "5"] = "5"
+    mqtt_client_id: str = Field("wattwatch-ingest", min_length=1, max_length=23)
     # Drift: windows (days), PSI bins and bands, calibration, minimum data, schedule (times are
     # the service's local time, HH:MM).
     drift_current_days: float = Field(7.0, gt=0, le=366)

@@ -1,6 +1,7 @@
 """`wattwatch demo`: the compose stack as native processes, for machines without Docker.
 
-TimescaleDB and Prometheus come from scripts/stack.py (the test stack); a fresh database gets
+TimescaleDB and Prometheus come from wattwatch/stack.py (the test stack), installed on first use;
+a fresh database gets
 the migrations and a labelled history of simulated meters, with a model per meter trained on the
 first half; then the live simulator, the detector, the drift service and the KPI exporter run as
 processes, each as its own role, and Prometheus scrapes them. Grafana is started when a
@@ -16,7 +17,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,20 +24,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from wattwatch.errors import WattwatchError
+from wattwatch.stack import free_port, shipped
 
-PROJECT = Path(__file__).resolve().parent.parent
-STACK = PROJECT / "scripts" / "stack.py"
-GRAFANA = PROJECT / "grafana"
+STACK = [sys.executable, "-m", "wattwatch.stack"]
 CACHE = Path(os.environ.get("WATTWATCH_CACHE_DIR", Path.home() / ".cache" / "wattwatch"))
 DATABASE = "wattwatch_demo"
 PREFIX, SEED = "demo", 42
 ROLES = ("wattwatch_reader", "wattwatch_ingest", "wattwatch_jobs")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def seed_history(conn, settings, *, meters: int, days: float, end: datetime, prefix: str = PREFIX,
@@ -92,6 +85,15 @@ def tell_story(conn, settings, *, prefix: str, end: datetime, shift_days: float)
         load_file(conn, export, LoadOptions(meter=meter_id(prefix, 0)), settings)
 
 
+def stack_command(args: list[str], failure: str) -> str:
+    """Run a wattwatch.stack action; its stdout, or its last stderr line as the error."""
+    done = subprocess.run([*STACK, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise WattwatchError(f"{failure}: {last}")
+    return done.stdout
+
+
 class Demo:
     def __init__(self, state: Path, meters: int, days: int):
         self.state, self.meters, self.days = state, meters, days
@@ -99,14 +101,9 @@ class Demo:
         self.stack: dict | None = None
 
     def start(self) -> dict[str, str]:
-        if not STACK.exists():
-            raise WattwatchError(f"{STACK} not found: wattwatch demo runs from a source checkout")
-        started = subprocess.run([sys.executable, str(STACK), "up", "--state", str(self.state)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if started.returncode != 0:
-            last = (started.stderr.strip().splitlines() or [f"exit {started.returncode}"])[-1]
-            raise WattwatchError(f"the native stack did not start: {last}")
-        self.stack = json.loads(started.stdout)
+        stack_command(["install"], "TimescaleDB and Prometheus could not be installed")
+        self.stack = json.loads(stack_command(["up", "--state", str(self.state)],
+                                              "the native stack did not start"))
         urls = self._database()
         self._services(urls)
         links = {"Prometheus": self.stack["prometheus_url"]}
@@ -140,7 +137,7 @@ class Demo:
 
     def _services(self, urls: dict[str, str]) -> None:
         """The live simulator, detector, drift service and exporter, scraped by Prometheus."""
-        from exporters.metrics import DEFAULT_PORTS
+        from wattwatch.metrics import DEFAULT_PORTS
 
         commands = {
             "ingest": ("wattwatch_ingest", ["ingest", "simulate", "--meters", str(self.meters),
@@ -173,7 +170,7 @@ class Demo:
         return {"WATTWATCH_GRAFANA_DATABASE_ADDRESS": f"{params['host']}:{params['port']}",
                 "WATTWATCH_GRAFANA_DATABASE_NAME": DATABASE,
                 "WATTWATCH_GRAFANA_PROMETHEUS_URL": self.stack["prometheus_url"],
-                "WATTWATCH_GRAFANA_DASHBOARDS_DIR": str(GRAFANA / "dashboards"),
+                "WATTWATCH_GRAFANA_DASHBOARDS_DIR": str(shipped("grafana") / "dashboards"),
                 "WATTWATCH_READER_PASSWORD": params["password"],
                 "WATTWATCH_ALERT_WEBHOOK_URL": os.environ.get("WATTWATCH_ALERT_WEBHOOK_URL",
                                                               "http://127.0.0.1:9/alerts")}
@@ -181,11 +178,12 @@ class Demo:
     def _grafana(self, reader_url: str) -> dict[str, str]:
         """Start Grafana where it is installed; otherwise say how to run one against the demo."""
         env = self._grafana_env(reader_url)
+        provisioning = shipped("grafana") / "provisioning"
         binary = shutil.which("grafana-server") or shutil.which("grafana")
         if binary is None:
             exports = " ".join(f"{k}={v}" for k, v in env.items())
             print("demo: Grafana is not installed here, so it is not started. To see the dashboards, "
-                  f"run a Grafana 11 with GF_PATHS_PROVISIONING={GRAFANA / 'provisioning'} and {exports}",
+                  f"run a Grafana 11 with GF_PATHS_PROVISIONING={provisioning} and {exports}",
                   flush=True)
             return {}
         port = free_port()
@@ -195,7 +193,7 @@ class Demo:
             print(f"demo: {binary} found but not its home (conf/defaults.ini); Grafana not started", flush=True)
             return {}
         data = self.state / "grafana"
-        env.update({"GF_PATHS_PROVISIONING": str(GRAFANA / "provisioning"), "GF_PATHS_DATA": str(data),
+        env.update({"GF_PATHS_PROVISIONING": str(provisioning), "GF_PATHS_DATA": str(data),
                     "GF_PATHS_LOGS": str(data / "logs"), "GF_SERVER_HTTP_ADDR": "127.0.0.1",
                     "GF_SERVER_HTTP_PORT": str(port), "GF_AUTH_ANONYMOUS_ENABLED": "true",
                     "GF_AUTH_ANONYMOUS_ORG_ROLE": "Viewer",
@@ -219,7 +217,7 @@ class Demo:
                 process.kill()
                 process.wait()
         if self.stack is not None:
-            subprocess.run([sys.executable, str(STACK), "down", "--state", str(self.state)],
+            subprocess.run([*STACK, "down", "--state", str(self.state)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def failed(self) -> str | None:
@@ -251,10 +249,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "demo", help="run the whole stack natively with demo data",
         description="The compose stack as native processes, for machines without Docker: "
-        "TimescaleDB and Prometheus from scripts/stack.py, a labelled history of simulated meters, "
-        "the live simulator, detector, drift service and KPI exporter, and Grafana when it is "
-        "installed. Prints the URLs; Ctrl-C stops everything and removes the stack. Runs as root "
-        "from a source checkout (scripts/stack.py install must have been run).")
+        "TimescaleDB and Prometheus (installed with apt-get on first use), a labelled history of "
+        "simulated meters, the live simulator, detector, drift service and KPI exporter, and "
+        "Grafana when it is installed. Prints the URLs; Ctrl-C stops everything and removes the "
+        "stack. Runs as root.")
     demo.add_argument("--meters", type=int, default=5, help="simulated meters (default 5)")
     demo.add_argument("--days", type=int, default=14,
                       help="days of history loaded first; models train on the first half (default 14)")

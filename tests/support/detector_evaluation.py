@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.incidents import INCIDENT_GAP
+from detector.incident_runs import INCIDENT_GAP
 
 
 def runs(flags: np.ndarray, max_gap: int = 0) -> list[tuple[int, int]]:

@@ -19,7 +19,7 @@ import pandas as pd
 from drift.analysis import FeatureDrift, Sample, compare, seed_for
 from drift.baselines import Calendar, local_calendar
 from drift.distances import psi
-from ingest.fields import FIELDS, field_for
+from wattwatch.fields import FIELDS, field_for
 
 PERIOD_DAYS = 35
 FEATURES = list(FIELDS)

@@ -1,0 +1,70 @@
+"""Each meter's newest active model, loaded once per version, and the stacks of the models
+that share a layout (`detector.stacked`), rebuilt when one of their models changes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+
+from detector import readings, registry, stacked
+from detector.cycles import Work
+from detector.metrics import DetectorMetrics
+from detector.training import Trainer
+
+
+class ModelCache:
+    def __init__(self, metrics: DetectorMetrics, trainer: Trainer):
+        self.metrics = metrics
+        self.trainer = trainer
+        self.models: dict[str, registry.ActiveModel] = {}
+        self.algorithms: dict[str, tuple] = {}
+        # The loaded models' stacks by layout, and each meter's layout (None: not stacked).
+        self.stacks: dict[tuple, stacked.Stack] = {}
+        self.layouts: dict[str, tuple | None] = {}
+
+    def active(self, conn: psycopg.Connection, meters: list[readings.Meter], work: Work,
+               failed: Callable[[str, Exception], None]) -> dict[str, registry.ActiveModel]:
+        """The newest active model of each meter (trained first if it has none; left out if
+        it has too little data yet, or fails: `failed` is told), loaded once per version; the
+        stacks of the layouts whose models changed are rebuilt."""
+        models, changed = {}, set()
+        with conn.transaction():
+            versions = registry.active_versions(conn, [m.meter_id for m in meters])
+        for meter in meters:
+            version, cached = versions.get(meter.meter_id), self.models.get(meter.meter_id)
+            if cached is None or cached.version != version:
+                try:
+                    with conn.transaction():
+                        if version is None:
+                            version = self.trainer.initial(conn, meter, work)
+                        if version is not None:
+                            cached = registry.load(conn, version)
+                except psycopg.OperationalError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one meter's failure: the others go on
+                    failed(meter.meter_id, exc)
+                    continue
+                if version is None:
+                    continue
+                changed |= self._use(meter.meter_id, cached)
+            models[meter.meter_id] = cached
+        for layout in changed - {None}:
+            members = {meter_id: self.models[meter_id].detector
+                       for meter_id, its in self.layouts.items() if its == layout}
+            if members:
+                self.stacks[layout] = stacked.Stack(members)
+            else:
+                self.stacks.pop(layout, None)
+        return models
+
+    def _use(self, meter_id: str, model: registry.ActiveModel) -> set:
+        """Score the meter with this model from now on; the layouts whose stacks change."""
+        self.models[meter_id] = model
+        layout = stacked.layout(model.detector)
+        changed = {self.layouts.get(meter_id), layout}
+        self.layouts[meter_id] = layout
+        algorithm = model.detector.algorithm
+        self.metrics.use_model(meter_id, model.version, algorithm, self.algorithms.get(meter_id))
+        self.algorithms[meter_id] = (str(model.version), algorithm)
+        return changed

@@ -1,0 +1,89 @@
+"""Rolling and robust statistics of series held as numpy rows (one row per series, oldest
+value first), NaN counting as absent: the building blocks of the detector's features."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+
+MAD_TO_SIGMA = 1.4826
+
+
+def robust_scale(values: np.ndarray) -> float:
+    """A robust spread, never zero: MAD-based sigma, floored by a tenth of the std."""
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return 1.0
+    mad = MAD_TO_SIGMA * np.median(np.abs(values - np.median(values)))
+    return float(max(mad, 0.1 * np.std(values), 1e-9 * (abs(np.median(values)) + 1.0)))
+
+
+def run_lengths(values: np.ndarray) -> np.ndarray:
+    """For each position, how many readings in a row (ending here) have had this exact value,
+    along the last axis (each row of a 2-d array is a series)."""
+    n = values.shape[-1]
+    if not n:
+        return np.zeros(values.shape)
+    moved = np.ones(values.shape, dtype=bool)
+    moved[..., 1:] = ~(values[..., 1:] == values[..., :-1])  # NaN never equals: a gap restarts
+    index = np.arange(n)
+    start = np.maximum.accumulate(np.where(moved, index, 0), axis=-1)
+    return (index - start + 1).astype(float)
+
+
+def rolling(values: np.ndarray, window: int, how: str, k: int, *, min_periods: int = 1,
+            shift: int = 0) -> np.ndarray:
+    """`how` ("mean", "std", "min" or "median") of the `window` values ending `shift` readings
+    before each of the last k positions of each row (rows x k), NaN counting as absent and too
+    few values giving NaN, as in pandas. A whole series (k = its length) goes through pandas in
+    one pass; the last few readings of many meters (live scoring) through sliding windows."""
+    m, n = values.shape
+    if k == n:
+        return np.vstack([getattr(pd.Series(row).shift(shift).rolling(
+            window, min_periods=min_periods), how)().to_numpy() for row in values])
+    need = k + window - 1 + shift
+    if n < need:  # a short history: the missing start counts as absent
+        values = np.concatenate([np.full((m, need - n), np.nan), values], axis=1)
+        n = need
+    windows = sliding_window_view(values[:, n - need:n - shift], window, axis=1)
+    present = ~np.isnan(windows)
+    count = present.sum(axis=-1)
+    if how == "min":
+        out = np.fmin.reduce(windows, axis=-1)
+    elif how == "median":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: NaN, as wanted
+            out = np.nanmedian(windows, axis=-1)
+    else:
+        mean = np.where(present, windows, 0.0).sum(axis=-1) / np.maximum(count, 1)
+        out = mean
+        if how == "std":  # sample deviation (ddof 1), as pandas
+            squares = np.where(present, windows - mean[..., None], 0.0) ** 2
+            out = np.sqrt(squares.sum(axis=-1) / np.maximum(count - 1, 1))
+            out[count < 2] = np.nan
+    return np.where(count >= min_periods, out, np.nan)
+
+
+def per_slot(values: np.ndarray, slots: np.ndarray, n_slots: int, floor: float):
+    """Median and MAD-scale of values in each slot; slots never seen get the global ones."""
+    frame = pd.DataFrame({"v": values, "s": slots}).dropna()
+    median = frame.groupby("s")["v"].median()
+    frame["dev"] = (frame["v"] - frame["s"].map(median)).abs()
+    mad = frame.groupby("s")["dev"].median() * MAD_TO_SIGMA
+    medians = np.full(n_slots, np.nanmedian(values) if frame.size else 0.0)
+    scales = np.full(n_slots, floor)
+    medians[median.index.to_numpy()] = median.to_numpy()
+    scales[mad.index.to_numpy()] = np.maximum(mad.to_numpy(), floor)
+    if n_slots == 168:  # hour of week: a few weeks give few samples per slot, so the spread
+        # is pooled over the seven days for each hour (the median stays per weekday)
+        scales = np.tile(scales.reshape(7, 24).mean(axis=0), 7)
+    return medians, scales
+
+
+def sum_present(columns: list[np.ndarray]) -> np.ndarray:
+    """Element-wise sum of the columns, NaN only where all are missing."""
+    stacked = np.stack(columns)
+    return np.where(np.isnan(stacked).all(axis=0), np.nan, np.nansum(stacked, axis=0))

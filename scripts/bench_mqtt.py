@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Benchmark: `wattwatch ingest mqtt` from the stack's Mosquitto into `readings`.
+
+Starts a throwaway stack (scripts/stack.py: TimescaleDB, Mosquitto), a migrated scratch
+database and one `wattwatch ingest mqtt` process, with the publisher in this process.
+
+1. throughput: --messages readings (one per message, QoS 1) published as fast as the broker
+   takes them; messages/s from the first publish until the last row is in the hypertable.
+2. latency: --meters meters, one message each per second for --seconds; each message's time is
+   its publish time, so a row's ingested_at minus its time is publish-to-row (ingested_at is
+   the start of the batch's transaction: the commit comes a few milliseconds later). p50/p95.
+
+    .venv/bin/python scripts/bench_mqtt.py
+    .venv/bin/python scripts/bench_mqtt.py --messages 100000 --meters 1000 --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psycopg
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+from ingest.broker import Broker, connect_async, make_client  # noqa: E402
+from timescale.connect import connect_url  # noqa: E402
+from timescale.migrate import migrate  # noqa: E402
+from tests.support.scratch import create_database  # noqa: E402
+from wattwatch.settings import Settings  # noqa: E402
+
+
+def publisher(settings: Settings, broker: Broker):
+    client = make_client(settings, broker, "")
+    # Many unacknowledged publishes keep the pipe full; above the broker's receive maximum
+    # (MQTT 5) it would disconnect the publisher.
+    client.max_inflight_messages_set(1000)
+    connect_async(client, broker)
+    client.loop_start()
+    while not client.is_connected():
+        time.sleep(0.05)
+    return client
+
+
+def rows(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+
+
+def wait_rows(url: str, count: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while rows(url) < count:
+        if time.monotonic() > deadline:
+            sys.exit(f"bench_mqtt: {rows(url)} of {count} rows after {timeout} s")
+        time.sleep(0.05)
+
+
+def throughput(client, url: str, messages: int) -> float:
+    base = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    payloads = [json.dumps({"time": (base + timedelta(seconds=i // 100)).isoformat(),
+                            "active_power_kw": 1 + i % 7}).encode() for i in range(messages)]
+    started = time.perf_counter()
+    for i, payload in enumerate(payloads):
+        client.publish(f"bench/t-{i % 100}/readings", payload, qos=1)
+    wait_rows(url, messages)
+    return messages / (time.perf_counter() - started)
+
+
+def latency(client, url: str, meters: int, seconds: int, before: int) -> tuple[float, float]:
+    start = time.time()
+    for second in range(seconds):
+        tick = start + second
+        time.sleep(max(0.0, tick - time.time()))
+        for meter in range(meters):  # spread over the second, as independent meters would be
+            now = time.time()
+            client.publish(f"bench/l-{meter}/readings", json.dumps(
+                {"time": datetime.fromtimestamp(now, timezone.utc).isoformat(),
+                 "active_power_kw": 1.0}).encode(), qos=1)
+            time.sleep(max(0.0, tick + (meter + 1) / meters - time.time()))
+    wait_rows(url, before + meters * seconds)
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP "
+            "(ORDER BY extract(epoch FROM ingested_at - time)) FROM readings "
+            "WHERE meter_id LIKE 'l-%'").fetchone()[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--meters", type=int, default=1000)
+    parser.add_argument("--seconds", type=int, default=30)
+    args = parser.parse_args()
+    state = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
+    stack = json.loads(subprocess.run([sys.executable, str(PROJECT / "scripts" / "stack.py"), "up",
+                                       "--state", str(state)], check=True, capture_output=True,
+                                      text=True).stdout)
+    ingest = None
+    try:
+        url = create_database(stack["database_url"], "bench_mqtt")
+        env = {**os.environ, "WATTWATCH_DATABASE_URL": url, "WATTWATCH_MQTT_URL": stack["mqtt_url"],
+               "WATTWATCH_MQTT_USERNAME": stack["mqtt_username"],
+               "WATTWATCH_MQTT_PASSWORD": stack["mqtt_password"]}
+        settings = Settings(_env_file=None, **{k.removeprefix("WATTWATCH_").lower(): v
+                                               for k, v in env.items() if k.startswith("WATTWATCH_")})
+        with connect_url(url) as conn:
+            migrate(conn, settings)
+        ingest = subprocess.Popen([sys.executable, "-m", "wattwatch.cli", "ingest", "mqtt",
+                                   "--topic", "bench/+/readings", "--meter-from-topic", "2",
+                                   "--metrics-port", "0"], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=open(state / "ingest.log", "w"))
+        client = publisher(settings, Broker.parse(stack["mqtt_url"]))
+        time.sleep(2)  # the ingest has subscribed
+        rate = throughput(client, url, args.messages)
+        print(f"throughput: {args.messages:,} messages in the hypertable at {rate:,.0f} messages/s", flush=True)
+        p50, p95 = latency(client, url, args.meters, args.seconds, args.messages)
+        print(f"latency at {args.meters:,} meters x 1 msg/s for {args.seconds} s: publish to row "
+              f"p50 {p50:.3f} s, p95 {p95:.3f} s")
+    finally:
+        if ingest:
+            ingest.send_signal(signal.SIGTERM)
+            ingest.wait(60)
+        subprocess.run([sys.executable, str(PROJECT / "scripts" / "stack.py"), "down", "--state",
+                        str(state)], check=False)
+
+
+if __name__ == "__main__":
+    main()

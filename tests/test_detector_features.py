@@ -1,0 +1,72 @@
+"""The detector's array functions with small arrays in and values out (no database): rolling
+statistics, flat runs, calibrated probabilities and severities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from detector.calibration import (StackedCalibration, TailCalibration, score_from_p,
+                                  severities)
+from detector.rolling import per_slot, robust_scale, rolling, run_lengths, sum_present
+from wattwatch.vocabulary import SEVERITIES
+
+
+def test_run_lengths_count_repeats_and_a_gap_restarts_them():
+    values = np.array([[1.0, 1.0, 2.0, 2.0, 2.0, np.nan, 2.0],
+                       [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0]])
+    np.testing.assert_array_equal(run_lengths(values), [[1, 2, 1, 2, 3, 1, 1],
+                                                        [1, 2, 3, 4, 1, 2, 1]])
+
+
+def test_robust_spreads_profiles_and_sums_of_small_arrays():
+    assert robust_scale(np.array([1.0, 1.0, 1.0, np.nan])) > 0  # never zero
+    assert robust_scale(np.array([0.0, 1.0, 2.0, 3.0, 4.0])) == pytest.approx(1.4826)
+    medians, scales = per_slot(np.array([1.0, 3.0, 10.0, 14.0, np.nan]), np.array([0, 0, 1, 1, 2]),
+                               3, floor=0.5)
+    np.testing.assert_allclose(medians, [2.0, 12.0, 6.5])  # an unseen slot: the overall median
+    np.testing.assert_allclose(scales, [1.4826, 2 * 1.4826, 0.5])
+    np.testing.assert_array_equal(sum_present([np.array([1.0, np.nan, np.nan]),
+                                               np.array([2.0, 3.0, np.nan])]), [3.0, 3.0, np.nan])
+
+
+@pytest.mark.parametrize("how", ["mean", "std", "min", "median"])
+@pytest.mark.parametrize("shift", [0, 1])
+def test_the_last_readings_of_many_series_roll_as_pandas_rolls_a_whole_one(how, shift):
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(3, 40))
+    values[0, 30:33] = np.nan
+    values[2, :5] = np.nan
+    whole = rolling(values, 6, how, k=40, min_periods=3, shift=shift)
+    assert np.array_equal(whole[1], getattr(pd.Series(values[1]).shift(shift).rolling(
+        6, min_periods=3), how)().to_numpy(), equal_nan=True)
+    np.testing.assert_allclose(rolling(values, 6, how, k=4, min_periods=3, shift=shift),
+                               whole[:, -4:], rtol=1e-12)
+    # a history shorter than the window: what is missing counts as absent
+    np.testing.assert_allclose(rolling(values[:, -5:], 6, how, k=2, min_periods=3, shift=shift),
+                               rolling(values[:, -5:], 6, how, k=5, min_periods=3,
+                                       shift=shift)[:, -2:], rtol=1e-12)
+
+
+def test_scores_map_rarity_and_severities_follow_the_bands():
+    np.testing.assert_allclose(score_from_p(np.array([1.0, 1e-4, 1e-8, 1e-20])),
+                               [0.0, 50.0, 100.0, 100.0])
+    scores = np.array([50.0, 64.9, 65.0, 80.0, 90.0, 99.0])
+    assert severities(scores, np.array([True] * 5 + [False])).tolist() == [
+        "low", "low", "medium", "high", "critical", "none"]
+    assert set(SEVERITIES) == {"none", "low", "medium", "high", "critical"}
+
+
+def test_calibrated_probabilities_fall_with_strangeness_and_stack_exactly():
+    rng = np.random.default_rng(1)
+    calibrations = [TailCalibration([0.1, 0.1]).fit(rng.exponential(scale, size=(2000, 2)))
+                    for scale in (1.0, 3.0)]
+    stats = np.array([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0], [50.0, 50.0]])
+    p = calibrations[0].pvalues(stats)
+    assert (np.diff(p, axis=0) < 0).all() and p[0].tolist() == [1.0, 1.0]
+    assert (calibrations[1].pvalues(stats)[2:] > p[2:]).all()  # a wider spread: less rare
+    meters = np.array([0, 1, 0, 1])
+    expected = np.array([calibrations[m].pvalues(stats[[n]])[0] for n, m in enumerate(meters)])
+    np.testing.assert_allclose(StackedCalibration(calibrations).pvalues(stats, meters), expected,
+                               rtol=1e-12)

@@ -1,0 +1,277 @@
+"""`wattwatch ingest mqtt` against the real Mosquitto and TimescaleDB of the test stack: payload
+formats, rejects, and nothing lost or stored twice across a kill -9 of the ingest, a broker
+restart and database restarts (published = loaded + duplicates + rejected)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+
+from ingest.broker import Broker, connect_async, make_client
+from ingest.payloads import PayloadOptions, PayloadParser
+from ingest.ranges import DEFAULT_RANGES
+from tests.conftest import PROJECT, restart_broker, restart_database, settings_for
+from tests.test_services_restart import metrics_url, scrape
+from wattwatch.errors import WattwatchError
+
+ARRIVAL = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
+BASE = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+def parse(payload, topic="meters/m-1/readings", **options):
+    parser = PayloadParser(PayloadOptions(**options), DEFAULT_RANGES, timedelta(minutes=5))
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return parser.parse(topic, raw, ARRIVAL)
+
+
+def test_payload_names_times_and_meters():
+    ours = parse({"meter_id": "a", "time": "2024-01-01T01:00:00+01:00", "active_power_kw": 1.5,
+                  "voltage_v": "230.5", "current_a": None, "other": "x"})
+    assert [row for row, _, _ in ours.rows] == [
+        ("a", BASE, 1.5, None, 230.5, None, None, None, None)]
+    uci = parse([{"meter": "b", "ts": 1704067200, "Global_active_power": 2, "SUB_METERING_1": 3},
+                 {"meter": "b", "ts": 1704067260000, "Voltage": 240}])
+    assert [(row[0], row[1], row[2], row[4], row[6]) for row, _, _ in uci.rows] == [
+        ("b", BASE, 2.0, None, 3.0), ("b", BASE + timedelta(minutes=1), None, 240.0, None)]
+    assert [int(line) for _, line, _ in uci.rows] == [1, 2]
+    mapped = parse({"power": 0.7, "at": "2024-01-01 00:00:00"}, meter_level=2,
+                   mapping={"power": "active_power_kw"}, time_key="at")
+    assert [row[:3] for row, _, _ in mapped.rows] == [("m-1", BASE, 0.7)]
+    arrived = parse({"active_power_kw": 1}, meter_level=2)
+    assert arrived.rows[0][0][1] == ARRIVAL  # no time in the payload: the arrival time
+
+
+def test_payload_rejects_say_why():
+    cases = {
+        b"{not json": "invalid_payload",
+        b"[]": "invalid_payload",
+        b"[3]": "invalid_payload",
+        json.dumps({"time": "2024-01-01T00:00:00Z"}).encode(): "missing_meter",
+        json.dumps({"meter": "x" * 129}).encode(): "invalid_meter",
+        json.dumps({"meter": "a", "time": "yesterday"}).encode(): "unparseable",
+        json.dumps({"meter": "a", "time": "2030-01-01T00:00:00Z"}).encode(): "future_timestamp",
+        json.dumps({"meter": "a", "voltage_v": 900}).encode(): "out_of_range",
+        json.dumps({"meter": "a", "voltage_v": True}).encode(): "non_numeric",
+        b'{"meter": "a", "voltage_v": NaN}': "non_numeric",
+    }
+    for payload, reason in cases.items():
+        parsed = parse(payload)
+        assert not parsed.rows and [r.reason for r in parsed.rejects] == [reason], payload
+        line = parsed.rejects[0].line
+        assert (line.topic, int(line)) == ("meters/m-1/readings", 1)
+    assert parse(b"x").rejects[0].raw == "x"
+    assert parse(b"x").rejects[0].line.digest != parse(b"y").rejects[0].line.digest
+    with pytest.raises(WattwatchError, match="not a reading field"):
+        parse({}, mapping={"p": "power"})
+
+
+def test_broker_urls():
+    assert Broker.parse("mqtt://example.org") == Broker("example.org", 1883, False)
+    assert str(Broker.parse("mqtts://example.org:8884/")) == "mqtts://example.org:8884"
+    for bad in ("http://x", "mqtt://", "mqtt://x/topic"):
+        with pytest.raises(WattwatchError, match="expected mqtt://host:1883"):
+            Broker.parse(bad)
+    with pytest.raises(WattwatchError) as refused:
+        Broker.parse("mqtt://user:s3cret@x")
+    assert "s3cret" not in str(refused.value)
+
+
+def reading(i: int) -> bytes:
+    return json.dumps({"time": (BASE + timedelta(seconds=i // 10)).isoformat(),
+                       "active_power_kw": round(0.1 + (i % 97) / 10, 3)}).encode()
+
+
+def message(i: int) -> tuple[str, bytes]:
+    """Message i: a reading of meter i % 10, or (every 50th) an unreadable payload."""
+    if i % 50 == 49:
+        return f"meters/m-{i % 10}/readings", f"garbage {i}".encode()
+    return f"meters/m-{i % 10}/readings", reading(i)
+
+
+class Publisher:
+    """Publishes messages with QoS 1 through its own connection; each publish is confirmed by
+    the broker (its PUBACK) before it counts as published."""
+
+    def __init__(self, mqtt_env: dict):
+        settings = settings_for("postgresql://x@127.0.0.1/x", mqtt_username=mqtt_env["WATTWATCH_MQTT_USERNAME"],
+                                mqtt_password=mqtt_env["WATTWATCH_MQTT_PASSWORD"])
+        self.broker = Broker.parse(mqtt_env["WATTWATCH_MQTT_URL"])
+        self.client = make_client(settings, self.broker, "")
+        connected = threading.Event()
+        self.client.on_connect = lambda *args: connected.set()
+        connect_async(self.client, self.broker)
+        self.client.loop_start()
+        assert connected.wait(10), "the publisher could not connect"
+
+    def publish(self, numbers) -> None:
+        infos = [self.client.publish(*message(i), qos=1) for i in numbers]
+        for info in infos:
+            info.wait_for_publish(timeout=30)
+            assert info.is_published()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Ingest:
+    """`wattwatch ingest mqtt` as a separate process, as the database role wattwatch_ingest."""
+
+    def __init__(self, url: str, mqtt_env: dict, tmp_path, client_id: str):
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("WATTWATCH_")},
+                    **mqtt_env, "WATTWATCH_DATABASE_URL": url, "PYTHONPATH": str(PROJECT),
+                    "WATTWATCH_CONNECT_TIMEOUT_SECONDS": "2", "WATTWATCH_INGEST_BATCH_ROWS": "500"}
+        self.tmp_path, self.client_id, self.runs = tmp_path, client_id, 0
+        self.process = None
+
+    def start(self) -> None:
+        self.runs += 1
+        self.log = self.tmp_path / f"ingest-{self.runs}.log"
+        self.out = self.tmp_path / f"ingest-{self.runs}.json"
+        with open(self.log, "w") as err, open(self.out, "w") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "wattwatch.cli", "ingest", "mqtt", "--topic", "meters/+/readings",
+                 "--meter-from-topic", "2", "--client-id", self.client_id, "--json",
+                 "--metrics-port", "0"], env=self.env, cwd=self.tmp_path, stdout=out, stderr=err)
+        self.wait_for_log("connected to broker")
+
+    def wait_for_log(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_text():
+            assert self.process.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.1)
+
+    def stop(self) -> dict:
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(60) == 0, self.log.read_text()
+        return json.loads(self.out.read_text())
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+
+def counts(url: str) -> tuple[int, int]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT (SELECT count(*) FROM readings), "
+                            "(SELECT count(*) FROM ingest_rejects)").fetchone()
+
+
+def wait_for_counts(url: str, expected: tuple[int, int], ingest: Ingest, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while (found := counts(url)) != expected:
+        assert time.monotonic() < deadline, (found, expected, ingest.log.read_text()[-3000:])
+        assert ingest.process.poll() is None, ingest.log.read_text()
+        time.sleep(0.3)
+
+
+def expected(n: int) -> tuple[int, int]:
+    """(readings, rejects) for messages 0..n-1: every 50th is garbage."""
+    garbage = sum(1 for i in range(n) if i % 50 == 49)
+    return n - garbage, garbage
+
+
+@pytest.fixture
+def ingest(durable, role_url, mqtt_env, tmp_path):
+    with psycopg.connect(durable, autocommit=True) as conn:
+        conn.execute("TRUNCATE readings, ingest_rejects, meters CASCADE")
+    process = Ingest(role_url("wattwatch_ingest"), mqtt_env, tmp_path, "t-" + secrets.token_hex(6))
+    yield process
+    if process.process and process.process.poll() is None:
+        process.kill()
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_every_message_is_loaded_or_rejected_and_rejects_say_where(ingest, durable, mqtt_env,
+                                                                   protocol):
+    ingest.env["WATTWATCH_MQTT_PROTOCOL"] = protocol
+    ingest.start()
+    publisher = Publisher(mqtt_env)
+    publisher.publish(range(1000))
+    publisher.publish(range(100))  # published again: duplicates, and rejects recorded once
+    wait_for_counts(durable, expected(1000), ingest)
+    metrics = metrics_url(ingest.log)
+    deadline = time.monotonic() + 30
+    while 'wattwatch_ingest_mqtt_messages_total{outcome="acknowledged"} 1100.0' not in scrape(metrics):
+        assert time.monotonic() < deadline, scrape(metrics)
+        time.sleep(0.3)
+    exposed = scrape(metrics)
+    for line in ('wattwatch_ingest_mqtt_messages_total{outcome="received"} 1100.0',
+                 'wattwatch_ingest_mqtt_messages_total{outcome="rejected"} 22.0',
+                 "wattwatch_ingest_mqtt_connected 1.0",
+                 'wattwatch_ingest_rows_total{outcome="duplicate"} 98.0'):
+        assert line in exposed
+    ages = re.findall(r'wattwatch_ingest_mqtt_last_message_age_seconds\{meter="m-\d"\} (\S+)', exposed)
+    assert len(ages) == 10 and all(0 <= float(age) < 60 for age in ages)
+    summary = ingest.stop()
+    publisher.close()
+    assert summary["read"] == 1100
+    assert (summary["loaded"], summary["duplicates"], summary["rejected"]) == (980, 98, 22)
+    assert summary["rejected_by_reason"] == {"invalid_payload": 22}
+    with psycopg.connect(durable) as conn:
+        assert conn.execute("SELECT topic, raw, reason, meter_id, line_number FROM ingest_rejects "
+                            "WHERE raw = 'garbage 49'").fetchall() == [
+            ("meters/m-9/readings", "garbage 49", "invalid_payload", "m-9", 1)]
+        assert conn.execute("SELECT count(DISTINCT meter_id) FROM readings").fetchone()[0] == 10
+
+
+def test_a_wrong_password_is_one_line_and_exit_status_1(ingest, mqtt_env):
+    ingest.env["WATTWATCH_MQTT_PASSWORD"] = "wrong"
+    ingest.runs += 1
+    done = subprocess.run([sys.executable, "-m", "wattwatch.cli", "ingest", "mqtt", "--topic", "t",
+                           "--metrics-port", "0"], env=ingest.env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1
+    assert "refused the connection: Not authorized" in done.stderr
+    assert "wrong" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_nothing_lost_across_kill_9_broker_restart_and_database_restarts(ingest, durable, stack,
+                                                                          mqtt_env):
+    ingest.start()
+    publisher = Publisher(mqtt_env)
+    publishing = threading.Thread(target=publisher.publish, args=(range(0, 3000),))
+    publishing.start()
+    time.sleep(0.5)
+    ingest.kill()  # kill -9 while messages arrive: those not acknowledged come again
+    publishing.join()
+    publisher.publish(range(3000, 4000))  # queued by the broker for the absent session
+    ingest.start()
+    wait_for_counts(durable, expected(4000), ingest)
+
+    publisher.close()
+    restart_broker(stack)  # the ingest reconnects with backoff and resumes its session
+    ingest.wait_for_log(f"broker {mqtt_env['WATTWATCH_MQTT_URL']} back after")
+    publisher = Publisher(mqtt_env)
+    publisher.publish(range(4000, 5000))
+    wait_for_counts(durable, expected(5000), ingest)
+
+    publishing = threading.Thread(target=publisher.publish, args=(range(5000, 7000),))
+    publishing.start()
+    restart_database(stack, "fast")
+    restart_database(stack, "immediate")
+    publishing.join()
+    wait_for_counts(durable, expected(7000), ingest)
+    ingest.wait_for_log("database back after")
+    summary = ingest.stop()
+    publisher.close()
+    assert summary["loaded"] + summary["duplicates"] + summary["rejected"] == summary["read"]
+    with psycopg.connect(durable) as conn:
+        # Zero lost and zero twice: every published reading once, every garbage payload once.
+        stored = conn.execute("SELECT meter_id, time, active_power_kw FROM readings").fetchall()
+        assert len(stored) == len(set((m, t) for m, t, _ in stored)) == expected(7000)[0]
+        raws = [r for (r,) in conn.execute("SELECT raw FROM ingest_rejects").fetchall()]
+        assert sorted(raws) == sorted(f"garbage {i}" for i in range(7000) if i % 50 == 49)
