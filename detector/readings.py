@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
 import psycopg
-from psycopg.adapt import Loader
-from psycopg.pq import Format
 
 from detector.seasonality import epoch_ns
-from timescale.binary_copy import POSTGRES_EPOCH
+from timescale.arrays import column_arrays
 from wattwatch.fields import FIELDS
 
 COLUMNS = list(FIELDS)
 READING = "time AS t, ingested_at AS i, " + ", ".join(COLUMNS)
 SELECT = "SELECT " + READING + " FROM readings"
-# Readings travel as one binary array per column, each parsed by numpy in one go (_ArrayLoader):
-# far faster than a Python tuple per row, or a binary COPY (one message per row). Aggregated in
-# the time order the query already walks in, they cost the server no sort of their own.
-AS_ARRAYS = "SELECT {arrays} FROM ({query}) AS rows"
+# Readings travel as one binary array per column (timescale/arrays.py), aggregated in the time
+# order the query already walks in, so the server sorts nothing of its own.
 # Several meters' readings in one query: for each meter (numbered n from 1), the `context`
 # readings before `first` and then up to %s readings from `first` on stored by `newest`.
 GROUP_SELECT = (
@@ -41,37 +36,11 @@ NEW_SELECT = (
     " WHERE time >= %(earliest)s AND ingested_at > %(since)s AND ingested_at <= %(newest)s)"
     " AS r ON r.id = m.meter_id AND r.at >= m.first AND r.stored <= m.newest")
 
-# Element types of the arrays read (binary: big-endian): timestamptz[] (microseconds since
-# 2000-01-01 UTC), float8[], int8[].
-ELEMENTS = {1185: np.dtype(">i8"), 1022: np.dtype(">f8"), 1016: np.dtype(">i8")}
 # Readings a fresh bulk load brought have no planner statistics yet: the planner then takes
 # every reading after the start by bitmap scans and sorts them all, to keep the first few.
 # Without bitmap scans it walks the (meter_id, time) index in time order up to the limit (SET
 # LOCAL: for the rest of the reading's transaction).
 ORDERED_SCANS = "SET LOCAL enable_bitmapscan = off"
-
-
-class _ArrayLoader(Loader):
-    """A one-dimensional binary array of fixed-size elements without NULLs, as a numpy array:
-    after a 20-byte header, each element is its length (int32) and its value."""
-
-    format = Format.BINARY
-    element: np.dtype
-
-    def load(self, data) -> np.ndarray:
-        dimensions, has_null, _ = struct.unpack_from(">iii", data)
-        if dimensions == 0:
-            return np.empty(0, self.element.newbyteorder("="))
-        if dimensions != 1 or has_null:
-            raise ValueError("expected a one-dimensional array without NULLs")
-        (count,) = struct.unpack_from(">i", data, 12)
-        items = np.frombuffer(data, np.dtype([("length", ">i4"), ("value", self.element)]),
-                              count, 20)
-        return items["value"].astype(self.element.newbyteorder("="))
-
-
-LOADERS = {oid: type(f"ArrayLoader{oid}", (_ArrayLoader,), {"element": element})
-           for oid, element in ELEMENTS.items()}
 
 
 @dataclass(frozen=True)
@@ -91,23 +60,18 @@ def meters(conn: psycopg.Connection, meter_id: str | None = None) -> list[Meter]
     return [Meter(*row) for row in rows]
 
 
-def _arrays(conn: psycopg.Connection, query: str, params: tuple, keys: tuple[str, ...] = ()):
+def _arrays(conn: psycopg.Connection, query: str, params, keys: tuple[str, ...] = ()):
     """One numpy array per column of `query` (keys, t, i, our fields; NaN where a value is
     missing), in the order of keys then time."""
-    order = ", ".join([*keys, "t"])
-    arrays = ", ".join([f"array_agg({c} ORDER BY {order})" for c in [*keys, "t", "i"]]
-                       + [f"array_agg(coalesce({c}, 'NaN') ORDER BY {order})" for c in COLUMNS])
-    cursor = conn.cursor(binary=True)
-    for oid, loader in LOADERS.items():
-        cursor.adapters.register_loader(oid, loader)
-    row = cursor.execute(AS_ARRAYS.format(arrays=arrays, query=query), params).fetchone()
-    return [np.empty(0) if array is None else array for array in row]
+    return column_arrays(conn, query, params,
+                         [*keys, "t", "i", *(f"coalesce({c}, 'NaN')" for c in COLUMNS)],
+                         order=[*keys, "t"])
 
 
 def _columns(arrays) -> list[np.ndarray]:
     """The fetched arrays of (t, i, our fields) as t and i in microseconds since the epoch and
     the fields as floats."""
-    return [*(a.astype(np.int64, copy=False) + POSTGRES_EPOCH * 1_000_000 for a in arrays[:2]),
+    return [*(a.astype(np.int64, copy=False) for a in arrays[:2]),
             *(a.astype(float, copy=False) for a in arrays[2:])]
 
 

@@ -6,7 +6,7 @@ Measures, best of --repeat runs each, as seconds and as a ratio ours / ADBC (bel
 faster):
 - detector reads: `detector.readings.window` (binary arrays) against ADBC's fetch_arrow_table of
   the same SELECT turned into the same pandas frame;
-- drift reads: `drift.readings.read_window` (binary COPY) against ADBC into the same arrays;
+- drift reads: `drift.readings.read_window` (binary arrays) against ADBC into the same arrays;
 - bulk writes: psycopg binary COPY of numpy columns against ADBC's adbc_ingest of the same
   columns, into the same unlogged staging table.
 
@@ -39,7 +39,7 @@ from drift.readings import read_window  # noqa: E402
 from timescale.binary_copy import HEADER, POSTGRES_EPOCH, TRAILER  # noqa: E402
 from timescale.connect import connect_url  # noqa: E402
 from timescale.migrate import migrate  # noqa: E402
-from timescale.scratch import create_database, drop_database  # noqa: E402
+from tests.support.scratch import create_database, drop_database  # noqa: E402
 from wattwatch.settings import Settings  # noqa: E402
 
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)

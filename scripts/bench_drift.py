@@ -11,7 +11,7 @@ What is measured, printed separately (an extrapolation is labelled as one):
 2. end to end through TimescaleDB (--db-meters N, needs `scripts/stack.py up`'s server via
    --admin-url, a superuser URL): a throwaway database loaded by binary COPY with 61 days per
    meter and an active all-meters model trained on the first 30 days (the reference window);
-   - reading only: both raw windows of every meter by binary COPY (what re-reading costs);
+   - reading only: both raw windows of every meter (what re-reading costs);
    - cold run: `run_pass` in full mode over days 30-60, nothing stored yet (it stores the
      baselines and the day summaries);
    - steady state: day 61 loaded (not timed), then the next day's full run over days 31-61.
@@ -246,7 +246,7 @@ def bench_database(admin_url: str, meters: int, seed: int) -> None:
             with Timer(conn.info.backend_pid) as timer:
                 rows = sum(len(read_window(conn, f"m{index:04d}", START, START + timedelta(days=60))[0])
                            for index in range(meters))
-            print(f"database, reading only (both raw windows, binary COPY into numpy, one connection): "
+            print(f"database, reading only (both raw windows, binary arrays into numpy, one connection): "
                   f"{rows} readings, {timer} ({rows / timer.wall / 1e6:.2f} M readings/s)")
             with Timer(conn.info.backend_pid) as timer:
                 report = run_pass(conn, settings, mode="full", current_to=START + timedelta(days=60), current_days=30)

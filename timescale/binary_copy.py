@@ -1,5 +1,5 @@
-"""PostgreSQL's binary COPY framing, for streams that numpy builds or parses as whole arrays
-(detector scores out, drift readings in)."""
+"""PostgreSQL's binary COPY framing, for streams that numpy builds as whole arrays
+(the detector's scores out)."""
 
 from __future__ import annotations
 
