@@ -7,9 +7,13 @@ exceedances (peaks over threshold, as in SPOT), so values never seen in training
 finite, ordered probability. The shape is kept >= 0 (no upper end point: nothing is declared
 impossible) so heavy-tailed statistics of bursty loads get heavy tails and well-behaved ones
 exponential tails. The reading's probability is the smallest one times the number of
-statistics (Bonferroni), and
+statistics (Bonferroni). Its evidence is -log10(p), computed in logs so that no rarity
+underflows (stored beside the score, for ranking or picking a threshold), and
 
-    score = 12.5 * -log10(p), clipped to 0..100     (p = 1e-4 -> 50, p = 1e-8 -> 100)
+    s = 12.5 * evidence                              (p = 1e-4 -> 50, p = 10^-7.2 -> 90)
+    score = s up to 90, then 100 - 100 / (s - 80)    (p = 1e-8 -> 95, p = 1e-16 -> 99.2)
+
+so the score keeps its meaning up to 90 and goes on ranking above it without reaching 100.
 
 Severity bands (wattwatch/vocabulary.py): low from the model's threshold, medium from 65, high
 from 80, critical from 90.
@@ -27,8 +31,19 @@ BODY_LEVELS = np.linspace(0.0, 1.0 - TAIL, 100)
 POINTS_PER_DECADE = 12.5
 
 
+KNEE = 90.0  # the score is the scaled evidence up to here, then bends towards 100
+
+
+def score_from_evidence(evidence: np.ndarray) -> np.ndarray:
+    """0-100 score of -log10(p): linear up to KNEE, then smoothly (slope 1 at the knee) below 100."""
+    s = POINTS_PER_DECADE * np.maximum(np.asarray(evidence, dtype=float), 0.0)
+    with np.errstate(divide="ignore"):
+        bent = 100.0 - (100.0 - KNEE) ** 2 / (s - 2 * KNEE + 100.0)
+    return np.where(s <= KNEE, s, bent)
+
+
 def score_from_p(p: np.ndarray) -> np.ndarray:
-    return np.clip(-POINTS_PER_DECADE * np.log10(np.maximum(p, 1e-300)), 0.0, 100.0)
+    return score_from_evidence(-np.log10(np.asarray(p, dtype=float)))
 
 
 def severities(scores: np.ndarray, anomalous: np.ndarray) -> np.ndarray:
@@ -74,28 +89,33 @@ class TailCalibration:
             self.beta_[j] = max(scale, self.min_tail_scale[j])
         return self
 
-    def pvalues(self, stats: np.ndarray) -> np.ndarray:
+    def evidence(self, stats: np.ndarray) -> np.ndarray:
+        """-log10 of each statistic's tail probability (0 = ordinary, larger = rarer)."""
         stats = np.asarray(stats)
-        p = np.empty(stats.shape, dtype=float, order="F")  # filled a column at a time
+        e = np.empty(stats.shape, dtype=float, order="F")  # filled a column at a time
         for j in range(stats.shape[1]):
             x = np.ascontiguousarray(stats[:, j], dtype=float)
-            column = 1.0 - np.interp(x, self.body_[j], BODY_LEVELS)
+            column = -np.log10(1.0 - np.interp(x, self.body_[j], BODY_LEVELS))
             # The tail is computed only where it applies: beyond the 99th percentile, ~1%.
             above = np.flatnonzero(x > self.u_[j])
             if len(above):
-                column[above] = _tail(x[above], self.u_[j], self.beta_[j], self.shape_[j],
-                                      self.p_u_[j])
-            p[:, j] = column
-        return np.maximum(p, 1e-300, out=p)
+                column[above] = _tail_evidence(x[above], self.u_[j], self.beta_[j],
+                                               self.shape_[j], self.p_u_[j])
+            e[:, j] = column
+        return e
 
 
-def _tail(x: np.ndarray, u, beta, shape, p_u) -> np.ndarray:
-    """The fitted tail's probability of values beyond the 99th percentile u (element-wise)."""
+LN10 = np.log(10.0)
+
+
+def _tail_evidence(x: np.ndarray, u, beta, shape, p_u) -> np.ndarray:
+    """-log10 of the fitted tail's probability of values beyond the 99th percentile u
+    (element-wise), in logs: no rarity underflows to a tie."""
     excess = (x - u) / beta
     positive = shape > 1e-6
     with np.errstate(divide="ignore", invalid="ignore"):  # the exponential case's 0/0
-        pareto = p_u * np.exp(-np.log1p(shape * excess) / shape)
-    return np.minimum(np.where(positive, pareto, p_u * np.exp(-excess)), p_u)
+        pareto = np.log1p(shape * excess) / shape
+    return np.maximum(np.where(positive, pareto, excess) / LN10 - np.log10(p_u), -np.log10(p_u))
 
 
 class StackedCalibration:
@@ -108,8 +128,8 @@ class StackedCalibration:
             np.stack([getattr(c, name) for c in calibrations])
             for name in ("u_", "beta_", "shape_", "p_u_"))
 
-    def pvalues(self, stats: np.ndarray, meters: np.ndarray) -> np.ndarray:
-        """As TailCalibration.pvalues, each row of stats with the calibration of its meter."""
+    def evidence(self, stats: np.ndarray, meters: np.ndarray) -> np.ndarray:
+        """As TailCalibration.evidence, each row of stats with the calibration of its meter."""
         x = np.asarray(stats, dtype=float)
         body = self.body[meters]
         # np.interp per row: j is the last level at or below x
@@ -123,5 +143,7 @@ class StackedCalibration:
             level = np.where(inside, (f1 - f0) / (x1 - x0) * (x - x0) + f0,
                              np.where(j < 0, BODY_LEVELS[0], BODY_LEVELS[-1]))
         u, p_u = self.u[meters], self.p_u[meters]
-        p = np.where(x > u, _tail(x, u, self.beta[meters], self.shape[meters], p_u), 1.0 - level)
-        return np.maximum(p, 1e-300)
+        with np.errstate(divide="ignore", invalid="ignore"):  # rows in the tail: not used
+            body = -np.log10(1.0 - level)
+        return np.where(x > u, _tail_evidence(x, u, self.beta[meters], self.shape[meters], p_u),
+                        body)

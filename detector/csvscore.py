@@ -25,7 +25,7 @@ from wattwatch.fields import field_for
 
 log = logs.get("detect")
 
-OUTPUT_COLUMNS = ("anomaly_score", "is_anomaly", "severity", "kind")
+OUTPUT_COLUMNS = ("anomaly_score", "anomaly_evidence", "is_anomaly", "severity", "kind")
 
 
 def _line(position: int) -> int:
@@ -112,7 +112,9 @@ def score_csv(source: Path, target: Path, time_column: str, columns: list[str],
     result = detector.score(frame).iloc[np.argsort(order)]  # back to the file's order
     # An input column with one of our output names (a label column, say) is kept, renamed.
     table = table.rename(columns={c: f"{c}_original" for c in OUTPUT_COLUMNS if c in table})
-    table["anomaly_score"] = result["score"].round(2).to_numpy()
+    # Four decimals: above 90 the score bends towards 100, and two would tie strong evidence.
+    table["anomaly_score"] = result["score"].astype(float).round(4).to_numpy()
+    table["anomaly_evidence"] = result["evidence"].astype(float).round(3).to_numpy()
     table["is_anomaly"] = result["is_anomaly"].to_numpy()
     table["severity"] = result["severity"].to_numpy()
     table["kind"] = result["kind"].fillna("").to_numpy()

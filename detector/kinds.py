@@ -7,21 +7,21 @@ import numpy as np
 
 from detector.features import FLOORS, RAISED_FLOOR, Features
 
-# Below this tail probability the current-vs-power check counts as failed.
-PHYSICS_FAILS = 1e-3
+# Above this evidence (-log10 p: below p = 1e-3) the current-vs-power check counts as failed.
+PHYSICS_FAILS = 3.0
 
 
-def classify(features: Features, top: np.ndarray, pvalues: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def classify(features: Features, top: np.ndarray, evidence: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Kind of each reading in `rows` (indices), given the index of its top feature."""
     names = features.names
     physics = names.index("current_a:physics") if "current_a:physics" in names else None
     # A stuck meter is a flatline whatever else its frozen values look like.
     flat = [j for j, name in enumerate(names) if name.endswith(":flat")]
-    stuck = (pvalues[:, flat] < PHYSICS_FAILS).any(axis=1) if flat else np.zeros(len(pvalues), bool)
+    stuck = (evidence[:, flat] > PHYSICS_FAILS).any(axis=1) if flat else np.zeros(len(evidence), bool)
     # Voltage outside the EN 50160 band is named before the current check, which it upsets
     # whenever a meter's current does not follow the voltage at once.
     band = names.index("voltage_v:band") if "voltage_v:band" in names else None
-    off_band = pvalues[:, band] < PHYSICS_FAILS if band is not None else np.zeros(len(pvalues), bool)
+    off_band = evidence[:, band] > PHYSICS_FAILS if band is not None else np.zeros(len(evidence), bool)
     kinds = np.empty(len(rows), dtype=object)
     for out, row in enumerate(rows):
         name = names[top[row]]
@@ -34,7 +34,7 @@ def classify(features: Features, top: np.ndarray, pvalues: np.ndarray, rows: np.
             delta = features.voltage_delta[row] if features.voltage_delta is not None else 0.0
             kinds[out] = "voltage_sag" if delta < 0 else "voltage_swell"
         elif stat == "physics" or (column == "current_a" and physics is not None
-                                   and pvalues[row, physics] < PHYSICS_FAILS):
+                                   and evidence[row, physics] > PHYSICS_FAILS):
             kinds[out] = "inconsistency"
         elif stat in ("level", *FLOORS) and features.windowed_z[name][row] > RAISED_FLOOR:
             # A load that stays on: at an hour that is usually quiet and not (yet) for long,

@@ -22,7 +22,7 @@ import pandas as pd
 from sklearn.ensemble import IsolationForest
 
 from detector.algorithms import DEFAULT_MODEL, RAW, SEASONAL  # noqa: F401 (re-exported)
-from detector.calibration import TailCalibration, score_from_p, severities
+from detector.calibration import TailCalibration, score_from_evidence, score_from_p, severities
 from detector.features import POWER, ContextFeatures, Features
 from detector.kinds import classify
 
@@ -53,39 +53,38 @@ def _as_standard_allows(stats: np.ndarray, names: list[str]) -> np.ndarray:
     return allowed
 
 
-def combine(pvalues: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Score of each reading and the index of its top rule feature (the explanation)."""
-    n_features = pvalues.shape[1]
-    smallest = pvalues.min(axis=1)
-    scores = score_from_p(np.minimum(1.0, n_features * smallest))
-    top = pvalues[:, :-1].argmin(axis=1)  # the forest is evidence, not an explanation
-    return scores, top
+def combine(evidence: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Score, evidence (-log10 of the Bonferroni p) and the index of the top rule feature (the
+    explanation) of each reading, from the evidence of each statistic."""
+    combined = np.maximum(evidence.max(axis=1) - np.log10(evidence.shape[1]), 0.0)
+    top = evidence[:, :-1].argmax(axis=1)  # the forest is evidence, not an explanation
+    return score_from_evidence(combined), combined, top
 
 
-def judge(features: Features, isolation: np.ndarray, pvalues_of: Callable, threshold,
+def judge(features: Features, isolation: np.ndarray, evidence_of: Callable, threshold,
           index: pd.Index) -> pd.DataFrame:
-    """Score, anomaly flag, severity, kind and explanation of readings, from their statistics,
-    the forest's isolation of them, their models' calibration (`pvalues_of`) and threshold
-    (one, or one per reading)."""
+    """Score, evidence, anomaly flag, severity, kind and explanation of readings, from their
+    statistics, the forest's isolation of them, their models' calibration (`evidence_of`) and
+    threshold (one, or one per reading)."""
     # column-major: the calibration reads the statistics one column at a time
     stats = np.empty((len(isolation), features.stats.shape[1] + 1), order="F")
     stats[:, :-1], stats[:, -1] = features.stats, isolation
-    pvalues = pvalues_of(stats)
-    scores, top = combine(pvalues)
+    evidence = evidence_of(stats)
+    scores, combined, top = combine(evidence)
     anomalous = scores >= threshold
     rows = np.flatnonzero(anomalous)
     kind = np.full(len(index), None, dtype=object)
     top_feature = np.full(len(index), None, dtype=object)
-    kind[rows] = classify(features, top, pvalues, rows)
+    kind[rows] = classify(features, top, evidence, rows)
     top_feature[rows] = np.asarray(features.names, dtype=object)[top[rows]]
-    return _result(index, scores, anomalous, kind, top_feature, features.expected)
+    return _result(index, scores, combined, anomalous, kind, top_feature, features.expected)
 
 
-def _result(index: pd.Index, score, anomalous, kind, top, expected) -> pd.DataFrame:
+def _result(index: pd.Index, score, evidence, anomalous, kind, top, expected) -> pd.DataFrame:
     return pd.DataFrame({
-        "score": score.astype(np.float32), "is_anomaly": anomalous,
-        "severity": severities(score, anomalous), "kind": kind, "top_feature": top,
-        "expected": expected,
+        "score": score.astype(np.float32), "evidence": evidence.astype(np.float32),
+        "is_anomaly": anomalous, "severity": severities(score, anomalous), "kind": kind,
+        "top_feature": top, "expected": expected,
     }, index=index)
 
 
@@ -125,7 +124,7 @@ class SeasonalDetector:
         floors = [_min_tail_scale(name) for name in self.names_]
         stats = _as_standard_allows(stats, self.names_)
         self.calibration_ = TailCalibration(floors).fit(stats)
-        train_scores = combine(self.calibration_.pvalues(stats))[0]
+        train_scores = combine(self.calibration_.evidence(stats))[0]
         # The threshold is the score of alarm_rate rarity, raised if the training window itself
         # would alarm more often than that.
         self.threshold_ = float(max(score_from_p(np.array([self.alarm_rate]))[0],
@@ -148,7 +147,7 @@ class SeasonalDetector:
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         features = self.features_.transform(frame)
         return judge(features, self._isolation(np.log1p(features.stats)),
-                     self.calibration_.pvalues, self.threshold_, frame.index)
+                     self.calibration_.evidence, self.threshold_, frame.index)
 
 
 class RawIForest:
@@ -177,8 +176,8 @@ class RawIForest:
         raw = -self.forest_.score_samples(inputs)
         self.cut_ = float(np.percentile(raw, 100.0 - self.CONTAMINATION_PERCENTILE))
         self.calibration_ = TailCalibration([0.01]).fit(raw[:, None])
-        self.threshold_ = float(score_from_p(np.array([self.calibration_.pvalues(
-            np.array([[self.cut_]]))[0, 0]]))[0])
+        self.threshold_ = float(score_from_evidence(self.calibration_.evidence(
+            np.array([[self.cut_]]))[0, 0]))
         self.metrics_ = {"train_rows": len(frame), "cut": self.cut_}
         return self
 
@@ -189,14 +188,15 @@ class RawIForest:
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         inputs = self._inputs(frame)
         raw = -self.forest_.score_samples(inputs)
-        scores = score_from_p(self.calibration_.pvalues(raw[:, None])[:, 0])
+        evidence = self.calibration_.evidence(raw[:, None])[:, 0]
+        scores = score_from_evidence(evidence)
         anomalous = raw >= self.cut_
         # The baseline explains nothing; its kind is only the direction of the main column
         # against its training median (an incident needs a kind).
         primary = self.columns_.index(POWER) if POWER in self.columns_ else 0
         above = inputs[:, primary] >= self.fill_.iloc[primary]
         kind = np.where(anomalous, np.where(above, "spike", "drop"), None).astype(object)
-        return _result(frame.index, scores, anomalous, kind,
+        return _result(frame.index, scores, evidence, anomalous, kind,
                        np.full(len(frame), None, dtype=object), np.full(len(frame), np.nan))
 
 

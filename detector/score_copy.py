@@ -14,15 +14,17 @@ from wattwatch.vocabulary import KINDS, SEVERITIES
 # part: the meter's place in the batch, an integer: a live cycle may hold more meters than a
 # smallint counts.
 STAGING = ("CREATE TEMP TABLE IF NOT EXISTS detector_batch (part integer, time timestamptz,"
-           " score real, is_anomaly boolean, severity smallint, kind smallint, top smallint,"
-           " expected double precision, recheck boolean) ON COMMIT DELETE ROWS")
-# One binary COPY row of the staging table: 9 fields, each a length and a big-endian value.
+           " score real, evidence real, is_anomaly boolean, severity smallint, kind smallint,"
+           " top smallint, expected double precision, recheck boolean) ON COMMIT DELETE ROWS")
+# One binary COPY row of the staging table: 10 fields, each a length and a big-endian value.
 ROW = np.dtype([("n", ">i2"), ("lp", ">i4"), ("part", ">i4"), ("l0", ">i4"), ("time", ">i8"),
-                ("l1", ">i4"), ("score", ">f4"), ("l2", ">i4"), ("anomaly", "u1"),
+                ("l1", ">i4"), ("score", ">f4"), ("le", ">i4"), ("evidence", ">f4"),
+                ("l2", ">i4"), ("anomaly", "u1"),
                 ("l3", ">i4"), ("severity", ">i2"), ("l4", ">i4"), ("kind", ">i2"),
                 ("l5", ">i4"), ("top", ">i2"), ("l6", ">i4"), ("expected", ">f8"),
                 ("l7", ">i4"), ("recheck", "u1")])
-LENGTHS = {"n": 9, "lp": 4, "l0": 8, "l1": 4, "l2": 1, "l3": 2, "l4": 2, "l5": 2, "l6": 8, "l7": 1}
+LENGTHS = {"n": 10, "lp": 4, "l0": 8, "l1": 4, "le": 4, "l2": 1, "l3": 2, "l4": 2, "l5": 2,
+           "l6": 8, "l7": 1}
 
 
 def payload(batch: list[Scored], names: list[str]) -> bytes:
@@ -45,6 +47,7 @@ def payload(batch: list[Scored], names: list[str]) -> bytes:
     times = np.concatenate([epoch_ns(result.index) for result in results])
     rows["time"] = times // 1000 - POSTGRES_EPOCH * 1_000_000
     rows["score"] = column("score")
+    rows["evidence"] = column("evidence")
     rows["anomaly"] = column("is_anomaly")
     rows["severity"] = codes("severity", SEVERITIES)
     rows["kind"] = codes("kind", KINDS)

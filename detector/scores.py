@@ -18,9 +18,10 @@ from detector.seasonality import epoch_ns, micros
 from wattwatch.vocabulary import KINDS, SEVERITIES
 
 # Texts travel as codes into the arrays passed along (see score_copy).
-INSERT_SCORES = ("INSERT INTO anomaly_scores (time, meter_id, model_version, score, is_anomaly,"
-                 " severity, kind, top_feature, expected_active_power_kw)"
-                 " SELECT time, (%(meters)s::text[])[part], (%(versions)s::int[])[part], score, is_anomaly,"
+INSERT_SCORES = ("INSERT INTO anomaly_scores (time, meter_id, model_version, score, evidence,"
+                 " is_anomaly, severity, kind, top_feature, expected_active_power_kw)"
+                 " SELECT time, (%(meters)s::text[])[part], (%(versions)s::int[])[part], score,"
+                 " evidence, is_anomaly,"
                  " (%(severities)s::text[])[severity], (%(kinds)s::text[])[kind],"
                  " (%(names)s::text[])[top], nullif(expected, 'NaN') FROM detector_batch b")
 # The careful path: rows that may have a score already (a restart, a late reading behind the

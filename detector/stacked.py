@@ -67,5 +67,5 @@ class Stack:
         features = self.features.compute(self.tables, meters, values, times, slots)
         rows = np.repeat(meters, k)
         isolation = self.forests.isolation(np.log1p(features.stats), rows)
-        return judge(features, isolation, lambda stats: self.calibration.pvalues(stats, rows),
+        return judge(features, isolation, lambda stats: self.calibration.evidence(stats, rows),
                      self.thresholds[rows], index)

@@ -28,9 +28,11 @@ def test_step_indexed_series_with_a_detected_period(tmp_path):
                       "--columns", "load", "-o", str(tmp_path / "out.csv")])
     assert result.returncode == 0, result.stderr
     out = pd.read_csv(tmp_path / "out.csv")
-    assert list(out.columns) == ["step", "load", "site", "anomaly_score", "is_anomaly",
-                                 "severity", "kind"]
+    assert list(out.columns) == ["step", "load", "site", "anomaly_score", "anomaly_evidence",
+                                 "is_anomaly", "severity", "kind"]
     assert out["anomaly_score"].between(0, 100).all()
+    assert out["anomaly_evidence"].idxmax() == out["anomaly_score"].idxmax()
+    assert (out["anomaly_score"] == out["anomaly_score"].max()).sum() == 1  # no tie at the top
     assert 5000 <= out["anomaly_score"].idxmax() < 5075
     flagged = out.index[out["is_anomaly"]]
     assert len(flagged) and ((flagged >= 5000) & (flagged < 5075)).mean() >= 0.9

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detector.calibration import (StackedCalibration, TailCalibration, score_from_p,
-                                  severities)
+from detector.calibration import (StackedCalibration, TailCalibration, score_from_evidence,
+                                  score_from_p, severities)
 from detector.rolling import per_slot, robust_scale, rolling, run_lengths, sum_present
 from wattwatch.vocabulary import SEVERITIES
 
@@ -51,22 +51,31 @@ def test_the_last_readings_of_many_series_roll_as_pandas_rolls_a_whole_one(how, 
 
 def test_scores_map_rarity_and_severities_follow_the_bands():
     np.testing.assert_allclose(score_from_p(np.array([1.0, 1e-4, 1e-8, 1e-20])),
-                               [0.0, 50.0, 100.0, 100.0])
+                               [0.0, 50.0, 95.0, 100 - 100 / 170])
     scores = np.array([50.0, 64.9, 65.0, 80.0, 90.0, 99.0])
     assert severities(scores, np.array([True] * 5 + [False])).tolist() == [
         "low", "low", "medium", "high", "critical", "none"]
     assert set(SEVERITIES) == {"none", "low", "medium", "high", "critical"}
 
 
-def test_calibrated_probabilities_fall_with_strangeness_and_stack_exactly():
+def test_calibrated_evidence_grows_with_strangeness_and_stacks_exactly():
     rng = np.random.default_rng(1)
     calibrations = [TailCalibration([0.1, 0.1]).fit(rng.exponential(scale, size=(2000, 2)))
                     for scale in (1.0, 3.0)]
     stats = np.array([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0], [50.0, 50.0]])
-    p = calibrations[0].pvalues(stats)
-    assert (np.diff(p, axis=0) < 0).all() and p[0].tolist() == [1.0, 1.0]
-    assert (calibrations[1].pvalues(stats)[2:] > p[2:]).all()  # a wider spread: less rare
+    evidence = calibrations[0].evidence(stats)
+    assert (np.diff(evidence, axis=0) > 0).all() and evidence[0].tolist() == [0.0, 0.0]
+    assert (calibrations[1].evidence(stats)[2:] < evidence[2:]).all()  # a wider spread: less rare
     meters = np.array([0, 1, 0, 1])
-    expected = np.array([calibrations[m].pvalues(stats[[n]])[0] for n, m in enumerate(meters)])
-    np.testing.assert_allclose(StackedCalibration(calibrations).pvalues(stats, meters), expected,
+    expected = np.array([calibrations[m].evidence(stats[[n]])[0] for n, m in enumerate(meters)])
+    np.testing.assert_allclose(StackedCalibration(calibrations).evidence(stats, meters), expected,
                                rtol=1e-12)
+
+
+def test_scores_keep_their_meaning_below_90_and_rank_above_it_without_reaching_100():
+    evidence = np.array([0.0, 4.0, 7.2, 8.0, 16.0, 100.0, 1000.0, 1e6])
+    scores = score_from_evidence(evidence)
+    np.testing.assert_allclose(scores[:3], [0.0, 50.0, 90.0])
+    assert scores[3] == pytest.approx(95.0) and scores[4] == pytest.approx(100 - 100 / 120)
+    assert (np.diff(scores) > 0).all() and scores[-1] < 100.0
+    assert (np.diff(scores.astype(np.float32)) > 0).all()  # still ordered as stored (real)

@@ -134,9 +134,11 @@ def test_tail_calibration_orders_unseen_values_and_scores_map_rarity():
     rng = np.random.default_rng(0)
     stats = np.abs(rng.normal(size=(20_000, 1)))
     calibration = TailCalibration([0.5]).fit(stats)
-    p = calibration.pvalues(np.array([[0.0], [2.0], [5.0], [8.0], [50.0]]))[:, 0]
-    assert p[0] > 0.5 and np.all(np.diff(p) < 0) and p[-1] > 0
+    evidence = calibration.evidence(np.array([[0.0], [2.0], [5.0], [8.0], [50.0], [5000.0]]))[:, 0]
+    p = 10 ** -evidence
+    assert p[0] > 0.5 and np.all(np.diff(evidence) > 0) and np.isfinite(evidence[-1])
     assert 0.02 < p[1] < 0.08  # P(|N(0,1)| > 2) = 0.046
+    assert evidence[-1] > 300  # far past what a float probability can hold: still ordered
     assert score_from_p(np.array([1e-4]))[0] == pytest.approx(50)
     assert list(severities(np.array([40, 55, 70, 85, 95.0]), np.array([False, True, True, True, True]))) \
         == list(SEVERITIES)

@@ -426,8 +426,8 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
         assert len(stored_readings) == history + 30
         expected = model.detector.score(stored_readings[model.fields])
         rows = conn.execute(
-            "SELECT score, is_anomaly, severity, kind, top_feature, expected_active_power_kw"
-            " FROM anomaly_scores WHERE meter_id = %s ORDER BY time", (meter_id,)).fetchall()
+            "SELECT score, is_anomaly, severity, kind, top_feature, expected_active_power_kw,"
+            " evidence FROM anomaly_scores WHERE meter_id = %s ORDER BY time", (meter_id,)).fetchall()
         conn.commit()
         assert len(rows) == len(expected)
         stored = np.array([row[0] for row in rows])
@@ -437,6 +437,8 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
             for r in expected.itertuples()]
         np.testing.assert_allclose(np.array([row[5] for row in rows], dtype=float),
                                    expected["expected"].to_numpy(float), rtol=1e-12)
+        np.testing.assert_array_equal(np.array([row[6] for row in rows], dtype=np.float32),
+                                      expected["evidence"].to_numpy())
     # A reading older than the last one scored arrives late: scored with its context read again.
     s1, s2 = frames["s1"], frames["s2"]
     live = history + 30

@@ -103,5 +103,5 @@ def test_forest_and_calibration_stacks_equal_their_single_model_versions(meters)
     np.testing.assert_array_equal(isolation, -models[2].forest_.score_samples(inputs))
     stats = np.column_stack([features.stats, isolation])
     calibrations: list[TailCalibration] = [model.calibration_ for model in models]
-    np.testing.assert_array_equal(StackedCalibration(calibrations).pvalues(stats, which),
-                                  calibrations[2].pvalues(stats))
+    np.testing.assert_array_equal(StackedCalibration(calibrations).evidence(stats, which),
+                                  calibrations[2].evidence(stats))
