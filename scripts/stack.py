@@ -162,12 +162,27 @@ def unmount_chroot_if_idle() -> None:
             subprocess.run(["umount", "--lazy", str(point)], check=False)
 
 
+def cluster_pid(data: Path) -> int | None:
+    """The pid of the live postmaster of the cluster in `data`, if one runs."""
+    try:
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid
+
+
 def start_postgres(state: Path) -> dict:
     if not (host_path(PG_BIN) / "postgres").exists():
         sys.exit("stack: TimescaleDB is not installed: run 'scripts/stack.py install' as root first")
     mount_chroot()
     name = state.name
     data = f"{CLUSTERS}/{name}"
+    running = cluster_pid(host_path(data))
+    if running:
+        # Clusters are named after the state directory: another stack of the same name may run.
+        sys.exit(f"stack: a PostgreSQL (pid {running}) already runs in {data}; "
+                 "give this stack a state directory of another name")
     shutil.rmtree(host_path(data), ignore_errors=True)
     as_root(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "700", data])
     password = secrets.token_hex(16)
