@@ -33,22 +33,21 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from ingest.broker import Broker, connect_async, make_client  # noqa: E402
+from ingest.publisher import Publisher  # noqa: E402
 from timescale.connect import connect_url  # noqa: E402
 from timescale.migrate import migrate  # noqa: E402
 from timescale.scratch import create_database  # noqa: E402
 from wattwatch.settings import Settings  # noqa: E402
 
 
-def publisher(settings: Settings, broker: Broker):
+def publisher(settings: Settings, broker: Broker) -> Publisher:
     client = make_client(settings, broker, "")
-    # Many unacknowledged publishes keep the pipe full; above the broker's receive maximum
-    # (MQTT 5) it would disconnect the publisher.
-    client.max_inflight_messages_set(1000)
+    sender = Publisher(client)
     connect_async(client, broker)
     client.loop_start()
     while not client.is_connected():
         time.sleep(0.05)
-    return client
+    return sender
 
 
 def rows(url: str) -> int:
@@ -64,18 +63,18 @@ def wait_rows(url: str, count: int, timeout: float = 600) -> None:
         time.sleep(0.05)
 
 
-def throughput(client, url: str, messages: int) -> float:
+def throughput(client: Publisher, url: str, messages: int) -> float:
     base = datetime(2024, 1, 1, tzinfo=timezone.utc)
     payloads = [json.dumps({"time": (base + timedelta(seconds=i // 100)).isoformat(),
                             "active_power_kw": 1 + i % 7}).encode() for i in range(messages)]
     started = time.perf_counter()
     for i, payload in enumerate(payloads):
-        client.publish(f"bench/t-{i % 100}/readings", payload, qos=1)
+        client.publish(f"bench/t-{i % 100}/readings", payload)
     wait_rows(url, messages)
     return messages / (time.perf_counter() - started)
 
 
-def latency(client, url: str, meters: int, seconds: int, before: int) -> tuple[float, float]:
+def latency(client: Publisher, url: str, meters: int, seconds: int, before: int) -> tuple[float, float]:
     start = time.time()
     for second in range(seconds):
         tick = start + second
@@ -84,7 +83,7 @@ def latency(client, url: str, meters: int, seconds: int, before: int) -> tuple[f
             now = time.time()
             client.publish(f"bench/l-{meter}/readings", json.dumps(
                 {"time": datetime.fromtimestamp(now, timezone.utc).isoformat(),
-                 "active_power_kw": 1.0}).encode(), qos=1)
+                 "active_power_kw": 1.0}).encode())
             time.sleep(max(0.0, tick + (meter + 1) / meters - time.time()))
     wait_rows(url, before + meters * seconds)
     with psycopg.connect(url) as conn:

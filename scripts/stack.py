@@ -277,13 +277,17 @@ def start_prometheus(state: Path) -> dict:
 
 
 MQTT_USER = "wattwatch"
+# Messages in flight to one client: well below the 65,535 packet ids, and enough to keep the
+# ingest's batches full while it commits the previous one.
+MQTT_INFLIGHT = 20_000
 
 
 def mosquitto_config(state: Path, port: int) -> str:
     """The broker's config: loopback only, a password file, no anonymous clients; sessions and
-    queued QoS 1 messages are kept on disk across a restart, and neither the messages in flight
-    to a client nor those queued for it are capped, so a slow or absent subscriber loses
-    nothing."""
+    queued QoS 1 messages are kept on disk across a restart, and the messages queued for a client
+    are not capped, so a slow or absent subscriber loses nothing. Those in flight to a client
+    are: packet ids run from 1 to 65535, and an MQTT 3.1.1 client (which sends no receive
+    maximum) with an uncapped backlog in flight would be sent two messages under one id."""
     import pwd
 
     return "\n".join([
@@ -292,7 +296,7 @@ def mosquitto_config(state: Path, port: int) -> str:
         f"password_file {state / 'mosquitto.passwd'}",
         "persistence true",
         f"persistence_location {state / 'mosquitto-data'}/",
-        "max_inflight_messages 0",
+        f"max_inflight_messages {MQTT_INFLIGHT}",
         "max_queued_messages 0",
         f"log_dest file {state / 'mosquitto.log'}",
         "log_type error", "log_type warning", "log_type notice",
