@@ -315,3 +315,26 @@ def test_more_publishes_than_packet_ids_all_reach_the_broker(mqtt_env):
         for client in (sender, subscriber):
             client.disconnect()
             client.loop_stop()
+
+
+def test_simulate_publishes_what_ingest_mqtt_stores(ingest, durable, mqtt_env):
+    ingest.start()
+    env = {**ingest.env, **mqtt_env}
+    done = subprocess.run(
+        [sys.executable, "-m", "wattwatch.cli", "ingest", "simulate", "--mqtt",
+         mqtt_env["WATTWATCH_MQTT_URL"], "--meters", "3", "--interval", "60", "--history-days",
+         "0.01", "--duration", "2", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    published = json.loads(done.stdout)["published"]
+    assert published >= 3 * 14  # 0.01 days of 60 s steps, at once, for each meter
+    wait_for_counts(durable, (published, 0), ingest)
+    with psycopg.connect(durable) as conn:
+        meters = conn.execute("SELECT meter_id, count(*), count(active_power_kw) FROM readings "
+                              "GROUP BY 1 ORDER BY 1").fetchall()
+    assert [m for m, _, _ in meters] == ["sim-0000", "sim-0001", "sim-0002"]
+    assert all(n == published // 3 and powers > 0 for _, n, powers in meters)
+    refused = subprocess.run(
+        [sys.executable, "-m", "wattwatch.cli", "ingest", "simulate", "--mqtt",
+         mqtt_env["WATTWATCH_MQTT_URL"], "--from", "2024-01-01", "--to", "2024-01-02"],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "--mqtt publishes live readings" in refused.stderr
