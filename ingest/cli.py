@@ -172,11 +172,14 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 
 def _simulate_to_broker(args: argparse.Namespace) -> None:
-    """simulate --mqtt: the live readings (and --history-days, step by step) go to the broker."""
+    """simulate --mqtt: the live readings (and --history-days, step by step) go to the broker;
+    the meters' names and the anomaly labels to the database."""
     from ingest.broker import Broker, connect_async, make_client
     from ingest.publisher import Publisher
+    from ingest.simulate import source_of
     from ingest.simulate_mqtt import publish_live
-    from ingest.synthetic import aligned
+    from ingest.synthetic import aligned, record_injections, register_simulated_meters
+    from timescale.connect import connect
 
     if args.start is not None:
         raise WattwatchError("--mqtt publishes live readings; --from/--to write a history to the "
@@ -197,9 +200,14 @@ def _simulate_to_broker(args: argparse.Namespace) -> None:
         since = aligned(datetime.now(timezone.utc), args.interval) - timedelta(days=args.history_days)
     started = time.perf_counter()
     try:
-        published = publish_live(publisher, stop=_stop_on_signals(), meters=args.meters,
-                                 step_seconds=args.interval, seed=args.seed, prefix=args.prefix,
-                                 anomaly_rate=args.anomaly_rate, duration=args.duration, since=since)
+        with connect(settings) as conn:
+            register_simulated_meters(conn, args.prefix, args.meters)
+            published = publish_live(
+                publisher, lambda meter, injections: record_injections(
+                    conn, meter, injections, source_of(args.seed)),
+                stop=_stop_on_signals(), meters=args.meters, step_seconds=args.interval,
+                seed=args.seed, prefix=args.prefix, anomaly_rate=args.anomaly_rate,
+                duration=args.duration, since=since)
     finally:
         client.disconnect()
         client.loop_stop()
@@ -361,7 +369,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     simulate.add_argument("--mqtt", metavar="URL",
                           help="live mode: publish the readings as JSON to this broker "
                           "(mqtt://host:1883, user and password from WATTWATCH_MQTT_*) on "
-                          "meters/<id>/readings instead of writing them to the database")
+                          "meters/<id>/readings instead of writing them to the database (the "
+                          "meters' names and anomaly labels are still written there)")
     simulate.add_argument("--json", action="store_true", help="print the closing summary as JSON")
     simulate.add_argument("--metrics-port", type=int, metavar="PORT",
                           help=f"Prometheus metrics port (live default {DEFAULT_PORTS['ingest']}; 0: any free port)")

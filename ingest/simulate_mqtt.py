@@ -1,7 +1,8 @@
 """`wattwatch ingest simulate --mqtt URL`: the simulated meters publish their readings to a
 broker instead of writing them to the database, one JSON message per reading on
-meters/<meter id>/readings, QoS 1, for `wattwatch ingest mqtt` to store. The broker carries
-readings only: the labels of injected anomalies are not recorded in this mode."""
+meters/<meter id>/readings, QoS 1, for `wattwatch ingest mqtt` to store. The meters' names
+and the labels of the injected anomalies (not readings: nothing a meter would publish) are
+still written to the database, so the dashboards and detection checks have them."""
 
 from __future__ import annotations
 
@@ -27,10 +28,13 @@ def reading_payload(row: tuple) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def publish_live(publisher: Publisher, *, stop: threading.Event, **steps) -> int:
-    """Publish each step's readings as it comes (see live_steps); the number published."""
+def publish_live(publisher: Publisher, record_labels, *, stop: threading.Event, **steps) -> int:
+    """Publish each step's readings as it comes (see live_steps), recording its labels with
+    record_labels(meter, injections); the number published."""
     published = 0
-    for rows, _labels in live_steps(stop=stop, **steps):
+    for rows, labels in live_steps(stop=stop, **steps):
+        for meter, injections in labels:
+            record_labels(meter, injections)
         for row in rows:
             publisher.publish(TOPIC.format(meter=row[0]), reading_payload(row))
         published += len(rows)

@@ -333,6 +333,9 @@ def test_simulate_publishes_what_ingest_mqtt_stores(ingest, durable, mqtt_env):
                               "GROUP BY 1 ORDER BY 1").fetchall()
     assert [m for m, _, _ in meters] == ["sim-0000", "sim-0001", "sim-0002"]
     assert all(n == published // 3 and powers > 0 for _, n, powers in meters)
+    with psycopg.connect(durable) as conn:  # the meters' names go to the database directly
+        assert conn.execute("SELECT name FROM meters WHERE meter_id = 'sim-0002'").fetchone() == (
+            "Simulated meter 2",)
     refused = subprocess.run(
         [sys.executable, "-m", "wattwatch.cli", "ingest", "simulate", "--mqtt",
          mqtt_env["WATTWATCH_MQTT_URL"], "--from", "2024-01-01", "--to", "2024-01-02"],
