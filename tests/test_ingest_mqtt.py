@@ -220,6 +220,7 @@ def test_every_message_is_loaded_or_rejected_and_rejects_say_where(ingest, durab
     while 'wattwatch_ingest_mqtt_messages_total{outcome="acknowledged"} 1100.0' not in scrape(metrics):
         assert time.monotonic() < deadline, scrape(metrics)
         time.sleep(0.3)
+    assert "wattwatch_ingest_mqtt_backlog_messages 0.0" in scrape(metrics)  # all stored
     exposed = scrape(metrics)
     for line in ('wattwatch_ingest_mqtt_messages_total{outcome="received"} 1100.0',
                  'wattwatch_ingest_mqtt_messages_total{outcome="rejected"} 22.0',
