@@ -1,10 +1,11 @@
 """A QoS 1 publisher that never has more than `window` messages unacknowledged by the broker.
 
-paho-mqtt keeps each unacknowledged QoS 1 message under its packet id (1 to 65535, reused in
-turn) and does not check whether an id is still in use: when a fast publisher has more than
-65,535 messages queued or in flight, a new message takes the id of an older one, which is
-overwritten and never sent. Blocking `publish` until the broker acknowledges older messages
-keeps the ids unique, however fast the caller is.
+paho-mqtt keeps each unacknowledged QoS 1 message under its packet id (1 to 65535, taken in
+turn): when a fast publisher has more than 65,535 messages queued or in flight, the next id is
+still in use and paho refuses the message (`publish` returns MQTT_ERR_QUEUE_SIZE, a return
+code that is easy to ignore and then loses the message). Blocking `publish` until the broker
+acknowledges older messages keeps the ids free, however fast the caller is; any other refusal
+is raised.
 """
 
 from __future__ import annotations

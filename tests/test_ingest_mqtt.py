@@ -291,8 +291,8 @@ def test_nothing_lost_across_kill_9_broker_restart_and_database_restarts(ingest,
 
 
 def test_more_publishes_than_packet_ids_all_reach_the_broker(mqtt_env):
-    # Past 65,535 messages queued at once, paho reuses the packet id of a message not yet sent
-    # and drops it; the publisher's window keeps the ids unique.
+    # Past 65,535 messages queued at once every packet id is in use and paho refuses the next
+    # message; the publisher's window keeps ids free.
     count = 70_000
     received: set[bytes] = set()
     subscribed = threading.Event()
