@@ -11,6 +11,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from ingest.buffered_client import BufferedClient
 from timescale.reconnect import FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS
 from wattwatch.errors import WattwatchError
 from wattwatch.settings import Settings
@@ -61,9 +62,9 @@ def make_client(settings: Settings, broker: Broker, client_id: str, *,
     """A client that is not yet connected (see connect_async); `persistent`: the broker keeps its
     session (subscriptions and unacknowledged QoS 1 messages) while it is away."""
     v5 = settings.mqtt_protocol == "5"
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-                         clean_session=None if v5 else not persistent, manual_ack=manual_ack)
+    client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                            clean_session=None if v5 else not persistent, manual_ack=manual_ack)
     if settings.mqtt_username:
         password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
         client.username_pw_set(settings.mqtt_username, password)

@@ -144,6 +144,9 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         raise WattwatchError("--history-days is for live mode; --from/--to already write a history")
     if args.start is not None and args.end <= args.start:
         raise WattwatchError(f"--to {args.end.isoformat()} is not after --from {args.start.isoformat()}")
+    if args.mqtt:
+        _simulate_to_broker(args)
+        return
     settings = load_settings()
     if args.start is None and args.metrics_port is None:
         args.metrics_port = DEFAULT_PORTS["ingest"]
@@ -166,6 +169,52 @@ def cmd_simulate(args: argparse.Namespace) -> None:
             summary = simulate_live(conn, settings, reconnect=lambda: connect(settings),
                                     stop=_stop_on_signals(), duration=args.duration, since=since, **common)
     _report(summary, args.json)
+
+
+def _simulate_to_broker(args: argparse.Namespace) -> None:
+    """simulate --mqtt: the live readings (and --history-days, step by step) go to the broker;
+    the meters' names and the anomaly labels to the database."""
+    from ingest.broker import Broker, connect_async, make_client
+    from ingest.publisher import Publisher
+    from ingest.simulate import source_of
+    from ingest.simulate_mqtt import publish_live
+    from ingest.synthetic import aligned, record_injections, register_simulated_meters
+    from timescale.connect import connect
+
+    if args.start is not None:
+        raise WattwatchError("--mqtt publishes live readings; --from/--to write a history to the "
+                             "database: use one or the other")
+    if args.metrics_port is not None:
+        raise WattwatchError("--metrics-port: with --mqtt, `wattwatch ingest mqtt` serves the metrics")
+    settings = load_settings()
+    broker = Broker.parse(args.mqtt)
+    client = make_client(settings, broker, "")
+    publisher = Publisher(client)
+    connect_async(client, broker)
+    client.loop_start()
+    log.info("ingest simulate publishing to %s: meters=%d, interval_s=%d, history_days=%g, "
+             "anomaly_rate=%g", broker, args.meters, args.interval, args.history_days,
+             args.anomaly_rate)
+    since = None
+    if args.history_days:
+        since = aligned(datetime.now(timezone.utc), args.interval) - timedelta(days=args.history_days)
+    started = time.perf_counter()
+    try:
+        with connect(settings) as conn:
+            register_simulated_meters(conn, args.prefix, args.meters)
+            published = publish_live(
+                publisher, lambda meter, injections: record_injections(
+                    conn, meter, injections, source_of(args.seed)),
+                stop=_stop_on_signals(), meters=args.meters, step_seconds=args.interval,
+                seed=args.seed, prefix=args.prefix, anomaly_rate=args.anomaly_rate,
+                duration=args.duration, since=since)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    seconds = time.perf_counter() - started
+    summary = {"broker": str(broker), "published": published, "seconds": round(seconds, 3)}
+    print(json.dumps(summary, indent=2) if args.json
+          else f"{published:,} readings published to {broker} in {seconds:.1f} s")
 
 
 def cmd_mqtt(args: argparse.Namespace) -> None:
@@ -317,6 +366,11 @@ def register(commands: argparse._SubParsersAction) -> None:
                           "go on live from there (default 0)")
     simulate.add_argument("--duration", type=_positive(float), metavar="SECONDS",
                           help="live mode: stop after this many seconds (default: run until stopped)")
+    simulate.add_argument("--mqtt", metavar="URL",
+                          help="live mode: publish the readings as JSON to this broker "
+                          "(mqtt://host:1883, user and password from WATTWATCH_MQTT_*) on "
+                          "meters/<id>/readings instead of writing them to the database (the "
+                          "meters' names and anomaly labels are still written there)")
     simulate.add_argument("--json", action="store_true", help="print the closing summary as JSON")
     simulate.add_argument("--metrics-port", type=int, metavar="PORT",
                           help=f"Prometheus metrics port (live default {DEFAULT_PORTS['ingest']}; 0: any free port)")

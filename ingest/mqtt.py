@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 
 from ingest.batches import BatchLoader
 from ingest.broker import Broker, connect_async
-from ingest.mqtt_metrics import MqttMetrics
+from ingest.mqtt_metrics import OUTCOMES, MqttMetrics
 from ingest.pacing import FLUSH_SECONDS, Pacer
 from ingest.payloads import PayloadParser
 from wattwatch import logs
@@ -61,6 +61,12 @@ class MqttIngest:
         self._ack_lock = threading.Lock()
         self._fatal: str | None = None
         self._lost_at: float | None = None
+        self._arrivals: dict[str, float] = {}  # meter -> its last message's arrival, this batch
+        self._open = 0  # messages in the batch being parsed or stored
+        if metrics:
+            metrics.backlog.set_function(lambda: self.inbox.qsize() + self._open)  # the labelled children, looked up once: they count every message
+            self._counted = {outcome: metrics.messages.labels(outcome)
+                             for outcome in OUTCOMES}
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -90,6 +96,7 @@ class MqttIngest:
         except queue.Empty:
             return []
         batch = [first]
+        self._open = 1
         rows = self._parse(first)
         deadline = time.monotonic() + FLUSH_SECONDS
         while rows < self.loader.batch_rows and time.monotonic() < deadline:
@@ -98,6 +105,7 @@ class MqttIngest:
             except queue.Empty:
                 break
             batch.append(message)
+            self._open += 1
             rows += self._parse(message)
         return batch
 
@@ -111,9 +119,10 @@ class MqttIngest:
             loader.add_reject(reject)
         if self.metrics:
             arrival = message.arrival.timestamp()
-            self.metrics.ages.arrived({row[0]: arrival for row, _, _ in parsed.rows})
+            for row, _, _ in parsed.rows:
+                self._arrivals[row[0]] = arrival
             if parsed.rejects and parsed.rejects[0].reason == "invalid_payload" and not parsed.rows:
-                self.metrics.messages.labels("rejected").inc()
+                self._counted["rejected"].inc()
         return len(parsed.rows) + len(parsed.rejects)
 
     def _store(self, batch: list[Received]) -> None:
@@ -127,16 +136,19 @@ class MqttIngest:
                 if message.qos and message.connection == self.connection:
                     self.client.ack(message.mid, message.qos)
                     acknowledged += 1
+        self._open = 0
         if self.metrics:
-            self.metrics.messages.labels("acknowledged").inc(acknowledged)
+            self._counted["acknowledged"].inc(acknowledged)
+            self.metrics.ages.arrived(self._arrivals)
+            self._arrivals = {}
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
         self.inbox.put(Received(message.topic, message.payload, self.clock(), message.mid,
                                 message.qos, self.connection))
         if self.metrics:
-            self.metrics.messages.labels("received").inc()
+            self._counted["received"].inc()
             if message.dup:
-                self.metrics.messages.labels("redelivered").inc()
+                self._counted["redelivered"].inc()
 
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
         if reason.is_failure:

@@ -50,6 +50,9 @@ class MqttMetrics:
                                 registry=registry)
         for outcome in OUTCOMES:
             self.messages.labels(outcome)
+        self.backlog = Gauge("wattwatch_ingest_mqtt_backlog_messages",
+                             "MQTT messages delivered by the broker and not yet stored (queued in "
+                             "the ingest or in its open batch)", registry=registry)
         self.connected = Gauge("wattwatch_ingest_mqtt_connected",
                                "1 while connected to the MQTT broker, else 0", registry=registry)
         self.ages = MessageAges(registry)

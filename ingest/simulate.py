@@ -58,21 +58,11 @@ def simulate_history(conn: psycopg.Connection, settings: Settings, *, meters: in
     return summary
 
 
-def simulate_live(conn: psycopg.Connection, settings: Settings, *, meters: int, step_seconds: int,
-                  seed: int, prefix: str, anomaly_rate: float, reconnect,
-                  metrics: IngestMetrics | None = None, stop: threading.Event | None = None,
-                  duration: float | None = None, since: datetime | None = None) -> Summary:
-    """One reading per meter at every step boundary, written as it happens, until stopped;
-    from `since` (a step boundary, e.g. where a history ended: the steps up to now are written
-    at once) or from now."""
-    stop = stop or threading.Event()
-    source = source_of(seed)
-    summary = Summary(source=source)
-    started = time.perf_counter()
-    loader = BatchLoader(conn, source, summary, max(10 * meters, 1000), metrics=metrics,
-                         reconnect=reconnect)
-    loader.with_retries(lambda: register_simulated_meters(loader.conn, prefix, meters))
-    pacer = Pacer(loader)
+def live_steps(*, meters: int, step_seconds: int, seed: int, prefix: str, anomaly_rate: float,
+               stop: threading.Event, duration: float | None = None, since: datetime | None = None):
+    """Each step as its moment comes, until stopped: (the step's row of every meter, the labels
+    [(meter, injections)] of the anomalies that begin at it); from `since` (a step boundary,
+    e.g. where a history ended: the steps up to now come at once) or from now."""
     blocks: dict[int, tuple[int, list[tuple], list]] = {}  # meter -> (block, rows, pending labels)
     tick = since or aligned(datetime.now(timezone.utc), step_seconds)
     deadline = None if duration is None else time.monotonic() + duration
@@ -84,20 +74,45 @@ def simulate_live(conn: psycopg.Connection, settings: Settings, *, meters: int, 
             continue
         block = block_of(tick, step_seconds)
         position = int((tick.timestamp() // step_seconds) % BLOCK_STEPS)
+        rows, labels = [], []
         for meter in range(meters):
             name = meter_id(prefix, meter)
             if blocks.get(meter, (None,))[0] != block:
                 frame, injections = simulate_block(seed, meter, block, step_seconds, anomaly_rate)
                 blocks[meter] = (block, block_rows(frame, name), injections)
-            _, rows, pending = blocks[meter]
+            _, block_readings, pending = blocks[meter]
             started_now = [i for i in pending if i.start <= tick]
             if started_now:  # a label is written when its anomaly begins
-                loader.with_retries(lambda: record_injections(loader.conn, name, started_now, source))
-                blocks[meter] = (block, rows, [i for i in pending if i.start > tick])
-            loader.add_row(rows[position], None, "")
+                labels.append((name, started_now))
+                blocks[meter] = (block, block_readings, [i for i in pending if i.start > tick])
+            rows.append(block_readings[position])
+        yield rows, labels
+        tick += step
+
+
+def simulate_live(conn: psycopg.Connection, settings: Settings, *, meters: int, step_seconds: int,
+                  seed: int, prefix: str, anomaly_rate: float, reconnect,
+                  metrics: IngestMetrics | None = None, stop: threading.Event | None = None,
+                  duration: float | None = None, since: datetime | None = None) -> Summary:
+    """One reading per meter at every step boundary, written as it happens, until stopped
+    (see live_steps)."""
+    stop = stop or threading.Event()
+    source = source_of(seed)
+    summary = Summary(source=source)
+    started = time.perf_counter()
+    loader = BatchLoader(conn, source, summary, max(10 * meters, 1000), metrics=metrics,
+                         reconnect=reconnect)
+    loader.with_retries(lambda: register_simulated_meters(loader.conn, prefix, meters))
+    pacer = Pacer(loader)
+    for rows, labels in live_steps(meters=meters, step_seconds=step_seconds, seed=seed,
+                                   prefix=prefix, anomaly_rate=anomaly_rate, stop=stop,
+                                   duration=duration, since=since):
+        for name, injections in labels:
+            loader.with_retries(lambda: record_injections(loader.conn, name, injections, source))
+        for row in rows:
+            loader.add_row(row, None, "")
         loader.flush()  # every tick: a reading should reach the database within a second
         pacer.tick()
-        tick += step
     loader.close()
     loader.refresh_rollups(live=True)
     summary.seconds = time.perf_counter() - started

@@ -6,7 +6,10 @@ database and one `wattwatch ingest mqtt` process, with the publisher in this pro
 
 1. throughput: --messages readings (one per message, QoS 1) published as fast as the broker
    takes them; messages/s from the first publish until the last row is in the hypertable.
-2. latency: --meters meters, one message each per second for --seconds; each message's time is
+2. backlog: --messages more published while the ingest is stopped (the broker queues them for
+   its session), then the ingest started: messages/s until the last row is stored, the
+   ingest's own pace without a publisher competing for the cores.
+3. latency: --meters meters, one message each per second for --seconds; each message's time is
    its publish time, so a row's ingested_at minus its time is publish-to-row (ingested_at is
    the start of the batch's transaction: the commit comes a few milliseconds later). p50/p95.
 
@@ -33,22 +36,21 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from ingest.broker import Broker, connect_async, make_client  # noqa: E402
+from ingest.publisher import Publisher  # noqa: E402
 from timescale.connect import connect_url  # noqa: E402
 from timescale.migrate import migrate  # noqa: E402
 from tests.support.scratch import create_database  # noqa: E402
 from wattwatch.settings import Settings  # noqa: E402
 
 
-def publisher(settings: Settings, broker: Broker):
+def publisher(settings: Settings, broker: Broker) -> Publisher:
     client = make_client(settings, broker, "")
-    # Many unacknowledged publishes keep the pipe full; above the broker's receive maximum
-    # (MQTT 5) it would disconnect the publisher.
-    client.max_inflight_messages_set(1000)
+    sender = Publisher(client)
     connect_async(client, broker)
     client.loop_start()
     while not client.is_connected():
         time.sleep(0.05)
-    return client
+    return sender
 
 
 def rows(url: str) -> int:
@@ -64,18 +66,45 @@ def wait_rows(url: str, count: int, timeout: float = 600) -> None:
         time.sleep(0.05)
 
 
-def throughput(client, url: str, messages: int) -> float:
+def start_ingest(env: dict, state: Path) -> subprocess.Popen:
+    """`wattwatch ingest mqtt` under one client id (its session outlives it), once subscribed."""
+    log = state / "ingest.log"
+    before = log.read_text().count("connected to broker") if log.exists() else 0
+    ingest = subprocess.Popen([sys.executable, "-m", "wattwatch.cli", "ingest", "mqtt",
+                               "--topic", "bench/+/readings", "--meter-from-topic", "2",
+                               "--client-id", "bench-ingest", "--metrics-port", "0"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=open(log, "a"))
+    while log.read_text().count("connected to broker") == before:
+        if ingest.poll() is not None:
+            sys.exit(f"bench_mqtt: the ingest exited; see {log}")
+        time.sleep(0.05)
+    return ingest
+
+
+def stop_ingest(ingest: subprocess.Popen) -> None:
+    ingest.send_signal(signal.SIGTERM)
+    ingest.wait(60)
+
+
+def readings(messages: int, offset: int = 0) -> list[tuple[str, bytes]]:
+    """Messages offset.. offset+messages-1: 100 meters, one reading each per second of 2024."""
     base = datetime(2024, 1, 1, tzinfo=timezone.utc)
-    payloads = [json.dumps({"time": (base + timedelta(seconds=i // 100)).isoformat(),
-                            "active_power_kw": 1 + i % 7}).encode() for i in range(messages)]
+    return [(f"bench/t-{i % 100}/readings",
+             json.dumps({"time": (base + timedelta(seconds=i // 100)).isoformat(),
+                         "active_power_kw": 1 + i % 7}).encode())
+            for i in range(offset, offset + messages)]
+
+
+def throughput(client: Publisher, url: str, messages: int) -> float:
+    batch = readings(messages)
     started = time.perf_counter()
-    for i, payload in enumerate(payloads):
-        client.publish(f"bench/t-{i % 100}/readings", payload, qos=1)
+    for topic, payload in batch:
+        client.publish(topic, payload)
     wait_rows(url, messages)
     return messages / (time.perf_counter() - started)
 
 
-def latency(client, url: str, meters: int, seconds: int, before: int) -> tuple[float, float]:
+def latency(client: Publisher, url: str, meters: int, seconds: int, before: int) -> tuple[float, float]:
     start = time.time()
     for second in range(seconds):
         tick = start + second
@@ -84,7 +113,7 @@ def latency(client, url: str, meters: int, seconds: int, before: int) -> tuple[f
             now = time.time()
             client.publish(f"bench/l-{meter}/readings", json.dumps(
                 {"time": datetime.fromtimestamp(now, timezone.utc).isoformat(),
-                 "active_power_kw": 1.0}).encode(), qos=1)
+                 "active_power_kw": 1.0}).encode())
             time.sleep(max(0.0, tick + (meter + 1) / meters - time.time()))
     wait_rows(url, before + meters * seconds)
     with psycopg.connect(url) as conn:
@@ -114,21 +143,36 @@ def main() -> None:
                                                for k, v in env.items() if k.startswith("WATTWATCH_")})
         with connect_url(url) as conn:
             migrate(conn, settings)
-        ingest = subprocess.Popen([sys.executable, "-m", "wattwatch.cli", "ingest", "mqtt",
-                                   "--topic", "bench/+/readings", "--meter-from-topic", "2",
-                                   "--metrics-port", "0"], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=open(state / "ingest.log", "w"))
+        ingest = start_ingest(env, state)
         client = publisher(settings, Broker.parse(stack["mqtt_url"]))
-        time.sleep(2)  # the ingest has subscribed
         rate = throughput(client, url, args.messages)
         print(f"throughput: {args.messages:,} messages in the hypertable at {rate:,.0f} messages/s", flush=True)
-        p50, p95 = latency(client, url, args.meters, args.seconds, args.messages)
+        stop_ingest(ingest)
+        batch = readings(args.messages, offset=args.messages)
+        started = time.perf_counter()
+        for topic, payload in batch:
+            client.publish(topic, payload)
+        assert client.wait(600), "the broker did not acknowledge every publish"
+        print(f"backlog: {args.messages:,} messages queued by the broker in "
+              f"{time.perf_counter() - started:.1f} s", flush=True)
+        ingest = start_ingest(env, state)
+        started = time.perf_counter()
+        wait_rows(url, 2 * args.messages)
+        rate = args.messages / (time.perf_counter() - started)
+        print(f"backlog: drained into the hypertable at {rate:,.0f} messages/s (from the ingest's "
+              "connection)", flush=True)
+        p50, p95 = latency(client, url, args.meters, args.seconds, 2 * args.messages)
         print(f"latency at {args.meters:,} meters x 1 msg/s for {args.seconds} s: publish to row "
               f"p50 {p50:.3f} s, p95 {p95:.3f} s")
+        with psycopg.connect(url) as conn:
+            stored = conn.execute("SELECT count(*), count(DISTINCT (meter_id, time)) FROM readings").fetchone()
+        expected = 2 * args.messages + args.meters * args.seconds
+        print(f"stored: {stored[0]:,} rows, {stored[1]:,} distinct, of {expected:,} published")
+        if stored != (expected, expected):
+            sys.exit("bench_mqtt: rows lost or stored twice")
     finally:
         if ingest:
-            ingest.send_signal(signal.SIGTERM)
-            ingest.wait(60)
+            stop_ingest(ingest)
         subprocess.run([sys.executable, str(PROJECT / "scripts" / "stack.py"), "down", "--state",
                         str(state)], check=False)
 

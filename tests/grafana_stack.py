@@ -156,17 +156,20 @@ def seed(db_url: str) -> datetime:
 
 
 @contextlib.contextmanager
-def running_services(role_url, end: datetime) -> Iterator[dict[str, int]]:
-    """ingest (live simulator), detector, drift and exporter as processes, each as its role,
-    serving /metrics on free ports; yields job -> port and stops them all at the end."""
+def running_services(role_url, end: datetime, mqtt_env: dict[str, str]) -> Iterator[dict[str, int]]:
+    """ingest (`ingest mqtt`, fed by the live simulator through the broker), detector, drift and
+    exporter as processes, each as its role, serving /metrics on free ports; yields job -> port
+    and stops them all at the end."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WATTWATCH_")}
+    clean.update(mqtt_env)
     ports = {job: free_port() for job in ("ingest", "detector", "drift", "exporter")}
     window = ["--current-to", end.isoformat(), "--current-days", "1",
               "--reference-from", (end - timedelta(days=DAYS)).isoformat(),
               "--reference-to", (end - timedelta(days=1)).isoformat()]
     commands = {
-        "ingest": ("wattwatch_ingest", ["ingest", "simulate", "--meters", str(METERS), "--interval", "1",
-                                        "--seed", str(SEED), "--prefix", PREFIX]),
+        "ingest": ("wattwatch_ingest", ["ingest", "mqtt", "--topic", "meters/+/readings",
+                                        "--meter-from-topic", "2", "--client-id",
+                                        f"grafana-{os.getpid()}"]),
         "detector": ("wattwatch_jobs", ["detect", "run"]),
         "drift": ("wattwatch_jobs", ["drift", "run", "--mode", "full", *window]),
         "exporter": ("wattwatch_reader", ["export"]),
@@ -178,6 +181,11 @@ def running_services(role_url, end: datetime) -> Iterator[dict[str, int]]:
             processes.append(subprocess.Popen([WATTWATCH, *args, "--metrics-port", str(ports[job])],
                                               env=env, stdout=subprocess.DEVNULL,
                                               stderr=subprocess.PIPE, text=True))
+        env = {**clean, "WATTWATCH_DATABASE_URL": role_url("wattwatch_ingest")}
+        processes.append(subprocess.Popen(
+            [WATTWATCH, "ingest", "simulate", "--mqtt", mqtt_env["WATTWATCH_MQTT_URL"], "--meters",
+             str(METERS), "--interval", "1", "--seed", str(SEED), "--prefix", PREFIX],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
         yield ports
     finally:
         for process in processes:

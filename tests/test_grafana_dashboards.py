@@ -123,7 +123,7 @@ def test_dashboard_uids_are_unique_and_the_issue_panels_exist():
     assert {"PSI per feature", "KS statistic per feature", "Normalised Wasserstein per feature",
             "Current status per meter and feature", "Last run"} <= titles["drift"]
     assert {"Ingest rate", "Rejects by reason", "Scoring lag", "Batch durations (95th percentile)",
-            "Jobs up", "Exporter scrape time"} <= titles["pipeline-health"]
+            "Jobs up", "Exporter scrape time", "MQTT messages", "MQTT broker lag"} <= titles["pipeline-health"]
     incidents = DASHBOARDS["energy-overview"]["annotations"]["list"][1]
     assert incidents["iconColor"] == "red" and incidents["datasource"]["uid"] == "timescaledb"
 
@@ -264,9 +264,9 @@ def test_power_panel_reads_the_rollups_with_the_raw_averages(reader, db_url, dat
     assert daily[0][2] == pytest.approx(sum(r[2] for r in raw) / 1440)
 
 
-def test_every_promql_expression_has_results_from_the_running_services_and_alerts_fire_right(data, reader, role_url, stack, scrape_target):
+def test_every_promql_expression_has_results_from_the_running_services_and_alerts_fire_right(data, reader, role_url, stack, scrape_target, mqtt_env):
     assert PROMQL_QUERIES
-    with running_services(role_url, data) as ports:
+    with running_services(role_url, data, mqtt_env) as ports:
         scrape_all(stack, scrape_target, ports)
         results = {}
         for query in PROMQL_QUERIES:

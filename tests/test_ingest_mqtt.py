@@ -21,6 +21,7 @@ import pytest
 
 from ingest.broker import Broker, connect_async, make_client
 from ingest.payloads import PayloadOptions, PayloadParser
+from ingest.publisher import Publisher
 from ingest.ranges import DEFAULT_RANGES
 from tests.conftest import PROJECT, restart_broker, restart_database, settings_for
 from tests.test_services_restart import metrics_url, scrape
@@ -100,30 +101,41 @@ def message(i: int) -> tuple[str, bytes]:
     return f"meters/m-{i % 10}/readings", reading(i)
 
 
-class Publisher:
+class Sender:
     """Publishes messages with QoS 1 through its own connection; each publish is confirmed by
     the broker (its PUBACK) before it counts as published."""
 
     def __init__(self, mqtt_env: dict):
-        settings = settings_for("postgresql://x@127.0.0.1/x", mqtt_username=mqtt_env["WATTWATCH_MQTT_USERNAME"],
-                                mqtt_password=mqtt_env["WATTWATCH_MQTT_PASSWORD"])
-        self.broker = Broker.parse(mqtt_env["WATTWATCH_MQTT_URL"])
-        self.client = make_client(settings, self.broker, "")
-        connected = threading.Event()
-        self.client.on_connect = lambda *args: connected.set()
-        connect_async(self.client, self.broker)
-        self.client.loop_start()
-        assert connected.wait(10), "the publisher could not connect"
+        self.client = client_for(mqtt_env)
+        self.publisher = Publisher(self.client)
+        start(self.client, mqtt_env)
 
     def publish(self, numbers) -> None:
-        infos = [self.client.publish(*message(i), qos=1) for i in numbers]
-        for info in infos:
-            info.wait_for_publish(timeout=30)
-            assert info.is_published()
+        for i in numbers:
+            self.publisher.publish(*message(i))
+        assert self.publisher.wait(60), "the broker did not acknowledge every publish"
 
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def client_for(mqtt_env: dict) -> mqtt.Client:
+    """A client of the test broker, not yet connected."""
+    settings = settings_for("postgresql://x@127.0.0.1/x", mqtt_username=mqtt_env["WATTWATCH_MQTT_USERNAME"],
+                            mqtt_password=mqtt_env["WATTWATCH_MQTT_PASSWORD"])
+    return make_client(settings, Broker.parse(mqtt_env["WATTWATCH_MQTT_URL"]), "")
+
+
+def start(client: mqtt.Client, mqtt_env: dict, ready: threading.Event | None = None) -> mqtt.Client:
+    """Connect `client` and run its network loop; wait until `ready` (default: connected)."""
+    if ready is None:
+        ready = threading.Event()
+        client.on_connect = lambda *args: ready.set()
+    connect_async(client, Broker.parse(mqtt_env["WATTWATCH_MQTT_URL"]))
+    client.loop_start()
+    assert ready.wait(10), "the client could not connect"
+    return client
 
 
 class Ingest:
@@ -199,7 +211,7 @@ def test_every_message_is_loaded_or_rejected_and_rejects_say_where(ingest, durab
                                                                    protocol):
     ingest.env["WATTWATCH_MQTT_PROTOCOL"] = protocol
     ingest.start()
-    publisher = Publisher(mqtt_env)
+    publisher = Sender(mqtt_env)
     publisher.publish(range(1000))
     publisher.publish(range(100))  # published again: duplicates, and rejects recorded once
     wait_for_counts(durable, expected(1000), ingest)
@@ -208,6 +220,7 @@ def test_every_message_is_loaded_or_rejected_and_rejects_say_where(ingest, durab
     while 'wattwatch_ingest_mqtt_messages_total{outcome="acknowledged"} 1100.0' not in scrape(metrics):
         assert time.monotonic() < deadline, scrape(metrics)
         time.sleep(0.3)
+    assert "wattwatch_ingest_mqtt_backlog_messages 0.0" in scrape(metrics)  # all stored
     exposed = scrape(metrics)
     for line in ('wattwatch_ingest_mqtt_messages_total{outcome="received"} 1100.0',
                  'wattwatch_ingest_mqtt_messages_total{outcome="rejected"} 22.0',
@@ -242,7 +255,7 @@ def test_a_wrong_password_is_one_line_and_exit_status_1(ingest, mqtt_env):
 def test_nothing_lost_across_kill_9_broker_restart_and_database_restarts(ingest, durable, stack,
                                                                           mqtt_env):
     ingest.start()
-    publisher = Publisher(mqtt_env)
+    publisher = Sender(mqtt_env)
     publishing = threading.Thread(target=publisher.publish, args=(range(0, 3000),))
     publishing.start()
     time.sleep(0.5)
@@ -255,7 +268,7 @@ def test_nothing_lost_across_kill_9_broker_restart_and_database_restarts(ingest,
     publisher.close()
     restart_broker(stack)  # the ingest reconnects with backoff and resumes its session
     ingest.wait_for_log(f"broker {mqtt_env['WATTWATCH_MQTT_URL']} back after")
-    publisher = Publisher(mqtt_env)
+    publisher = Sender(mqtt_env)
     publisher.publish(range(4000, 5000))
     wait_for_counts(durable, expected(5000), ingest)
 
@@ -275,3 +288,57 @@ def test_nothing_lost_across_kill_9_broker_restart_and_database_restarts(ingest,
         assert len(stored) == len(set((m, t) for m, t, _ in stored)) == expected(7000)[0]
         raws = [r for (r,) in conn.execute("SELECT raw FROM ingest_rejects").fetchall()]
         assert sorted(raws) == sorted(f"garbage {i}" for i in range(7000) if i % 50 == 49)
+
+
+def test_more_publishes_than_packet_ids_all_reach_the_broker(mqtt_env):
+    # Past 65,535 messages queued at once every packet id is in use and paho refuses the next
+    # message; the publisher's window keeps ids free.
+    count = 70_000
+    received: set[bytes] = set()
+    subscribed = threading.Event()
+    subscriber = client_for(mqtt_env)
+    subscriber.on_connect = lambda client, *args: client.subscribe("window/#", 1)
+    subscriber.on_subscribe = lambda *args: subscribed.set()
+    subscriber.on_message = lambda client, userdata, message: received.add(message.payload)
+    start(subscriber, mqtt_env, subscribed)
+    sender = client_for(mqtt_env)
+    publisher = Publisher(sender)
+    start(sender, mqtt_env)
+    try:
+        for i in range(count):
+            publisher.publish("window/x", b"%d" % i)
+        assert publisher.wait(60)
+        deadline = time.monotonic() + 60
+        while len(received) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(received) == count
+    finally:
+        for client in (sender, subscriber):
+            client.disconnect()
+            client.loop_stop()
+
+
+def test_simulate_publishes_what_ingest_mqtt_stores(ingest, durable, mqtt_env):
+    ingest.start()
+    env = {**ingest.env, **mqtt_env}
+    done = subprocess.run(
+        [sys.executable, "-m", "wattwatch.cli", "ingest", "simulate", "--mqtt",
+         mqtt_env["WATTWATCH_MQTT_URL"], "--meters", "3", "--interval", "60", "--history-days",
+         "0.01", "--duration", "2", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    published = json.loads(done.stdout)["published"]
+    assert published >= 3 * 14  # 0.01 days of 60 s steps, at once, for each meter
+    wait_for_counts(durable, (published, 0), ingest)
+    with psycopg.connect(durable) as conn:
+        meters = conn.execute("SELECT meter_id, count(*), count(active_power_kw) FROM readings "
+                              "GROUP BY 1 ORDER BY 1").fetchall()
+    assert [m for m, _, _ in meters] == ["sim-0000", "sim-0001", "sim-0002"]
+    assert all(n == published // 3 and powers > 0 for _, n, powers in meters)
+    with psycopg.connect(durable) as conn:  # the meters' names go to the database directly
+        assert conn.execute("SELECT name FROM meters WHERE meter_id = 'sim-0002'").fetchone() == (
+            "Simulated meter 2",)
+    refused = subprocess.run(
+        [sys.executable, "-m", "wattwatch.cli", "ingest", "simulate", "--mqtt",
+         mqtt_env["WATTWATCH_MQTT_URL"], "--from", "2024-01-01", "--to", "2024-01-02"],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "--mqtt publishes live readings" in refused.stderr

@@ -179,6 +179,16 @@ def unmount_chroot_if_idle() -> None:
             subprocess.run(["umount", "--lazy", str(point)], check=False)
 
 
+def cluster_pid(data: Path) -> int | None:
+    """The pid of the live postmaster of the cluster in `data`, if one runs."""
+    try:
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid
+
+
 def start_postgres(state: Path) -> dict:
     if not (host_path(PG_BIN) / "postgres").exists():
         sys.exit("stack: TimescaleDB is not installed: install it first as root "
@@ -186,6 +196,11 @@ def start_postgres(state: Path) -> dict:
     mount_chroot()
     name = state.name
     data = f"{CLUSTERS}/{name}"
+    running = cluster_pid(host_path(data))
+    if running:
+        # Clusters are named after the state directory: another stack of the same name may run.
+        sys.exit(f"stack: a PostgreSQL (pid {running}) already runs in {data}; "
+                 "give this stack a state directory of another name")
     shutil.rmtree(host_path(data), ignore_errors=True)
     as_root(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "700", data])
     password = secrets.token_hex(16)
@@ -282,13 +297,17 @@ def start_prometheus(state: Path) -> dict:
 
 
 MQTT_USER = "wattwatch"
+# Messages in flight to one client: well below the 65,535 packet ids, and enough to keep the
+# ingest's batches full while it commits the previous one.
+MQTT_INFLIGHT = 20_000
 
 
 def mosquitto_config(state: Path, port: int) -> str:
     """The broker's config: loopback only, a password file, no anonymous clients; sessions and
-    queued QoS 1 messages are kept on disk across a restart, and neither the messages in flight
-    to a client nor those queued for it are capped, so a slow or absent subscriber loses
-    nothing."""
+    queued QoS 1 messages are kept on disk across a restart, and the messages queued for a client
+    are not capped, so a slow or absent subscriber loses nothing. Those in flight to a client
+    are: packet ids run from 1 to 65535, and an MQTT 3.1.1 client (which sends no receive
+    maximum) with an uncapped backlog in flight would be sent two messages under one id."""
     import pwd
 
     return "\n".join([
@@ -297,7 +316,7 @@ def mosquitto_config(state: Path, port: int) -> str:
         f"password_file {state / 'mosquitto.passwd'}",
         "persistence true",
         f"persistence_location {state / 'mosquitto-data'}/",
-        "max_inflight_messages 0",
+        f"max_inflight_messages {MQTT_INFLIGHT}",
         "max_queued_messages 0",
         f"log_dest file {state / 'mosquitto.log'}",
         "log_type error", "log_type warning", "log_type notice",
