@@ -10,10 +10,12 @@ exponential tails. The reading's probability is the smallest one times the numbe
 statistics (Bonferroni). Its evidence is -log10(p), computed in logs so that no rarity
 underflows (stored beside the score, for ranking or picking a threshold), and
 
-    s = 12.5 * evidence                              (p = 1e-4 -> 50, p = 10^-7.2 -> 90)
-    score = s up to 90, then 100 - 100 / (s - 80)    (p = 1e-8 -> 95, p = 1e-16 -> 99.2)
+    s = 12.5 * evidence                                   (p = 1e-4 -> 50, p = 10^-7.2 -> 90)
+    score = s up to 90, then 100 - 10 / (1 + ln(1 + (s - 90) / 10))
+                                                          (p = 1e-8 -> 94.1, p = 1e-16 -> 97.1)
 
-so the score keeps its meaning up to 90 and goes on ranking above it without reaching 100.
+so the score keeps its meaning up to 90 and goes on ranking above it (smoothly, slowly enough
+that a stored real still tells strong evidence apart) without reaching 100.
 
 Severity bands (wattwatch/vocabulary.py): low from the model's threshold, medium from 65, high
 from 80, critical from 90.
@@ -37,8 +39,8 @@ KNEE = 90.0  # the score is the scaled evidence up to here, then bends towards 1
 def score_from_evidence(evidence: np.ndarray) -> np.ndarray:
     """0-100 score of -log10(p): linear up to KNEE, then smoothly (slope 1 at the knee) below 100."""
     s = POINTS_PER_DECADE * np.maximum(np.asarray(evidence, dtype=float), 0.0)
-    with np.errstate(divide="ignore"):
-        bent = 100.0 - (100.0 - KNEE) ** 2 / (s - 2 * KNEE + 100.0)
+    room = 100.0 - KNEE
+    bent = 100.0 - room / (1.0 + np.log1p(np.maximum(s - KNEE, 0.0) / room))
     return np.where(s <= KNEE, s, bent)
 
 

@@ -64,7 +64,7 @@ FIELD_STATISTICS = {
     "sub_metering_1_wh": (), "sub_metering_2_wh": (), "sub_metering_3_wh": (),
     UNMETERED: (),  # only its floors
 }
-CLIP = 1e3  # statistics beyond this carry no more information and would overflow float32
+CLIP = 1e3  # beyond this statistics grow logarithmically: still ordered, never overflowing float32
 EN50160_BAND = 0.10
 SUB_METERS = ("sub_metering_1_wh", "sub_metering_2_wh", "sub_metering_3_wh")
 POWER = "active_power_kw"
@@ -381,8 +381,10 @@ class ContextFeatures:
             steps = np.diff(times, axis=1, prepend=times[:, :1])[:, -k:] / self.step_ns_
             stats.append(np.maximum(np.round(steps) - 1.0, 0.0))
         matrix = np.nan_to_num(np.column_stack([s.reshape(-1) for s in stats]), nan=0.0,
-                               posinf=CLIP)
-        np.clip(matrix, 0.0, CLIP, out=matrix)
+                               posinf=np.finfo(float).max)
+        np.maximum(matrix, 0.0, out=matrix)
+        beyond = matrix > CLIP
+        matrix[beyond] = CLIP * (1.0 + np.log(matrix[beyond] / CLIP))
         # NaN where a window held no value: every comparison with it is false, as with 0
         windowed = {name: z.reshape(-1) for name, z in seasonal.items() if ":" in name}
         long_floors = [windowed[f"{column}:long_floor"] for column in self._floor_columns()]

@@ -51,7 +51,7 @@ def test_the_last_readings_of_many_series_roll_as_pandas_rolls_a_whole_one(how, 
 
 def test_scores_map_rarity_and_severities_follow_the_bands():
     np.testing.assert_allclose(score_from_p(np.array([1.0, 1e-4, 1e-8, 1e-20])),
-                               [0.0, 50.0, 95.0, 100 - 100 / 170])
+                               [0.0, 50.0, 100 - 10 / (1 + np.log(2)), 100 - 10 / (1 + np.log(17))])
     scores = np.array([50.0, 64.9, 65.0, 80.0, 90.0, 99.0])
     assert severities(scores, np.array([True] * 5 + [False])).tolist() == [
         "low", "low", "medium", "high", "critical", "none"]
@@ -76,6 +76,7 @@ def test_scores_keep_their_meaning_below_90_and_rank_above_it_without_reaching_1
     evidence = np.array([0.0, 4.0, 7.2, 8.0, 16.0, 100.0, 1000.0, 1e6])
     scores = score_from_evidence(evidence)
     np.testing.assert_allclose(scores[:3], [0.0, 50.0, 90.0])
-    assert scores[3] == pytest.approx(95.0) and scores[4] == pytest.approx(100 - 100 / 120)
+    assert scores[3] == pytest.approx(100 - 10 / (1 + np.log(2)))
+    assert scores[4] == pytest.approx(100 - 10 / (1 + np.log(12)))
     assert (np.diff(scores) > 0).all() and scores[-1] < 100.0
     assert (np.diff(scores.astype(np.float32)) > 0).all()  # still ordered as stored (real)
