@@ -23,10 +23,6 @@ from timescale.connect import with_database
 JOBS = ["detector", "drift", "exporter", "ingest"]
 FILLED_WITHIN = 180  # seconds after "ready": the promise to a new user
 SPANS = [timedelta(days=1), timedelta(days=7)]
-# The demo's ingest still writes the simulated meters directly, not through a broker, so the
-# MQTT panels have nothing to show; tests/test_grafana_dashboards.py runs them against ingest
-# mqtt. Remove this once `wattwatch demo` publishes through Mosquitto (issue 15).
-NOT_IN_THE_DEMO = ("pipeline-health: MQTT ",)
 
 
 def alive(pid: int) -> bool:
@@ -43,8 +39,7 @@ def empty_panels(stack: dict, prometheus: str) -> tuple[list[str], dict[str, int
     with psycopg.connect(demo_db, autocommit=True) as reader:
         reader.execute("SET ROLE wattwatch_reader")  # what Grafana's data source connects as
         counts = panel_rows(reader, prometheus, SPANS)
-    return [name for name, rows in counts.items()
-            if rows == 0 and not name.startswith(NOT_IN_THE_DEMO)], counts
+    return [name for name, rows in counts.items() if rows == 0], counts
 
 
 def test_demo_runs_the_stack_natively_fills_every_panel_and_ctrl_c_stops_it(tmp_path):

@@ -1,9 +1,9 @@
 """`wattwatch demo`: the compose stack as native processes, for machines without Docker.
 
-TimescaleDB and Prometheus come from wattwatch/stack.py (the test stack), installed on first use;
-a fresh database gets
-the migrations and a labelled history of simulated meters, with a model per meter trained on the
-first half; then the live simulator, the detector, the drift service and the KPI exporter run as
+TimescaleDB, Prometheus and Mosquitto come from wattwatch/stack.py (the test stack), installed
+on first use; a fresh database gets the migrations and a labelled history of simulated meters,
+with a model per meter trained on the first half; then the live simulator publishing through
+the broker, the MQTT ingest, the detector, the drift service and the KPI exporter run as
 processes, each as its own role, and Prometheus scrapes them. Grafana is started when a
 grafana-server binary is installed; otherwise the demo says how to point one at
 grafana/provisioning. Ctrl-C stops everything and removes the stack.
@@ -101,7 +101,7 @@ class Demo:
         self.stack: dict | None = None
 
     def start(self) -> dict[str, str]:
-        stack_command(["install"], "TimescaleDB and Prometheus could not be installed")
+        stack_command(["install"], "TimescaleDB, Prometheus and Mosquitto could not be installed")
         self.stack = json.loads(stack_command(["up", "--state", str(self.state)],
                                               "the native stack did not start"))
         urls = self._database()
@@ -136,32 +136,50 @@ class Demo:
         return {role: with_database(admin, DATABASE, role, pw) for role, pw in passwords.items()}
 
     def _services(self, urls: dict[str, str]) -> None:
-        """The live simulator, detector, drift service and exporter, scraped by Prometheus."""
+        """The live simulator publishing through the broker, the MQTT ingest, detector, drift
+        service and exporter, scraped by Prometheus."""
         from wattwatch.metrics import DEFAULT_PORTS
 
+        broker = self.stack["mqtt_url"]
         commands = {
-            "ingest": ("wattwatch_ingest", ["ingest", "simulate", "--meters", str(self.meters),
-                                            "--seed", str(SEED), "--prefix", PREFIX]),
+            "ingest": ("wattwatch_ingest", ["ingest", "mqtt", "--broker", broker, "--topic",
+                                            "meters/+/readings", "--meter-from-topic", "2"]),
             "detector": ("wattwatch_jobs", ["detect", "run"]),
             "drift": ("wattwatch_jobs", ["drift", "run"]),
             "exporter": ("wattwatch_reader", ["export"]),
         }
         clean = {k: v for k, v in os.environ.items() if not k.startswith("WATTWATCH_")}
-        logs = self.state / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        self.logs = self.state / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
         targets = Path(self.stack["prometheus_targets"])
+        self.env = {**clean, "WATTWATCH_DETECTOR_TRAIN_DAYS": str(self.days / 2),
+                    "WATTWATCH_DRIFT_CURRENT_DAYS": str(min(7, self.days / 2)),
+                    "WATTWATCH_MQTT_USERNAME": self.stack["mqtt_username"],
+                    "WATTWATCH_MQTT_PASSWORD": self.stack["mqtt_password"]}
         for job, (role, args) in commands.items():
             port = free_port()
-            env = {**clean, "WATTWATCH_DATABASE_URL": urls[role],
-                   "WATTWATCH_DETECTOR_TRAIN_DAYS": str(self.days / 2),
-                   "WATTWATCH_DRIFT_CURRENT_DAYS": str(min(7, self.days / 2))}
-            with (logs / f"{job}.log").open("w") as log:
-                self.processes[job] = subprocess.Popen(
-                    [sys.executable, "-m", "wattwatch.cli", *args, "--metrics-port", str(port)],
-                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self._spawn(job, urls[role], [*args, "--metrics-port", str(port)])
             (targets / f"{job}.json").write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"]}]))
             print(f"demo: {job} running as {role}, metrics on port {port} (default {DEFAULT_PORTS[job]}), "
-                  f"log {logs / (job + '.log')}", flush=True)
+                  f"log {self.logs / (job + '.log')}", flush=True)
+        # The broker keeps messages only for a session that exists: publish once subscribed.
+        deadline = time.monotonic() + 60
+        while "subscribed to" not in (self.logs / "ingest.log").read_text():
+            if time.monotonic() > deadline or self.processes["ingest"].poll() is not None:
+                raise WattwatchError(f"the MQTT ingest did not subscribe; see {self.logs / 'ingest.log'}")
+            time.sleep(0.2)
+        self._spawn("simulator", urls["wattwatch_ingest"],
+                    ["ingest", "simulate", "--mqtt", broker, "--meters", str(self.meters),
+                     "--seed", str(SEED), "--prefix", PREFIX])
+        print(f"demo: simulator publishing to {broker} as wattwatch_ingest, "
+              f"log {self.logs / 'simulator.log'}", flush=True)
+
+    def _spawn(self, job: str, database_url: str, args: list[str]) -> None:
+        with (self.logs / f"{job}.log").open("w") as log:
+            self.processes[job] = subprocess.Popen(
+                [sys.executable, "-m", "wattwatch.cli", *args],
+                env={**self.env, "WATTWATCH_DATABASE_URL": database_url}, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
 
     def _grafana_env(self, reader_url: str) -> dict[str, str]:
         import psycopg
@@ -249,8 +267,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "demo", help="run the whole stack natively with demo data",
         description="The compose stack as native processes, for machines without Docker: "
-        "TimescaleDB and Prometheus (installed with apt-get on first use), a labelled history of "
-        "simulated meters, the live simulator, detector, drift service and KPI exporter, and "
+        "TimescaleDB, Prometheus and Mosquitto (installed with apt-get on first use), a labelled "
+        "history of simulated meters, the live simulator publishing through the broker, the MQTT "
+        "ingest, detector, drift service and KPI exporter, and "
         "Grafana when it is installed. Prints the URLs; Ctrl-C stops everything and removes the "
         "stack. Runs as root.")
     demo.add_argument("--meters", type=int, default=5, help="simulated meters (default 5)")
