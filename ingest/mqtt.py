@@ -64,7 +64,8 @@ class MqttIngest:
         self._arrivals: dict[str, float] = {}  # meter -> its last message's arrival, this batch
         self._open = 0  # messages in the batch being parsed or stored
         if metrics:
-            metrics.backlog.set_function(lambda: self.inbox.qsize() + self._open)  # the labelled children, looked up once: they count every message
+            metrics.backlog.set_function(lambda: self.inbox.qsize() + self._open)
+            # The labelled children, looked up once: they count every message.
             self._counted = {outcome: metrics.messages.labels(outcome)
                              for outcome in OUTCOMES}
         client.on_connect = self._on_connect
