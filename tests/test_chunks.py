@@ -4,6 +4,7 @@ database that still has the one-day chunks of before."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from datetime import timedelta
 
@@ -12,7 +13,8 @@ import pytest
 
 from tests.conftest import settings_for
 from tests.test_cli import run_cli
-from timescale.chunks import LONGEST, SHORTEST, chunk_interval, interval_text, size_chunks
+from timescale.chunks import (LONGEST, SHORTEST, ChunkPlan, chunk_interval, interval_text,
+                              size_chunks)
 from timescale.connect import connect_url
 from timescale.maintenance import CHUNKS_PER_STEP
 from timescale.migrate import MIGRATIONS_DIR, migrate
@@ -55,6 +57,14 @@ def test_interval_holds_at_most_the_target_rows_on_a_tidy_step(meters, expected)
     if SHORTEST < interval < LONGEST:
         assert rows_per_day * (interval / timedelta(days=1)) <= 5_000_000
     assert timedelta(days=1) % interval == timedelta(0) or interval % timedelta(days=1) == timedelta(0)
+
+
+def test_the_data_overrules_the_declared_rate_only_when_clearly_above_it():
+    declared = dict(meters=10, reading_seconds=60, interval=LONGEST)  # 14,400 rows a day
+    assert ChunkPlan(observed_rows_per_day=None, **declared).rows_per_day == 14_400
+    assert ChunkPlan(observed_rows_per_day=9_000, **declared).rows_per_day == 14_400
+    assert ChunkPlan(observed_rows_per_day=17_000, **declared).rows_per_day == 14_400  # estimate noise
+    assert ChunkPlan(observed_rows_per_day=57_600, **declared).rows_per_day == 57_600  # 15-s meters
 
 
 def test_interval_text_names_the_largest_whole_unit():
@@ -132,6 +142,29 @@ def test_maintain_sizes_new_chunks_as_the_fleet_grows(uci_like, role_url):
     finally:
         with psycopg.connect(uci_like, autocommit=True) as conn:
             conn.execute("DELETE FROM meters WHERE meter_id LIKE 'fleet-%'")
+            for table in ("readings", "anomaly_scores"):
+                conn.execute("SELECT set_chunk_time_interval(%s, %s)", (table, LONGEST))
+
+
+def test_maintain_trusts_the_data_when_it_shows_more_rows_than_declared(uci_like):
+    """Meters declared to read every 10 minutes that read every minute: once the newest ended
+    chunk is analysed, its row count sizes the chunks."""
+    env = {"WATTWATCH_DATABASE_URL": uci_like, "WATTWATCH_READING_INTERVAL_SECONDS": "600",
+           "WATTWATCH_CHUNK_TARGET_ROWS": "20000"}
+    try:
+        declared = run_cli(["db", "maintain"], env)
+        assert "readings: chunk interval 30 days (1 meter(s), a reading every 600 s: about 4,320 " \
+               "rows per chunk)" in declared.stdout  # 144 rows a day declared: the cap
+        with psycopg.connect(uci_like, autocommit=True) as conn:
+            conn.execute("ANALYZE readings")
+        observed = run_cli(["db", "maintain"], env)
+        # The newest ended chunk holds 29.9 days of one-minute rows: about 1,435 a day, so
+        # 20,000 rows take 13.9 days, 13 whole ones.
+        assert re.search(r"readings: chunk interval 30 days -> 13 days for new chunks; stored chunks "
+                         r"keep theirs \(1,4\d\d rows a day in the newest ended chunk: about 18,\d{3} "
+                         r"rows per chunk\)", observed.stdout), observed.stdout
+    finally:
+        with psycopg.connect(uci_like, autocommit=True) as conn:
             for table in ("readings", "anomaly_scores"):
                 conn.execute("SELECT set_chunk_time_interval(%s, %s)", (table, LONGEST))
 

@@ -3,10 +3,12 @@
 Every chunk is a table: a query, TRUNCATE or drop_chunks over N chunks locks N tables and their
 indexes, and the planner weighs each one. A fixed one-day chunk suits a thousand one-minute
 meters (1.44 M rows a day) but gives one meter 1,440 rows per chunk, 1,442 chunks for the UCI
-household's four years. So the interval is the time in which the fleet writes WATTWATCH_CHUNK_TARGET_ROWS rows:
-meters (the registered ones, or WATTWATCH_EXPECTED_METERS when more are coming) times
-86,400 / WATTWATCH_READING_INTERVAL_SECONDS rows a day. TimescaleDB's guidance is that the
-newest chunks with their indexes fit in about a quarter of the server's memory.
+household's four years. So the interval is the time in which the fleet writes
+WATTWATCH_CHUNK_TARGET_ROWS rows: meters (the registered ones, or WATTWATCH_EXPECTED_METERS when
+more are coming) times 86,400 / WATTWATCH_READING_INTERVAL_SECONDS rows a day, or the rate of
+the newest ended chunk when the data shows more (meters that read faster than declared).
+TimescaleDB's guidance is that the indexes of the chunks being written fit in about a quarter of
+the server's memory.
 
 set_chunk_time_interval (Apache-licensed code, the same under both licenses) only shapes chunks
 created afterwards: the chunks already stored keep their range.
@@ -15,7 +17,7 @@ created afterwards: the chunks already stored keep their range.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import psycopg
@@ -32,6 +34,7 @@ SHORTEST = STEPS[-1]
 # one interval; the cap bounds that for small fleets, whose chunks stay small anyway.
 LONGEST = timedelta(days=30)
 DAY_SECONDS = 86_400
+OBSERVED_MARGIN = 1.25
 UNITS = (("day", DAY_SECONDS), ("hour", 3_600), ("minute", 60), ("second", 1))
 
 
@@ -39,15 +42,30 @@ UNITS = (("day", DAY_SECONDS), ("hour", 3_600), ("minute", 60), ("second", 1))
 class ChunkPlan:
     meters: int
     reading_seconds: float
+    observed_rows_per_day: float | None  # in the newest ended chunk, once it has been analysed
     interval: timedelta
 
     @property
+    def expected_rows_per_day(self) -> float:
+        return self.meters * DAY_SECONDS / self.reading_seconds
+
+    @property
+    def rows_per_day(self) -> float:
+        """The fleet's rate, or the rate the data shows when that is clearly higher (faster
+        meters); ANALYZE's row count is an estimate, so a rate near the declared one is not news."""
+        expected, observed = self.expected_rows_per_day, self.observed_rows_per_day or 0
+        return observed if observed > OBSERVED_MARGIN * expected else expected
+
+    @property
     def rows_per_chunk(self) -> int:
-        return round(self.meters * self.interval.total_seconds() / self.reading_seconds)
+        return round(self.rows_per_day * self.interval.total_seconds() / DAY_SECONDS)
 
     def describe(self) -> str:
-        return (f"{self.meters:,} meter(s), a reading every {self.reading_seconds:g} s: "
-                f"about {self.rows_per_chunk:,} rows per chunk")
+        if self.rows_per_day > self.expected_rows_per_day:
+            basis = f"{self.rows_per_day:,.0f} rows a day in the newest ended chunk"
+        else:
+            basis = f"{self.meters:,} meter(s), a reading every {self.reading_seconds:g} s"
+        return f"{basis}: about {self.rows_per_chunk:,} rows per chunk"
 
 
 def interval_text(interval: timedelta) -> str:
@@ -75,12 +93,31 @@ def registered_meters(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT count(*) FROM meters").fetchone()[0]
 
 
+def observed_rows_per_day(conn: psycopg.Connection) -> float | None:
+    """Rows a day in the newest chunk of readings whose range has ended, from the row count that
+    ANALYZE (or autovacuum) keeps in pg_class; None before there is such a count."""
+    if conn.execute("SELECT to_regclass('public.readings')").fetchone()[0] is None:
+        return None
+    row = conn.execute(
+        """SELECT c.reltuples, extract(epoch FROM ch.range_end - ch.range_start)
+           FROM timescaledb_information.chunks ch
+           JOIN pg_class c ON c.oid = format('%I.%I', ch.chunk_schema, ch.chunk_name)::regclass
+           WHERE ch.hypertable_schema = 'public' AND ch.hypertable_name = 'readings'
+             AND ch.range_end <= now()
+           ORDER BY ch.range_end DESC LIMIT 1""").fetchone()
+    if row is None or row[0] <= 0:  # -1: never analysed; 0: empty, or compressed
+        return None
+    rows, seconds = row
+    return rows * DAY_SECONDS / float(seconds)
+
+
 def plan_chunks(conn: psycopg.Connection, settings: Settings) -> ChunkPlan:
-    """The interval for the fleet: the registered meters or the expected ones, whichever is more."""
-    meters = max(registered_meters(conn), settings.expected_meters, 1)
-    seconds = settings.reading_interval_seconds
-    interval = chunk_interval(meters * DAY_SECONDS / seconds, settings.chunk_target_rows)
-    return ChunkPlan(meters, seconds, interval)
+    """The interval for the fleet (the registered meters or the expected ones, whichever are
+    more), or for the data's own rate when that is higher."""
+    plan = ChunkPlan(meters=max(registered_meters(conn), settings.expected_meters, 1),
+                     reading_seconds=settings.reading_interval_seconds,
+                     observed_rows_per_day=observed_rows_per_day(conn), interval=LONGEST)
+    return replace(plan, interval=chunk_interval(plan.rows_per_day, settings.chunk_target_rows))
 
 
 def current_intervals(conn: psycopg.Connection) -> dict[str, timedelta]:
