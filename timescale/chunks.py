@@ -135,14 +135,14 @@ def size_chunks(conn: psycopg.Connection, settings: Settings) -> list[str]:
         may_alter = owns_all(conn, SIZED)
         done = []
         for table, interval in current_intervals(conn).items():
-            now, planned = interval_text(interval), interval_text(plan.interval)
+            current, planned = interval_text(interval), interval_text(plan.interval)
             if interval == plan.interval:
-                done.append(f"{table}: chunk interval {now} ({plan.describe()})")
+                done.append(f"{table}: chunk interval {current} ({plan.describe()})")
             elif may_alter:
                 conn.execute("SELECT set_chunk_time_interval(%s, %s::interval)", (table, plan.interval))
-                done.append(f"{table}: chunk interval {now} -> {planned} for new chunks; stored "
+                done.append(f"{table}: chunk interval {current} -> {planned} for new chunks; stored "
                             f"chunks keep theirs ({plan.describe()})")
             else:
-                done.append(f"{table}: chunk interval {now} left as is, {planned} planned "
+                done.append(f"{table}: chunk interval {current} left as is, {planned} planned "
                             "(only the table's owner may change it)")
     return done

@@ -58,8 +58,9 @@ def _drop_old_chunks(conn: psycopg.Connection, settings: Settings) -> list[str]:
 
 def refresh_steps(conn: psycopg.Connection, start: datetime,
                   end: datetime) -> list[tuple[datetime, datetime]]:
-    """[start, end] cut at UTC midnights (where hourly and daily buckets both begin) so that each
-    piece spans about CHUNKS_PER_STEP chunks of readings; the pieces are inclusive and disjoint."""
+    """[start, end] cut at UTC midnights (where hourly and daily buckets both begin) after every
+    CHUNKS_PER_STEP chunks of readings, or after a whole day when a day holds more chunks than
+    that; the pieces are inclusive and disjoint."""
     starts = _chunk_times(conn, "readings", "range_start", start, end)
     cuts = sorted({bucket_start(moment, DAY) for moment in starts[CHUNKS_PER_STEP::CHUNKS_PER_STEP]}
                   - {bucket_start(start, DAY)})
