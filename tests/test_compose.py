@@ -55,6 +55,36 @@ def test_every_image_tag_is_pinned():
         assert re.search(r":v?\d+(\.\d+)+", image), f"{name}: image {image!r} has no pinned version tag"
 
 
+def server_options(service: dict) -> dict[str, str]:
+    """The `-c name=value` options of a `postgres ...` command."""
+    command = service["command"]
+    assert command[0] == "postgres" and command[1::2] == ["-c"] * (len(command) // 2)
+    return dict(option.split("=", 1) for option in command[2::2])
+
+
+def test_the_lock_table_holds_a_truncate_of_a_day_chunked_uci_history(make_database):
+    """A database migrated before chunks were sized to the data keeps its one-day chunks: 1,442
+    for the UCI household. TRUNCATE locks every chunk's relations at once; compose's lock table
+    (max_locks_per_transaction slots per connection) must hold them, as counted on the server."""
+    db = SERVICES["timescaledb"]
+    per_connection = int(server_options(db)["max_locks_per_transaction"])
+    connections = int(db["environment"]["TS_TUNE_MAX_CONNS"])
+    url = make_database("locks")
+    assert run_cli(["db", "migrate"], {"WATTWATCH_DATABASE_URL": url, "WATTWATCH_EXPECTED_METERS":
+                                       "3472"}).returncode == 0  # 5 M rows a day: one-day chunks
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO readings (meter_id, time) SELECT 'm', t FROM generate_series("
+                     "'2026-01-01 00:00+00'::timestamptz, '2026-01-10 23:00+00', '1 hour') AS t")
+        conn.commit()
+        conn.execute("TRUNCATE readings")
+        locked = conn.execute("SELECT count(DISTINCT relation) FROM pg_locks"
+                              " WHERE pid = pg_backend_pid() AND relation IS NOT NULL").fetchone()[0]
+        conn.rollback()
+    per_chunk = locked / 10  # an upper bound: the hypertable's own locks are counted in
+    assert 5 <= per_chunk <= 10
+    assert per_chunk * 1_442 <= per_connection * connections / 2, "too few lock slots in compose"
+
+
 def test_migrate_is_one_shot_after_a_healthy_database():
     migrate = SERVICES["migrate"]
     assert migrate["command"] == ["db", "migrate"]

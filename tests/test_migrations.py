@@ -72,8 +72,8 @@ def test_status_reports_license_mode_and_hypertables(make_database, server_licen
     assert result.returncode == 0, result.stderr
     assert f"license {server_license}" in result.stdout
     assert f"schema mode: {server_license}" in result.stdout
-    assert "readings: 3 chunks, chunk interval 1 day" in result.stdout
-    assert "anomaly_scores: 0 chunks, chunk interval 7 days" in result.stdout
+    assert "readings: 1 chunks, chunk interval 30 days" in result.stdout
+    assert "anomaly_scores: 0 chunks, chunk interval 30 days" in result.stdout
     with connect_url(url) as conn:
         report = status(conn)
     assert report["license"] == report["schema_mode"] == server_license

@@ -90,10 +90,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(func=cmd_status)
     maintain = db_commands.add_parser(
-        "maintain", help="retention, compression policies, rollup refresh",
-        description="apache mode: drop chunks older than the retention ages and refresh the rollup "
-        "tables. timescale mode: align retention and compression policies with the configured "
-        "ages and refresh the continuous aggregates. Refreshes the last 2 days unless told.")
+        "maintain", help="chunk sizing, retention, compression policies, rollup refresh",
+        description="Both modes: size the chunk interval of new readings and scores chunks to "
+        "the fleet (WATTWATCH_CHUNK_TARGET_ROWS). apache mode: drop chunks older than the "
+        "retention ages and refresh the rollup tables. timescale mode: align retention and "
+        "compression policies with the configured ages and refresh the continuous aggregates. "
+        "Refreshes the last 2 days unless told.")
     maintain.add_argument("--refresh-from", type=timestamp, metavar="TS",
                           help=f"start of the rollup refresh window: {TIME_HELP}")
     maintain.add_argument("--refresh-to", type=timestamp, metavar="TS",

@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from timescale.chunks import plan_chunks
 from timescale.license import MODES, server_license
 from wattwatch.errors import WattwatchError, first_line
 from wattwatch.settings import Settings
@@ -131,11 +132,13 @@ def schema_mode(conn: psycopg.Connection) -> str | None:
 
 
 def _policy_settings(conn: psycopg.Connection, settings: Settings) -> None:
-    # Migrations read storage-policy ages with current_setting(); transaction-local.
-    for name in ("readings_retention_days", "scores_retention_days", "compress_after_days"):
-        conn.execute(
-            "SELECT set_config(%s, %s, true)", (f"wattwatch.{name}", str(getattr(settings, name)))
-        )
+    # Migrations read storage-policy ages and the planned chunk interval with current_setting();
+    # transaction-local.
+    values = {name: str(getattr(settings, name)) for name in
+              ("readings_retention_days", "scores_retention_days", "compress_after_days")}
+    values["chunk_interval_seconds"] = str(plan_chunks(conn, settings).interval.total_seconds())
+    for name, value in values.items():
+        conn.execute("SELECT set_config(%s, %s, true)", (f"wattwatch.{name}", value))
 
 
 def _enable_logins(conn: psycopg.Connection, settings: Settings) -> list[str]:

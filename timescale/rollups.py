@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 
 from timescale.migrate import schema_mode
+from timescale.ownership import owns_all
 
 ROLLUPS = {"readings_hourly": timedelta(hours=1), "readings_daily": timedelta(days=1)}
 # time_bucket's default origin for timestamptz buckets narrower than a month (a Monday, UTC).
@@ -38,12 +39,8 @@ def refresh_window(start: datetime, end: datetime, width: timedelta,
 
 
 def may_refresh_continuous_aggregates(conn: psycopg.Connection) -> bool:
-    """Whether the connected role has its owner's rights on every rollup view (superusers do)."""
-    owned = conn.execute(
-        "SELECT bool_and(pg_has_role(current_user, c.relowner, 'USAGE')) FROM pg_class c"
-        " WHERE c.oid = ANY(%s::regclass[])", (list(ROLLUPS),)
-    ).fetchone()[0]
-    return bool(owned)
+    """Whether the connected role has its owner's rights on every rollup view."""
+    return owns_all(conn, ROLLUPS)
 
 
 def refresh_rollups(conn: psycopg.Connection, start: datetime, end: datetime, *,

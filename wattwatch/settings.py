@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     readings_retention_days: int = Field(0, ge=0)
     scores_retention_days: int = Field(0, ge=0)
     compress_after_days: int = Field(7, ge=0)
+    # Chunk sizing of readings and anomaly_scores (timescale/chunks.py): rows a chunk should
+    # hold, the meters to plan for (the registered ones count when there are more) and the
+    # seconds between a meter's readings.
+    chunk_target_rows: int = Field(5_000_000, ge=10_000, le=2_000_000_000)
+    expected_meters: int = Field(0, ge=0)
+    reading_interval_seconds: float = Field(60.0, gt=0, le=86_400)
     # Level of the services' log lines on stderr (DEBUG adds tracebacks of unexpected errors).
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Where each service serves /metrics; compose sets 0.0.0.0 so Prometheus can reach it.
