@@ -127,7 +127,7 @@ def cmd_score_csv(args: argparse.Namespace) -> None:
         raise WattwatchError("--columns names no column; expected e.g. --columns A,B")
     result = score_csv(args.input, args.output, args.time_column, columns,
                        train_fraction=args.train_fraction, model=args.model,
-                       nominal_voltage_v=args.nominal_voltage)
+                       nominal_voltage_v=args.nominal_voltage, train_file=args.train_file)
     print(f"{len(result)} rows scored, {int(result['is_anomaly'].sum())} anomalous; "
           f"written to {args.output}")
 
@@ -186,14 +186,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.set_defaults(func=cmd_run)
 
     score = sub.add_parser("score-csv", help="score a CSV file without a database",
-                           description="Fit on the first --train-fraction of the rows, score "
-                           "every row causally, write the original columns plus anomaly_score, "
+                           description="Fit on the first --train-fraction of the rows (or on "
+                           "--train-file), score every row causally, write the original columns plus anomaly_score, "
                            "is_anomaly, severity and kind.")
     score.add_argument("input", type=Path, metavar="IN.csv")
     score.add_argument("--time-column", required=True,
                        help="column of timestamps or of integer steps")
     score.add_argument("--columns", required=True, help="comma-separated columns to score")
-    score.add_argument("--train-fraction", type=float, default=0.15)
+    fit = score.add_mutually_exclusive_group()
+    fit.add_argument("--train-fraction", type=float, default=0.15,
+                     help="share of the rows the model is fitted on (default 0.15)")
+    fit.add_argument("--train-file", type=Path, metavar="REF.csv",
+                     help="fit on this file instead (same columns; anomaly-free data of the "
+                     "same source), and score every row of IN.csv")
     score.add_argument("--model", choices=sorted(ALGORITHMS), default=DEFAULT_MODEL)
     score.add_argument("--nominal-voltage", type=float, default=230.0,
                        help="nominal voltage for the EN 50160 band [V] (default 230)")

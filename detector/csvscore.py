@@ -2,8 +2,9 @@
 
 The time column holds timestamps or plain integers (a step index). UCI names and our field
 names are recognised (so the physical checks work on a UCI export); any other column is a
-plain series. The model fits on the first `train_fraction` of the rows, then every row is
-scored causally. An input column named like an output column keeps its values as
+plain series. The model fits on the first `train_fraction` of the rows, or on a separate
+reference file (`train_file`: same columns, anomaly-free data of the same source), then every
+row is scored causally. An input column named like an output column keeps its values as
 `<name>_original`.
 
 Real files are not always in time order (a clock put back, an hour repeated at a clock change,
@@ -95,20 +96,26 @@ def read_series(path: Path, time_column: str, columns: list[str]) -> tuple[pd.Da
 
 def score_csv(source: Path, target: Path, time_column: str, columns: list[str],
               train_fraction: float = 0.15, model: str = DEFAULT_MODEL,
-              nominal_voltage_v: float = 230.0) -> pd.DataFrame:
-    """Fit on the first train_fraction of `source`, score every row, write `target`; returns
-    the detector's result frame."""
-    if not 0 < train_fraction < 1:
+              nominal_voltage_v: float = 230.0, train_file: Path | None = None) -> pd.DataFrame:
+    """Fit on the first train_fraction of `source` (or on all of `train_file`), score every row
+    of `source`, write `target`; returns the detector's result frame."""
+    if train_file is None and not 0 < train_fraction < 1:
         raise WattwatchError(f"--train-fraction must be between 0 and 1, got {train_fraction!r}")
     table, frame = read_series(source, time_column, columns)
     order = time_order(frame.index, source, time_column)
     frame = frame.iloc[order]
-    train_rows = int(len(frame) * train_fraction)
+    if train_file is None:
+        training, origin = frame.iloc[:int(len(frame) * train_fraction)], source
+        what = f"the first {len(training)} rows"
+    else:
+        training = read_series(train_file, time_column, columns)[1]
+        training = training.iloc[time_order(training.index, train_file, time_column)]
+        origin, what = train_file, f"its {len(training)} rows"
     params = {"nominal_voltage_v": nominal_voltage_v} if model == DEFAULT_MODEL else {}
     try:
-        detector = make_model(model, **params).fit(frame.iloc[:train_rows])
+        detector = make_model(model, **params).fit(training)
     except ValueError as exc:
-        raise WattwatchError(f"{source}: cannot train on the first {train_rows} rows: {exc}") from None
+        raise WattwatchError(f"{origin}: cannot train on {what}: {exc}") from None
     result = detector.score(frame).iloc[np.argsort(order)]  # back to the file's order
     # An input column with one of our output names (a label column, say) is kept, renamed.
     table = table.rename(columns={c: f"{c}_original" for c in OUTPUT_COLUMNS if c in table})

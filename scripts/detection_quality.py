@@ -11,12 +11,16 @@
    score; an alarm is the first reading of an incident, as users are alerted), UCR PowerDemand1 (distance of the top-scored point from the label). These go
    through `score-csv` exactly as a user would run it (train fraction 0.15, NAB's probation).
 3. The TimeEval corpus (../shared/data/timeeval, 86 series of many shapes), one configuration
-   for all: each series is trained on its anomaly-free training file where it has one, else on
-   its first 15%, and scored after that. Per series: top-1 (the highest score lies inside a
+   for all: a series with an anomaly-free training file is scored as TimeEval does it, the model
+   fitted on that file (`score-csv --train-file`) and every row of the test file scored (the
+   two are separate recordings: joined, the step between them would be an unlabelled anomaly);
+   a series without one is fitted on its first 15% and scored after that. Per series: top-1 (the highest score lies inside a
    labelled anomaly, +-100 points), event precision/recall/F1 at the default threshold, and the
    share of scored readings tied at the top score; over the corpus their mean, spread and the
    worst five series. The same for iforest-raw and a matrix-profile discord (stumpy, window =
-   the series' period or 100, flagged above the highest distance seen in training).
+   the series' period or 100, on the test file alone, flagged above the highest distance of the
+   training file's own windows; without a training file on the whole series, flagged above the
+   highest distance in its first 15%).
 
     .venv/bin/python scripts/detection_quality.py [--segments 6] [--skip-uci] [--skip-corpus] [--data DIR]
     pip install -e '.[quality]'   # stumpy, for the discord reference (else the corpus goes without it)
@@ -124,10 +128,24 @@ def _window_positions(times: pd.Series, windows: list) -> list[tuple[int, int]]:
              int(np.searchsorted(stamps, pd.Timestamp(b), side="right")) - 1) for a, b in windows]
 
 
+def _nab_threshold(files: list[tuple[np.ndarray, list, int]], windows: int) -> tuple[float, float]:
+    """NAB's optimiser: the one threshold on the evidence, over all files, that maximises the
+    normalised standard-profile score (each reading at or above it is a detection); among the
+    distinct evidence values seen after probation (every 1000th of them when there are more)."""
+    seen = np.unique(np.concatenate([evidence[probation:] for evidence, _, probation in files]))
+    candidates = seen[::max(1, len(seen) // 1000)]
+    scores = [nab_normalised(sum(nab_raw_score(evidence >= t, positions, probation)
+                                 for evidence, positions, probation in files), windows)
+              for t in candidates]
+    best = int(np.argmax(scores))
+    return float(candidates[best]), float(scores[best])
+
+
 def shared_quality(shared: Path) -> None:
     windows = json.loads((shared / "nab" / "combined_windows.json").read_text())
     print("NAB (train fraction 0.15 = NAB's probation; alarms counted after it):")
     corpus_raw, corpus_windows = 0.0, 0
+    swept = []  # (evidence, windows, probation) of each file, for NAB's threshold protocol
     for name in sorted(windows):
         if not name.startswith(("artificial", "realKnownCause/ambient_temperature")):
             continue
@@ -139,12 +157,17 @@ def shared_quality(shared: Path) -> None:
         hit = [bool(((alarms >= a) & (alarms <= b)).any()) for a, b in positions]
         outside = sum(not any(a <= i <= b for a, b in positions) for i in alarms)
         raw = nab_raw_score(flags, positions, probation)
+        swept.append((scored["anomaly_evidence"].to_numpy(), positions, probation))
         corpus_raw += raw
         corpus_windows += len(positions)
         print(f"  {name:55s} windows hit {sum(hit)}/{len(hit)}  alarms outside windows "
               f"{outside}  NAB raw {raw:+.2f}")
     print(f"  NAB standard-profile score over the files with windows: "
           f"{nab_normalised(corpus_raw, corpus_windows):.1f} (perfect 100, never firing 0)")
+    threshold, best = _nab_threshold(swept, corpus_windows)
+    print(f"  NAB's own protocol (every reading at or above one threshold on anomaly_evidence is a "
+          f"detection, the threshold that maximises the score over these files): {best:.1f} "
+          f"at evidence {threshold:.2f}")
 
     power = shared / "power" / "152_UCR_Anomaly_PowerDemand1.test.csv"
     train_rows = len(pd.read_csv(power.with_name(power.name.replace("test", "train"))))
@@ -173,37 +196,73 @@ class SeriesQuality:
     tied_at_top: float
 
 
-def _corpus_series(timeeval: Path) -> list[tuple[str, pd.DataFrame, int, int]]:
-    """(name, whole series with labels, training rows, window) for every series of the corpus:
-    the training file (if any) followed by the test file."""
+@dataclass
+class CorpusSeries:
+    name: str
+    train: pd.DataFrame | None  # the anomaly-free training file, when there is one
+    test: pd.DataFrame          # timestamp, value, is_anomaly
+    window: int                 # the discord's window: the series' period, else 100
+
+
+def _corpus_series(timeeval: Path) -> list[CorpusSeries]:
     listing = pd.read_csv(timeeval / "datasets.csv")
+
+    def read(path: str) -> pd.DataFrame:
+        frame = pd.read_csv(timeeval / path.removeprefix("TimeEval/"))
+        frame.columns = ["timestamp", "value", "is_anomaly"]  # some files call it value-0
+        frame["timestamp"] = np.arange(len(frame))
+        return frame
+
     series = []
     for row in listing.itertuples():
-        test = pd.read_csv(timeeval / row.test_path.removeprefix("TimeEval/"))
-        if isinstance(row.train_path, str):
-            train = pd.read_csv(timeeval / row.train_path.removeprefix("TimeEval/"))
-            whole, train_rows = pd.concat([train, test], ignore_index=True), len(train)
-        else:
-            whole, train_rows = test, int(0.15 * len(test))
-        whole.columns = ["timestamp", "value", "is_anomaly"]  # some files call it value-0
-        whole["timestamp"] = np.arange(len(whole))
         period = row.period_size if row.period_size == row.period_size else 100
-        series.append((f"{row.collection_name}/{row.dataset_name}", whole, train_rows,
-                       int(min(max(period, 8), 1000))))
+        series.append(CorpusSeries(
+            f"{row.collection_name}/{row.dataset_name}",
+            read(row.train_path) if isinstance(row.train_path, str) else None,
+            read(row.test_path), int(min(max(period, 8), 1000))))
     return series
 
 
-def _discord(values: np.ndarray, train_rows: int, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Matrix-profile discord scores (distance to the nearest other window, at the window's
-    centre) and flags above the highest distance of the training part."""
+def _discord(values: np.ndarray, window: int) -> np.ndarray:
+    """Matrix-profile discord scores: each window's distance to the nearest other window, at
+    the window's centre."""
     import stumpy
 
     profile = stumpy.stump(np.nan_to_num(values.astype(float)), window)[:, 0].astype(float)
     scores = np.full(len(values), 0.0)
     scores[window // 2:window // 2 + len(profile)] = profile
-    finite = scores[:train_rows][np.isfinite(scores[:train_rows])]
+    return scores
+
+
+def _discord_flags(series: CorpusSeries, train_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Discord scores and flags of the scored rows: above the highest distance of training."""
+    scores = _discord(series.test["value"].to_numpy(), series.window)
+    if series.train is not None:
+        seen = _discord(series.train["value"].to_numpy(), series.window)
+    else:
+        scores, seen = scores[train_rows:], scores[:train_rows]
+    finite = seen[np.isfinite(seen)]
     ceiling = finite.max() if len(finite) else np.inf
     return scores, np.isfinite(scores) & (scores > ceiling)
+
+
+def _scored(series: CorpusSeries, method: str, tmp: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, scores and flags of the scored rows of a series under a method."""
+    source, reference = tmp / "series.csv", tmp / "reference.csv"
+    series.test[["timestamp", "value"]].to_csv(source, index=False)
+    train_rows = 0 if series.train is not None else int(0.15 * len(series.test))
+    labels = series.test["is_anomaly"].to_numpy()[train_rows:]
+    if method == DISCORD:
+        return labels, *_discord_flags(series, train_rows)
+    if series.train is not None:
+        series.train[["timestamp", "value"]].to_csv(reference, index=False)
+        result = score_csv(source, tmp / "out.csv", "timestamp", ["value"], model=method,
+                           train_file=reference)
+    else:
+        result = score_csv(source, tmp / "out.csv", "timestamp", ["value"],
+                           train_rows / len(series.test), model=method)
+    return (labels, result["score"].to_numpy()[train_rows:],
+            result["is_anomaly"].to_numpy()[train_rows:])
 
 
 def _series_quality(name: str, labels: np.ndarray, scores: np.ndarray, flags: np.ndarray) -> SeriesQuality:
@@ -227,21 +286,11 @@ def corpus_quality(timeeval: Path) -> None:
     series = _corpus_series(timeeval)
     results: dict[str, list[SeriesQuality]] = {method: [] for method in methods}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, whole, train_rows, window in series:
-            source = Path(tmp) / "series.csv"
-            whole[["timestamp", "value"]].to_csv(source, index=False)
-            labels = whole["is_anomaly"].to_numpy()[train_rows:]
+        for one in series:
             for method in methods:
-                if method == DISCORD:
-                    scores, flags = _discord(whole["value"].to_numpy(), train_rows, window)
-                else:
-                    result = score_csv(source, Path(tmp) / "out.csv", "timestamp", ["value"],
-                                       train_rows / len(whole), model=method)
-                    scores, flags = result["score"].to_numpy(), result["is_anomaly"].to_numpy()
-                results[method].append(_series_quality(name, labels, scores[train_rows:],
-                                                       flags[train_rows:]))
-    print(f"TimeEval corpus: {len(series)} series, one configuration (trained on the anomaly-free "
-          f"training file where there is one, else the first 15%)")
+                results[method].append(_series_quality(one.name, *_scored(one, method, Path(tmp))))
+    print(f"TimeEval corpus: {len(series)} series, one configuration (fitted on the anomaly-free "
+          f"training file, scoring the test file, where there is one; else on the first 15%)")
     for method in methods:
         table = pd.DataFrame([vars(r) for r in results[method]]).set_index("name")
         spread = table[["top1", "precision", "recall", "f1"]].astype(float).agg(["mean", "std"])

@@ -38,6 +38,30 @@ def test_step_indexed_series_with_a_detected_period(tmp_path):
     assert len(flagged) and ((flagged >= 5000) & (flagged < 5075)).mean() >= 0.9
 
 
+def test_a_separate_reference_file_trains_and_every_row_of_the_input_is_scored(tmp_path):
+    """--train-file: the model fits on an anomaly-free recording; the other file is scored from
+    its first row, and the step between the two recordings is no anomaly (nothing joins them)."""
+    rng = np.random.default_rng(5)
+
+    def cycle(n: int, offset: float) -> np.ndarray:
+        return offset + 5 * np.sin(2 * np.pi * np.arange(n) / 97) + rng.normal(0, 0.3, n)
+
+    pd.DataFrame({"step": np.arange(4000), "load": cycle(4000, 10)}).to_csv(
+        tmp_path / "ref.csv", index=False)
+    value = cycle(3000, 10)
+    value[2000:2060] = 10 + rng.normal(0, 0.3, 60)  # the cycle stops for 60 steps
+    pd.DataFrame({"step": np.arange(3000), "load": value}).to_csv(tmp_path / "in.csv", index=False)
+    result = run_cli(["detect", "score-csv", str(tmp_path / "in.csv"), "--time-column", "step",
+                      "--columns", "load", "--train-file", str(tmp_path / "ref.csv"),
+                      "-o", str(tmp_path / "out.csv")])
+    assert result.returncode == 0, result.stderr
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert len(out) == 3000 and out["anomaly_score"].notna().all()
+    assert 2000 <= out["anomaly_score"].idxmax() < 2075
+    flagged = out.index[out["is_anomaly"]]
+    assert len(flagged) and ((flagged >= 2000) & (flagged < 2075)).mean() >= 0.9
+
+
 def test_uci_columns_get_the_physical_checks(tmp_path):
     frame = household(days=6, seed=3)
     swell = 262.0 + np.random.default_rng(1).normal(0, 0.5, 5)  # above 253 V, still moving
@@ -83,11 +107,13 @@ def test_a_clock_put_back_and_a_repeated_time_are_scored_with_one_warning(tmp_pa
     ("t,v\n0,1\n", ["--columns", "w"], "no column 'w'; the header has t, v"),
     ("t,v\nmonday,1\n", ["--columns", "v"], "in.csv:2: column 't' has 'monday'; expected a timestamp"),
     ("t,v\n0,1\n", ["--columns", "v", "--train-fraction", "1.5"], "between 0 and 1, got 1.5"),
+    ("t,v\n0,1\n", ["--columns", "v", "--train-file", "{dir}/absent.csv"], "absent.csv: no such file"),
+    ("t,v\n0,1\n", ["--columns", "v", "--train-file", "{dir}/in.csv"], "in.csv: cannot train on its 1 rows"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, capsys, content, args, message):
     (tmp_path / "in.csv").write_text(content)
     status = main(["detect", "score-csv", str(tmp_path / "in.csv"), "--time-column", "t",
-                   *args, "-o", str(tmp_path / "out.csv")])
+                   *(arg.format(dir=tmp_path) for arg in args), "-o", str(tmp_path / "out.csv")])
     stderr = capsys.readouterr().err
     assert status == 1
     assert message in stderr and len(stderr.strip().splitlines()) == 1, stderr

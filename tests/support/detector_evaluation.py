@@ -59,12 +59,12 @@ def event_scores(flags: np.ndarray, truth: list[tuple[int, int, str]], *,
 NAB_TP, NAB_FP, NAB_FN = 1.0, 0.11, 1.0
 
 
-def _scaled_sigmoid(relative_position: float) -> float:
+def _scaled_sigmoid(relative_position):
     """NAB's weight of a detection at a position relative to a window's end (-1..0 inside the
-    window: close to 1 early, 0 at the end; > 0 after it, falling to -1)."""
-    if relative_position > 3.0:
-        return -1.0
-    return 2.0 / (1.0 + np.exp(5.0 * relative_position)) - 1.0
+    window: close to 1 early, 0 at the end; > 0 after it, falling to -1); element-wise."""
+    relative_position = np.asarray(relative_position, dtype=float)
+    return np.where(relative_position > 3.0, -1.0,
+                    2.0 / (1.0 + np.exp(5.0 * np.minimum(relative_position, 3.0))) - 1.0)
 
 
 def nab_raw_score(flags: np.ndarray, windows: list[tuple[int, int]], probation: int) -> float:
@@ -80,17 +80,17 @@ def nab_raw_score(flags: np.ndarray, windows: list[tuple[int, int]], probation: 
         inside |= hits
         if hits.any():
             position = -(last - detections[hits][0] + 1) / (last - first + 1)
-            score += NAB_TP * _scaled_sigmoid(position)
+            score += NAB_TP * float(_scaled_sigmoid(position))
         else:
             score -= NAB_FN
-    for i in detections[~inside]:
-        before = [w for w in windows if w[1] < i]
-        if before:
-            first, last = before[-1]
-            score += NAB_FP * _scaled_sigmoid((i - last) / (last - first + 1))
-        else:
-            score -= NAB_FP
-    return score
+    outside = detections[~inside]
+    bounds = np.array(windows, dtype=float).reshape(-1, 2)
+    # the window each false detection follows, if any (windows are in time order)
+    before = np.searchsorted(bounds[:, 1], outside, side="left") - 1
+    after = before >= 0
+    first, last = bounds[before[after], 0], bounds[before[after], 1]
+    weights = _scaled_sigmoid((outside[after] - last) / (last - first + 1))
+    return float(score + NAB_FP * (weights.sum() - (~after).sum()))
 
 
 def nab_normalised(raw: float, windows: int) -> float:
