@@ -189,12 +189,15 @@ def test_simulate_history_days_then_live_leaves_no_gap(db_url):
     before = datetime.now(UTC)
     live = cli_json(db_url, "simulate", "--meters", "2", "--interval", "1", "--history-days", "0.01",
                     "--duration", "2", "--seed", "13", "--prefix", "hist", "--metrics-port", "0")
+    after = datetime.now(UTC)
     with psycopg.connect(db_url) as conn:
         per_meter = conn.execute(
             "SELECT count(*), count(DISTINCT time), min(time), max(time) FROM readings "
             "WHERE meter_id LIKE 'hist-%' GROUP BY meter_id").fetchall()
     assert len(per_meter) == 2
     for count, distinct, low, high in per_meter:
-        assert low <= before - timedelta(days=0.01) + timedelta(seconds=2)
+        # the history starts 0.01 days before live, whenever the command got going
+        assert before - timedelta(days=0.01, seconds=2) <= low <= after - timedelta(days=0.01)
+        assert high - low >= timedelta(days=0.01)
         assert count == distinct == int((high - low).total_seconds()) + 1  # one a second, no gap
     assert live["loaded"] >= 2
