@@ -210,17 +210,21 @@ def mark_history_scored(url: str) -> None:
 
 
 def live(children: Children, env: dict, url: str, history: dict, workers: int,
-         minutes: int) -> dict:
-    """W workers and one reading per meter a minute for `minutes`; the figures."""
+         minutes: int, after: datetime) -> dict:
+    """W workers and one reading per meter a minute for `minutes`, from the first minute
+    after `after` (the last one fed before) that has begun or the next one; the figures."""
     ids = list(history["template_of"])
     templates = [history["template_of"][meter_id] for meter_id in ids]
+    first = max(datetime.now(timezone.utc).replace(second=0, microsecond=0),
+                after + timedelta(minutes=1))
+    ticks = [first + timedelta(minutes=n) for n in range(minutes)]
+    time.sleep(max(0.0, (first - datetime.now(timezone.utc)).total_seconds()))
     with psycopg.connect(url, autocommit=True) as conn:
+        # live starts: the workers and the first minute's readings at once
         started = conn.execute("SELECT clock_timestamp()").fetchone()[0]
         names = [f"detect-run-{workers}w-{n}" for n in range(workers)]
         for name in names:
             children.start(name, ["detect", "run", "--metrics-port", "0"], env)
-        first = started.replace(second=0, microsecond=0)
-        ticks = [first + timedelta(minutes=n) for n in range(minutes)]
         for tick in ticks:
             while (wait := (tick - datetime.now(timezone.utc)).total_seconds()) > 0:
                 children.check_alive()
@@ -261,7 +265,7 @@ def live(children: Children, env: dict, url: str, history: dict, workers: int,
             "  USING (meter_id, time) WHERE r.time BETWEEN %s AND %s"
             "  GROUP BY r.meter_id, r.time) AS c", window).fetchone()
     peaks = [children.finish(name, stop=True, timeout=60)[1] for name in names]
-    return {"workers": workers, "minutes": minutes, "readings_fed": fed,
+    return {"workers": workers, "minutes": minutes, "last_minute": ticks[-1], "readings_fed": fed,
             "meters_first_scored": meters_scored, "first_score_p50_s": first_p50,
             "first_score_max_s": first_max, "steady_readings": steady,
             "steady_scored": scored_steady, "insert_to_score_p50_s": p50,
@@ -381,8 +385,10 @@ def benchmark(args: argparse.Namespace, admin: str, url: str, children: Children
         log(f"history scored in {seconds:.0f} s")
     else:
         mark_history_scored(url)
-    result["live"] = [live(children, jobs, url, history, workers, args.minutes)
-                      for workers in args.workers]
+    result["live"] = []
+    for workers in args.workers:
+        after = result["live"][-1]["last_minute"] if result["live"] else history["end"]
+        result["live"].append(live(children, jobs, url, history, workers, args.minutes, after))
     result["size"] = sizes(url)
     return result
 
@@ -426,7 +432,7 @@ def main() -> None:
         if state is not None:
             subprocess.run([*STACK, "down", "--state", str(state)], check=False,
                            stdout=subprocess.DEVNULL)
-    print(json.dumps(result, indent=2) if args.json else table(result))
+    print(json.dumps(result, indent=2, default=str) if args.json else table(result))
 
 
 if __name__ == "__main__":
