@@ -249,15 +249,15 @@ def live(children: Children, env: dict, url: str, history: dict, workers: int,
             time.sleep(1)
         first_p50, first_max, meters_scored = conn.execute(
             "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY first), max(first), count(*)"
-            " FROM (SELECT extract(epoch FROM min(scored_at) - %s) AS first FROM anomaly_scores"
-            "  WHERE time BETWEEN %s AND %s GROUP BY meter_id) AS f",
+            " FROM (SELECT extract(epoch FROM min(scored_at) - %s)::float8 AS first"
+            "  FROM anomaly_scores WHERE time BETWEEN %s AND %s GROUP BY meter_id) AS f",
             (started, *window)).fetchone()
         # After the first minute: the steady state (the first is the cold start, above).
         p50, p95, most, steady, scored_steady = conn.execute(
             "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag),"
             " percentile_cont(0.95) WITHIN GROUP (ORDER BY lag), max(lag), count(*), count(lag)"
-            " FROM (SELECT extract(epoch FROM s.scored_at - r.ingested_at) AS lag FROM readings r"
-            "  LEFT JOIN anomaly_scores s USING (meter_id, time)"
+            " FROM (SELECT extract(epoch FROM s.scored_at - r.ingested_at)::float8 AS lag"
+            "  FROM readings r LEFT JOIN anomaly_scores s USING (meter_id, time)"
             "  WHERE r.time > %s AND r.time <= %s) AS l", window).fetchone()
         unscored, twice = conn.execute(
             "SELECT count(*) FILTER (WHERE n = 0), count(*) FILTER (WHERE n > 1) FROM"
