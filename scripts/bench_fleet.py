@@ -95,7 +95,8 @@ class Children:
         self.running[name] = process
         return process
 
-    def finish(self, name: str, stop: bool = False, timeout: float | None = None) -> tuple[int, int]:
+    def finish(self, name: str, stop: bool = False,
+               timeout: float | None = None) -> tuple[int, int]:
         """Wait for the process (after SIGINT when `stop`); its exit status and peak RSS in
         bytes. A process still there after `timeout` is killed."""
         process = self.running.pop(name)
@@ -375,7 +376,8 @@ def benchmark(args: argparse.Namespace, admin: str, url: str, children: Children
     seconds, rss = children.run("train", ["detect", "train", "--reason", "benchmark"], jobs)
     log(f"trained {args.meters} meters in {seconds:.0f} s")
     result = {"meters": args.meters, "distinct": distinct, "days": args.days,
-              "load": {k: v for k, v in history.items() if k not in ("start", "end", "template_of")},
+              "load": {key: value for key, value in history.items()
+                       if key not in ("start", "end", "template_of")},
               "train": {"seconds": seconds, "seconds_per_meter": seconds / args.meters,
                         "peak_rss_bytes": rss}}
     if args.backfill:
@@ -420,8 +422,9 @@ def main() -> None:
     try:
         if admin is None:
             state = Path(tempfile.mkdtemp(prefix="wattwatch-bench-fleet-"))
-            admin = json.loads(subprocess.run([*STACK, "up", "--state", str(state)], check=True,
-                                              capture_output=True, text=True).stdout)["database_url"]
+            up = subprocess.run([*STACK, "up", "--state", str(state)], check=True,
+                                capture_output=True, text=True)
+            admin = json.loads(up.stdout)["database_url"]
         url = create_database(admin, f"ww_bench_fleet_{secrets.token_hex(4)}")
         result = benchmark(args, admin, url, children)
     finally:
