@@ -427,6 +427,8 @@ def main() -> None:
             admin = json.loads(up.stdout)["database_url"]
         url = create_database(admin, f"ww_bench_fleet_{secrets.token_hex(4)}")
         result = benchmark(args, admin, url, children)
+    except KeyboardInterrupt:
+        raise SystemExit("bench_fleet: interrupted") from None
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave a stack
         children.stop_all()
