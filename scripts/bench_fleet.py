@@ -415,6 +415,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.minutes < 2:
         parser.error("--minutes: at least 2 (the first minute is the cold start)")
+    if min(args.workers) < 1 or args.meters < 1 or args.distinct < 1:
+        parser.error("--workers, --meters and --distinct: at least 1")
     admin = os.environ.get("WATTWATCH_DATABASE_URL")
     state = url = None
     children = Children(Path(tempfile.mkdtemp(prefix="wattwatch-bench-fleet-logs-")))
