@@ -367,8 +367,9 @@ def table(result: dict) -> str:
 
 def benchmark(args: argparse.Namespace, admin: str, url: str, children: Children) -> dict:
     password = secrets.token_hex(8)
+    # the fleet is declared before the first migration, so the chunks are sized to it
     owner = {**os.environ, "PYTHONPATH": str(PROJECT), "WATTWATCH_DATABASE_URL": url,
-             "WATTWATCH_JOBS_PASSWORD": password}
+             "WATTWATCH_JOBS_PASSWORD": password, "WATTWATCH_EXPECTED_METERS": str(args.meters)}
     name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
     jobs = {**owner, "WATTWATCH_DATABASE_URL": with_database(admin, name, "wattwatch_jobs",
                                                              password)}
