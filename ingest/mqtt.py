@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 import paho.mqtt.client as mqtt
 
 from ingest.batches import BatchLoader
-from ingest.broker import Broker, connect_async
+from ingest.broker import Broker, connect_async, untrusted_certificate
 from ingest.mqtt_metrics import OUTCOMES, MqttMetrics
 from ingest.pacing import FLUSH_SECONDS, Pacer
 from ingest.payloads import PayloadParser
@@ -70,6 +70,7 @@ class MqttIngest:
                              for outcome in OUTCOMES}
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
 
     def run(self, stop: threading.Event) -> None:
@@ -172,6 +173,13 @@ class MqttIngest:
                      self.broker, ", ".join(self.topics), flags.session_present)
         if self.metrics:
             self.metrics.connected.set(1)
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        if problem := untrusted_certificate(client, self.broker):
+            self._fatal = problem
+        elif self.connection == 0:  # never connected yet: say why it waits
+            log.warning("cannot connect to broker %s (%s); retrying with backoff", self.broker,
+                        getattr(client, "connect_error", None) or "connection failed")
 
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
         if self.metrics:
