@@ -72,14 +72,18 @@ class PayloadParser:
     def parse(self, topic: str, payload: bytes, arrival: datetime) -> Parsed:
         digest = hashlib.sha256(topic.encode() + b"\n" + payload).hexdigest()
         parsed = Parsed()
-        text = payload.decode("utf-8", errors="replace")
         topic_meter = self._topic_meter(topic)
         try:
-            document = json.loads(payload)
-        except ValueError as exc:
-            parsed.rejects.append(Reject(MessageLine(1, topic, digest), text, "invalid_payload",
-                                         f"not JSON: {exc}", topic_meter))
-            return parsed
+            text = payload.decode()
+            document = json.loads(text)  # from text: detecting the encoding of bytes costs more
+        except ValueError:  # UnicodeDecodeError is one
+            text = payload.decode("utf-8", errors="replace")
+            try:
+                document = json.loads(payload)  # UTF-16 or 32, or a byte order mark
+            except ValueError as exc:
+                parsed.rejects.append(Reject(MessageLine(1, topic, digest), text,
+                                             "invalid_payload", f"not JSON: {exc}", topic_meter))
+                return parsed
         items = document if isinstance(document, list) else [document]
         if not items:
             parsed.rejects.append(Reject(MessageLine(1, topic, digest), text, "invalid_payload",

@@ -7,7 +7,8 @@ runs in a process of its own.
 
 1. throughput: --messages readings (one per message, QoS 1) published as fast as the broker
    takes them; messages/s from the first publish until the last row is in the hypertable
-   (every message acknowledged by the broker, every row stored).
+   (every message acknowledged by the broker, every row stored). Also the CPU each part spent
+   per message (from /proc): what the two cores could carry without other work on them.
 2. backlog: --messages more published while the ingest is stopped (the broker queues them for
    its session), then the ingest started: messages/s until the last row is stored, the
    ingest's own pace without a publisher competing for the cores.
@@ -58,17 +59,53 @@ def publisher(settings: Settings, broker: Broker) -> Publisher:
     return sender
 
 
-def rows(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        return conn.execute("SELECT count(*) FROM readings").fetchone()[0]
-
-
 def wait_rows(url: str, count: int, timeout: float = 600) -> None:
+    """Poll on one connection: a new one each time would cost the server a fork and a SCRAM
+    exchange, on the cores being measured."""
     deadline = time.monotonic() + timeout
-    while rows(url) < count:
-        if time.monotonic() > deadline:
-            sys.exit(f"bench_mqtt: {rows(url)} of {count} rows after {timeout} s")
-        time.sleep(0.05)
+    with psycopg.connect(url, autocommit=True) as conn:
+        while (stored := conn.execute("SELECT count(*) FROM readings").fetchone()[0]) < count:
+            if time.monotonic() > deadline:
+                sys.exit(f"bench_mqtt: {stored} of {count} rows after {timeout} s")
+            time.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of a live process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu(postmaster: int) -> float:
+    """CPU of the stack's PostgreSQL: the postmaster and its live children (backends, workers)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(stat.parent.name) == postmaster or int(fields[1]) == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+class CpuUse:
+    """CPU seconds that the ingest, the broker and PostgreSQL spend between start and stop."""
+
+    def __init__(self, ingest: int, stack: dict):
+        data = Path(stack["postgres_log"]).parent if "postgres_log" in stack else None
+        self.postmaster = int((data / "postmaster.pid").read_text().split()[0]) if data else None
+        self.pids = {"ingest": ingest, "broker": stack["mosquitto_pid"]}
+        self.started = self._now()
+
+    def _now(self) -> dict[str, float]:
+        now = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        if self.postmaster:
+            now["PostgreSQL"] = postgres_cpu(self.postmaster)
+        return now
+
+    def since(self) -> dict[str, float]:
+        return {name: seconds - self.started[name] for name, seconds in self._now().items()}
 
 
 def start_ingest(env: dict, state: Path) -> subprocess.Popen:
@@ -103,29 +140,40 @@ def readings(messages: int, offset: int = 0) -> list[tuple[str, bytes]]:
 def flood(broker: Broker, settings: Settings, batch: list[tuple[str, bytes]]) -> multiprocessing.Process:
     """Publish `batch` from another process (started here); it exits 0 once the broker has
     acknowledged every message."""
+    context = multiprocessing.get_context("fork")
+    cpu = context.Value("d", 0.0)
+
     def publish() -> None:
         publish_all(broker.host, broker.port, settings.mqtt_username,
                     settings.mqtt_password.get_secret_value(), batch)
+        cpu.value = time.process_time()
 
-    process = multiprocessing.get_context("fork").Process(target=publish)
+    process = context.Process(target=publish)
+    process.cpu = cpu  # its CPU seconds, once it is done
     process.start()
     return process
 
 
-def published(process: multiprocessing.Process) -> None:
+def published(process: multiprocessing.Process) -> float:
+    """Wait for a flood to end; its CPU seconds."""
     process.join(600)
     if process.exitcode != 0:
         sys.exit(f"bench_mqtt: the publisher exited with {process.exitcode}")
+    return process.cpu.value
 
 
-def throughput(broker: Broker, settings: Settings, url: str, messages: int) -> float:
+def throughput(broker: Broker, settings: Settings, url: str, messages: int,
+               cpu: CpuUse) -> tuple[float, dict[str, float]]:
+    """Messages/s from the first publish to the last row stored, and the CPU seconds each part
+    spent meanwhile."""
     batch = readings(messages)
     started = time.perf_counter()
     publisher = flood(broker, settings, batch)
     wait_rows(url, messages)
     seconds = time.perf_counter() - started
-    published(publisher)
-    return messages / seconds
+    spent = cpu.since()
+    spent["publisher"] = published(publisher)
+    return messages / seconds, spent
 
 
 def latency(client: Publisher, url: str, meters: int, seconds: int, before: int) -> tuple[float, float]:
@@ -169,8 +217,14 @@ def main() -> None:
             migrate(conn, settings)
         ingest = start_ingest(env, state)
         broker = Broker.parse(stack["mqtt_url"])
-        rate = throughput(broker, settings, url, args.messages)
-        print(f"throughput: {args.messages:,} messages in the hypertable at {rate:,.0f} messages/s", flush=True)
+        rate, spent = throughput(broker, settings, url, args.messages, CpuUse(ingest.pid, stack))
+        print(f"throughput: {args.messages:,} messages in the hypertable at {rate:,.0f} messages/s "
+              f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+        print("throughput: CPU per message " + ", ".join(
+            f"{name} {seconds / args.messages * 1e6:.1f} us" for name, seconds in spent.items())
+            + f"; all {sum(spent.values()) / args.messages * 1e6:.1f} us: 2 idle cores would take "
+            f"{2 * args.messages / sum(spent.values()):,.0f} messages/s, the ingest's one core "
+            f"(one interpreter) {args.messages / spent['ingest']:,.0f}", flush=True)
         stop_ingest(ingest)
         batch = readings(args.messages, offset=args.messages)
         started = time.perf_counter()
