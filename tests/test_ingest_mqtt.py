@@ -16,6 +16,8 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 import psycopg
 import pytest
 
@@ -252,6 +254,27 @@ def test_a_wrong_password_is_one_line_and_exit_status_1(ingest, mqtt_env):
     assert done.returncode == 1
     assert "refused the connection: Not authorized" in done.stderr
     assert "wrong" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_mqtt5_messages_with_and_without_properties(ingest, durable, mqtt_env):
+    # The client decodes a PUBLISH without properties itself and leaves the others to paho.
+    ingest.start()
+    sender = start(client_for(mqtt_env), mqtt_env)
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.UserProperty = ("gateway", "g-1")
+    properties.MessageExpiryInterval = 3600
+    sent = [sender.publish(*message(0), qos=1, properties=properties),
+            sender.publish(*message(1), qos=1)]
+    for info in sent:
+        info.wait_for_publish(10)
+    wait_for_counts(durable, (2, 0), ingest)
+    summary = ingest.stop()
+    sender.disconnect()
+    sender.loop_stop()
+    assert (summary["read"], summary["loaded"]) == (2, 2)
+    with psycopg.connect(durable) as conn:
+        assert conn.execute("SELECT meter_id, active_power_kw FROM readings ORDER BY 1").fetchall() == [
+            ("m-0", 0.1), ("m-1", 0.2)]
 
 
 @pytest.fixture
