@@ -3,8 +3,9 @@
 paho reads a packet with several recv calls (its type byte, each byte of its length, its body)
 and handles one incoming packet per select: with thousands of small messages a second those
 system calls cost more than the messages themselves. This client reads up to 64 KiB at a time
-and keeps handling packets while whole or partial packets remain in what it read (paho keeps a
-partial packet and resumes it when more bytes come).
+and keeps handling packets while whole or partial packets remain in what it read; a packet
+wholly in that chunk is cut out of it in one piece, a partial one is left to paho (which keeps
+it and resumes it when more bytes come).
 
 paho also queues each manual acknowledgement as a packet of its own and wakes its network
 thread for each (a write on its socket pair); `ack_many` queues a batch's PUBACKs as one write.
@@ -46,6 +47,38 @@ class BufferedClient(mqtt.Client):
                and self._chunk_socket is self._sock and self._position < len(self._chunk)):
             rc = super().loop_read(max_packets)
         return rc
+
+    def _packet_read(self) -> mqtt.MQTTErrorCode:
+        """A packet wholly in the chunk is taken in one piece and handled by paho; paho reads
+        anything else (a packet split between chunks, or the first of a new chunk)."""
+        chunk, start = self._chunk, self._position
+        if (self._in_packet["command"] != 0 or self._chunk_socket is not self._sock
+                or start >= len(chunk)):
+            return super()._packet_read()
+        length, multiplier, at = 0, 1, start + 1
+        while at < len(chunk) and at - start <= 4:  # the remaining length: 1 to 4 bytes
+            byte = chunk[at]
+            at += 1
+            length += (byte & 127) * multiplier
+            multiplier *= 128
+            if not byte & 128:
+                if at + length > len(chunk):
+                    break
+                self._in_packet.update(command=chunk[start], have_remaining=1,
+                                       remaining_length=length, to_process=0, pos=0,
+                                       packet=chunk[at:at + length])
+                self._position = at + length
+                try:
+                    rc = self._packet_handle()
+                except mqtt.MalformedPacket:
+                    rc = mqtt.MQTT_ERR_PROTOCOL
+                self._in_packet = {"command": 0, "have_remaining": 0, "remaining_count": [],
+                                   "remaining_mult": 1, "remaining_length": 0,
+                                   "packet": bytearray(), "to_process": 0, "pos": 0}
+                with self._msgtime_mutex:
+                    self._last_bytes_received = mqtt.time_func()
+                return rc
+        return super()._packet_read()
 
     def ack_many(self, mids: list[int]) -> None:
         """Acknowledge the QoS 1 messages `mids` (manual_ack) with one queued write."""
