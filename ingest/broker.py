@@ -67,10 +67,10 @@ class Client(BufferedClient):
         return result
 
 
-def untrusted_certificate(client: mqtt.Client, broker: Broker) -> str | None:
+def untrusted_certificate(client: Client, broker: Broker) -> str | None:
     """Why `client`'s last connection attempt failed, when the broker's certificate did not
     verify (an error no retry cures); else None."""
-    error = getattr(client, "connect_error", None)
+    error = client.connect_error
     if not isinstance(error, ssl.SSLCertVerificationError):
         return None
     return (f"the broker {broker} presented a certificate that does not verify "
@@ -85,7 +85,7 @@ def broker_url(given: str | None, settings: Settings) -> Broker:
 
 
 def make_client(settings: Settings, broker: Broker, client_id: str, *,
-                manual_ack: bool = False, persistent: bool = False) -> mqtt.Client:
+                manual_ack: bool = False, persistent: bool = False) -> Client:
     """A client that is not yet connected (see connect_async); `persistent`: the broker keeps its
     session (subscriptions and unacknowledged QoS 1 messages) while it is away."""
     v5 = settings.mqtt_protocol == "5"

@@ -20,8 +20,7 @@ from datetime import datetime, timezone
 import paho.mqtt.client as mqtt
 
 from ingest.batches import BatchLoader
-from ingest.broker import Broker, connect_async, untrusted_certificate
-from ingest.buffered_client import BufferedClient
+from ingest.broker import Broker, Client, connect_async, untrusted_certificate
 from ingest.mqtt_metrics import OUTCOMES, MqttMetrics
 from ingest.pacing import FLUSH_SECONDS, Pacer
 from ingest.payloads import PayloadParser
@@ -48,7 +47,7 @@ class MqttIngest:
     """Subscribes `client` (made with manual_ack and a persistent session) to `topics` and
     writes what arrives through `loader` until `stop` is set."""
 
-    def __init__(self, client: BufferedClient, broker: Broker, topics: list[str],
+    def __init__(self, client: Client, broker: Broker, topics: list[str],
                  parser: PayloadParser, loader: BatchLoader, metrics: MqttMetrics | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         self.client = client
@@ -179,7 +178,7 @@ class MqttIngest:
             self._fatal = problem
         elif self.connection == 0:  # never connected yet: say why it waits
             log.warning("cannot connect to broker %s (%s); retrying with backoff", self.broker,
-                        getattr(client, "connect_error", None) or "connection failed")
+                        client.connect_error or "connection failed")
 
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
         if self.metrics:
