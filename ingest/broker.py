@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -50,6 +51,32 @@ class Broker:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
+class Client(BufferedClient):
+    """A client that keeps why its last connection attempt failed: paho's on_connect_fail is not
+    told, and a certificate that does not verify will not verify on a retry either."""
+
+    connect_error: OSError | None = None
+
+    def reconnect(self) -> mqtt.MQTTErrorCode:
+        try:
+            result = super().reconnect()
+        except OSError as exc:
+            self.connect_error = exc
+            raise
+        self.connect_error = None
+        return result
+
+
+def untrusted_certificate(client: Client, broker: Broker) -> str | None:
+    """Why `client`'s last connection attempt failed, when the broker's certificate did not
+    verify (an error no retry cures); else None."""
+    error = client.connect_error
+    if not isinstance(error, ssl.SSLCertVerificationError):
+        return None
+    return (f"the broker {broker} presented a certificate that does not verify "
+            f"({error.verify_message}): set WATTWATCH_MQTT_CA_FILE to the CA that signed it")
+
+
 def broker_url(given: str | None, settings: Settings) -> Broker:
     url = given or settings.mqtt_url
     if not url:
@@ -58,18 +85,22 @@ def broker_url(given: str | None, settings: Settings) -> Broker:
 
 
 def make_client(settings: Settings, broker: Broker, client_id: str, *,
-                manual_ack: bool = False, persistent: bool = False) -> mqtt.Client:
+                manual_ack: bool = False, persistent: bool = False) -> Client:
     """A client that is not yet connected (see connect_async); `persistent`: the broker keeps its
     session (subscriptions and unacknowledged QoS 1 messages) while it is away."""
     v5 = settings.mqtt_protocol == "5"
-    client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-                            clean_session=None if v5 else not persistent, manual_ack=manual_ack)
+    client = Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                    protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                    clean_session=None if v5 else not persistent, manual_ack=manual_ack)
     if settings.mqtt_username:
         password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
         client.username_pw_set(settings.mqtt_username, password)
     if broker.tls:
-        client.tls_set(ca_certs=settings.mqtt_ca_file or None)
+        try:
+            client.tls_set(ca_certs=settings.mqtt_ca_file or None)
+        except (OSError, ssl.SSLError) as exc:  # a missing file, or no certificate in it
+            raise WattwatchError(f"WATTWATCH_MQTT_CA_FILE {settings.mqtt_ca_file}: cannot load "
+                                 f"CA certificates from it ({exc})") from None
     client.reconnect_delay_set(FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS)
     return client
 

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 import paho.mqtt.client as mqtt
 
 from ingest.batches import BatchLoader
-from ingest.broker import Broker, connect_async
+from ingest.broker import Broker, Client, connect_async, untrusted_certificate
 from ingest.mqtt_metrics import OUTCOMES, MqttMetrics
 from ingest.pacing import FLUSH_SECONDS, Pacer
 from ingest.payloads import PayloadParser
@@ -39,6 +39,7 @@ class Received:
     arrival: datetime
     mid: int
     qos: int
+    dup: bool  # the broker sent it before
     connection: int  # which connection delivered it: only that one can acknowledge it
 
 
@@ -46,7 +47,7 @@ class MqttIngest:
     """Subscribes `client` (made with manual_ack and a persistent session) to `topics` and
     writes what arrives through `loader` until `stop` is set."""
 
-    def __init__(self, client: mqtt.Client, broker: Broker, topics: list[str],
+    def __init__(self, client: Client, broker: Broker, topics: list[str],
                  parser: PayloadParser, loader: BatchLoader, metrics: MqttMetrics | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         self.client = client
@@ -56,7 +57,7 @@ class MqttIngest:
         self.loader = loader
         self.metrics = metrics
         self.clock = clock
-        self.inbox: queue.Queue[Received] = queue.Queue()
+        self.inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
         self.connection = 0  # bumped on each connect, under _ack_lock
         self._ack_lock = threading.Lock()
         self._fatal: str | None = None
@@ -70,6 +71,7 @@ class MqttIngest:
                              for outcome in OUTCOMES}
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
 
     def run(self, stop: threading.Event) -> None:
@@ -108,6 +110,9 @@ class MqttIngest:
             batch.append(message)
             self._open += 1
             rows += self._parse(message)
+        if self.metrics:  # counted here, once a batch, rather than by the network thread
+            self._counted["received"].inc(len(batch))
+            self._counted["redelivered"].inc(sum(message.dup for message in batch))
         return batch
 
     def _parse(self, message: Received) -> int:
@@ -129,14 +134,13 @@ class MqttIngest:
     def _store(self, batch: list[Received]) -> None:
         """Commit the batch (waiting out a lost database), then acknowledge its messages."""
         self.loader.flush()
-        acknowledged = 0
         with self._ack_lock:
-            for message in batch:
-                # A message of an earlier connection is delivered again by the broker: its mid
-                # may now name another message, so it is left to the redelivery.
-                if message.qos and message.connection == self.connection:
-                    self.client.ack(message.mid, message.qos)
-                    acknowledged += 1
+            # A message of an earlier connection is delivered again by the broker: its mid may
+            # now name another message, so it is left to the redelivery.
+            mids = [message.mid for message in batch
+                    if message.qos and message.connection == self.connection]
+            self.client.ack_many(mids)
+        acknowledged = len(mids)
         self._open = 0
         if self.metrics:
             self._counted["acknowledged"].inc(acknowledged)
@@ -145,11 +149,7 @@ class MqttIngest:
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
         self.inbox.put(Received(message.topic, message.payload, self.clock(), message.mid,
-                                message.qos, self.connection))
-        if self.metrics:
-            self._counted["received"].inc()
-            if message.dup:
-                self._counted["redelivered"].inc()
+                                message.qos, message.dup, self.connection))
 
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
         if reason.is_failure:
@@ -172,6 +172,13 @@ class MqttIngest:
                      self.broker, ", ".join(self.topics), flags.session_present)
         if self.metrics:
             self.metrics.connected.set(1)
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        if problem := untrusted_certificate(client, self.broker):
+            self._fatal = problem
+        elif self.connection == 0:  # never connected yet: say why it waits
+            log.warning("cannot connect to broker %s (%s); retrying with backoff", self.broker,
+                        client.connect_error or "connection failed")
 
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
         if self.metrics:

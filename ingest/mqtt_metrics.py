@@ -8,9 +8,10 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 
-# received: delivered by the broker (redeliveries included); redelivered: of those, marked by
-# the broker as sent before; rejected: an unparseable payload (an invalid_payload reject);
-# acknowledged: acknowledged to the broker once its rows or rejects were committed.
+# received: delivered by the broker (redeliveries included), counted as a batch takes it in;
+# redelivered: of those, marked by the broker as sent before; rejected: an unparseable payload
+# (an invalid_payload reject); acknowledged: acknowledged to the broker once its rows or rejects
+# were committed.
 OUTCOMES = ("received", "redelivered", "rejected", "acknowledged")
 
 

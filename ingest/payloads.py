@@ -24,6 +24,9 @@ TIME_KEYS = ("time", "timestamp", "ts", "date_time")
 # An epoch number above this is in milliseconds (as seconds it would be after the year 5000).
 EPOCH_MS_ABOVE = 1e11
 POSITION = {name: 2 + index for index, name in enumerate(FIELD_NAMES)}
+# Payload keys whose field is remembered: a feed uses a handful; a bound keeps odd payloads from
+# growing the memory.
+KNOWN_KEYS = 1024
 
 
 class MessageLine(int):
@@ -68,18 +71,23 @@ class PayloadParser:
             raise WattwatchError(f"--map: {', '.join(unknown)} is not a reading field; expected "
                                  f"one of {', '.join(FIELD_NAMES)}")
         self.mapping = {key.strip().lower(): target for key, target in options.mapping.items()}
+        self._fields: dict[str, str | None] = {}  # payload key -> its field (None: not a field)
 
     def parse(self, topic: str, payload: bytes, arrival: datetime) -> Parsed:
         digest = hashlib.sha256(topic.encode() + b"\n" + payload).hexdigest()
         parsed = Parsed()
-        text = payload.decode("utf-8", errors="replace")
         topic_meter = self._topic_meter(topic)
         try:
-            document = json.loads(payload)
-        except ValueError as exc:
-            parsed.rejects.append(Reject(MessageLine(1, topic, digest), text, "invalid_payload",
-                                         f"not JSON: {exc}", topic_meter))
-            return parsed
+            text = payload.decode()
+            document = json.loads(text)  # from text: detecting the encoding of bytes costs more
+        except ValueError:  # UnicodeDecodeError is one
+            text = payload.decode("utf-8", errors="replace")
+            try:
+                document = json.loads(payload)  # UTF-16 or 32, or a byte order mark
+            except ValueError as exc:
+                parsed.rejects.append(Reject(MessageLine(1, topic, digest), text,
+                                             "invalid_payload", f"not JSON: {exc}", topic_meter))
+                return parsed
         items = document if isinstance(document, list) else [document]
         if not items:
             parsed.rejects.append(Reject(MessageLine(1, topic, digest), text, "invalid_payload",
@@ -129,7 +137,7 @@ class PayloadParser:
                 return Reject(line, raw, "future_timestamp", future_detail(moment, latest), meter)
         row = [meter, moment, None, None, None, None, None, None, None]
         for key, value in item.items():
-            name = self.mapping.get(key.lower()) or field_for(key)
+            name = self._field(key)
             if name is None or value is None or value == "":
                 continue  # another series, or a gap: stored as NULL, never invented
             number = _number(value)
@@ -141,6 +149,16 @@ class PayloadParser:
                 return Reject(line, raw, *value_problem(name, number, str(value), low, high), meter)
             row[POSITION[name]] = number
         return tuple(row)
+
+
+    def _field(self, key: str) -> str | None:
+        try:
+            return self._fields[key]
+        except KeyError:
+            name = self.mapping.get(key.lower()) or field_for(key)
+            if len(self._fields) < KNOWN_KEYS:
+                self._fields[key] = name
+            return name
 
 
 def _first(item: dict, keys: tuple[str, ...]):

@@ -2,16 +2,20 @@
 """Benchmark: `wattwatch ingest mqtt` from the stack's Mosquitto into `readings`.
 
 Starts a throwaway stack (scripts/stack.py: TimescaleDB, Mosquitto), a migrated scratch
-database and one `wattwatch ingest mqtt` process, with the publisher in this process.
+database and one `wattwatch ingest mqtt` process. The bulk publisher (scripts/mqtt_flood.py)
+runs in a process of its own.
 
 1. throughput: --messages readings (one per message, QoS 1) published as fast as the broker
-   takes them; messages/s from the first publish until the last row is in the hypertable.
+   takes them; messages/s from the first publish until the last row is in the hypertable
+   (every message acknowledged by the broker, every row stored). Also the CPU each part spent
+   per message (from /proc): what the two cores could carry without other work on them.
 2. backlog: --messages more published while the ingest is stopped (the broker queues them for
    its session), then the ingest started: messages/s until the last row is stored, the
    ingest's own pace without a publisher competing for the cores.
 3. latency: --meters meters, one message each per second for --seconds; each message's time is
    its publish time, so a row's ingested_at minus its time is publish-to-row (ingested_at is
    the start of the batch's transaction: the commit comes a few milliseconds later). p50/p95.
+   This one publishes through paho (ingest/publisher.py), paced.
 
     .venv/bin/python scripts/bench_mqtt.py
     .venv/bin/python scripts/bench_mqtt.py --messages 100000 --meters 1000 --seconds 30
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -37,6 +42,7 @@ sys.path.insert(0, str(PROJECT))
 
 from ingest.broker import Broker, connect_async, make_client  # noqa: E402
 from ingest.publisher import Publisher  # noqa: E402
+from mqtt_flood import publish_all  # noqa: E402
 from timescale.connect import connect_url  # noqa: E402
 from timescale.migrate import migrate  # noqa: E402
 from tests.support.scratch import create_database  # noqa: E402
@@ -53,17 +59,53 @@ def publisher(settings: Settings, broker: Broker) -> Publisher:
     return sender
 
 
-def rows(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        return conn.execute("SELECT count(*) FROM readings").fetchone()[0]
-
-
 def wait_rows(url: str, count: int, timeout: float = 600) -> None:
+    """Poll on one connection: a new one each time would cost the server a fork and a SCRAM
+    exchange, on the cores being measured."""
     deadline = time.monotonic() + timeout
-    while rows(url) < count:
-        if time.monotonic() > deadline:
-            sys.exit(f"bench_mqtt: {rows(url)} of {count} rows after {timeout} s")
-        time.sleep(0.05)
+    with psycopg.connect(url, autocommit=True) as conn:
+        while (stored := conn.execute("SELECT count(*) FROM readings").fetchone()[0]) < count:
+            if time.monotonic() > deadline:
+                sys.exit(f"bench_mqtt: {stored} of {count} rows after {timeout} s")
+            time.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of a live process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu(postmaster: int) -> float:
+    """CPU of the stack's PostgreSQL: the postmaster and its live children (backends, workers)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(stat.parent.name) == postmaster or int(fields[1]) == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+class CpuUse:
+    """CPU seconds that the ingest, the broker and PostgreSQL spend between start and stop."""
+
+    def __init__(self, ingest: int, stack: dict):
+        data = Path(stack["postgres_log"]).parent if "postgres_log" in stack else None
+        self.postmaster = int((data / "postmaster.pid").read_text().split()[0]) if data else None
+        self.pids = {"ingest": ingest, "broker": stack["mosquitto_pid"]}
+        self.started = self._now()
+
+    def _now(self) -> dict[str, float]:
+        now = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        if self.postmaster:
+            now["PostgreSQL"] = postgres_cpu(self.postmaster)
+        return now
+
+    def since(self) -> dict[str, float]:
+        return {name: seconds - self.started[name] for name, seconds in self._now().items()}
 
 
 def start_ingest(env: dict, state: Path) -> subprocess.Popen:
@@ -95,13 +137,43 @@ def readings(messages: int, offset: int = 0) -> list[tuple[str, bytes]]:
             for i in range(offset, offset + messages)]
 
 
-def throughput(client: Publisher, url: str, messages: int) -> float:
+def flood(broker: Broker, settings: Settings, batch: list[tuple[str, bytes]]) -> multiprocessing.Process:
+    """Publish `batch` from another process (started here); it exits 0 once the broker has
+    acknowledged every message."""
+    context = multiprocessing.get_context("fork")
+    cpu = context.Value("d", 0.0)
+
+    def publish() -> None:
+        publish_all(broker.host, broker.port, settings.mqtt_username,
+                    settings.mqtt_password.get_secret_value(), batch)
+        cpu.value = time.process_time()
+
+    process = context.Process(target=publish)
+    process.cpu = cpu  # its CPU seconds, once it is done
+    process.start()
+    return process
+
+
+def published(process: multiprocessing.Process) -> float:
+    """Wait for a flood to end; its CPU seconds."""
+    process.join(600)
+    if process.exitcode != 0:
+        sys.exit(f"bench_mqtt: the publisher exited with {process.exitcode}")
+    return process.cpu.value
+
+
+def throughput(broker: Broker, settings: Settings, url: str, messages: int,
+               cpu: CpuUse) -> tuple[float, dict[str, float]]:
+    """Messages/s from the first publish to the last row stored, and the CPU seconds each part
+    spent meanwhile."""
     batch = readings(messages)
     started = time.perf_counter()
-    for topic, payload in batch:
-        client.publish(topic, payload)
+    publisher = flood(broker, settings, batch)
     wait_rows(url, messages)
-    return messages / (time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    spent = cpu.since()
+    spent["publisher"] = published(publisher)
+    return messages / seconds, spent
 
 
 def latency(client: Publisher, url: str, meters: int, seconds: int, before: int) -> tuple[float, float]:
@@ -144,15 +216,19 @@ def main() -> None:
         with connect_url(url) as conn:
             migrate(conn, settings)
         ingest = start_ingest(env, state)
-        client = publisher(settings, Broker.parse(stack["mqtt_url"]))
-        rate = throughput(client, url, args.messages)
-        print(f"throughput: {args.messages:,} messages in the hypertable at {rate:,.0f} messages/s", flush=True)
+        broker = Broker.parse(stack["mqtt_url"])
+        rate, spent = throughput(broker, settings, url, args.messages, CpuUse(ingest.pid, stack))
+        print(f"throughput: {args.messages:,} messages in the hypertable at {rate:,.0f} messages/s "
+              f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+        print("throughput: CPU per message " + ", ".join(
+            f"{name} {seconds / args.messages * 1e6:.1f} us" for name, seconds in spent.items())
+            + f"; all {sum(spent.values()) / args.messages * 1e6:.1f} us: 2 idle cores would take "
+            f"{2 * args.messages / sum(spent.values()):,.0f} messages/s, the ingest's one core "
+            f"(one interpreter) {args.messages / spent['ingest']:,.0f}", flush=True)
         stop_ingest(ingest)
         batch = readings(args.messages, offset=args.messages)
         started = time.perf_counter()
-        for topic, payload in batch:
-            client.publish(topic, payload)
-        assert client.wait(600), "the broker did not acknowledge every publish"
+        published(flood(broker, settings, batch))
         print(f"backlog: {args.messages:,} messages queued by the broker in "
               f"{time.perf_counter() - started:.1f} s", flush=True)
         ingest = start_ingest(env, state)
@@ -161,6 +237,7 @@ def main() -> None:
         rate = args.messages / (time.perf_counter() - started)
         print(f"backlog: drained into the hypertable at {rate:,.0f} messages/s (from the ingest's "
               "connection)", flush=True)
+        client = publisher(settings, broker)
         p50, p95 = latency(client, url, args.meters, args.seconds, 2 * args.messages)
         print(f"latency at {args.meters:,} meters x 1 msg/s for {args.seconds} s: publish to row "
               f"p50 {p50:.3f} s, p95 {p95:.3f} s")

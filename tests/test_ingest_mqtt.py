@@ -1,6 +1,6 @@
 """`wattwatch ingest mqtt` against the real Mosquitto and TimescaleDB of the test stack: payload
-formats, rejects, and nothing lost or stored twice across a kill -9 of the ingest, a broker
-restart and database restarts (published = loaded + duplicates + rejected)."""
+formats, rejects, TLS with a CA file, and nothing lost or stored twice across a kill -9 of the
+ingest, a broker restart and database restarts (published = loaded + duplicates + rejected)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 import psycopg
 import pytest
 
@@ -26,6 +28,7 @@ from ingest.ranges import DEFAULT_RANGES
 from tests.conftest import PROJECT, restart_broker, restart_database, settings_for
 from tests.test_services_restart import metrics_url, scrape
 from wattwatch.errors import WattwatchError
+from wattwatch.stack import make_ca
 
 ARRIVAL = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
 BASE = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -123,7 +126,8 @@ class Sender:
 def client_for(mqtt_env: dict) -> mqtt.Client:
     """A client of the test broker, not yet connected."""
     settings = settings_for("postgresql://x@127.0.0.1/x", mqtt_username=mqtt_env["WATTWATCH_MQTT_USERNAME"],
-                            mqtt_password=mqtt_env["WATTWATCH_MQTT_PASSWORD"])
+                            mqtt_password=mqtt_env["WATTWATCH_MQTT_PASSWORD"],
+                            mqtt_ca_file=mqtt_env.get("WATTWATCH_MQTT_CA_FILE"))
     return make_client(settings, Broker.parse(mqtt_env["WATTWATCH_MQTT_URL"]), "")
 
 
@@ -250,6 +254,67 @@ def test_a_wrong_password_is_one_line_and_exit_status_1(ingest, mqtt_env):
     assert done.returncode == 1
     assert "refused the connection: Not authorized" in done.stderr
     assert "wrong" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_mqtt5_messages_with_and_without_properties(ingest, durable, mqtt_env):
+    # The client decodes a PUBLISH without properties itself and leaves the others to paho.
+    ingest.start()
+    sender = start(client_for(mqtt_env), mqtt_env)
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.UserProperty = ("gateway", "g-1")
+    properties.MessageExpiryInterval = 3600
+    sent = [sender.publish(*message(0), qos=1, properties=properties),
+            sender.publish(*message(1), qos=1)]
+    for info in sent:
+        info.wait_for_publish(10)
+    wait_for_counts(durable, (2, 0), ingest)
+    summary = ingest.stop()
+    sender.disconnect()
+    sender.loop_stop()
+    assert (summary["read"], summary["loaded"]) == (2, 2)
+    with psycopg.connect(durable) as conn:
+        assert conn.execute("SELECT meter_id, active_power_kw FROM readings ORDER BY 1").fetchall() == [
+            ("m-0", 0.1), ("m-1", 0.2)]
+
+
+@pytest.fixture
+def tls_env(stack, mqtt_env) -> dict[str, str]:
+    """The session's broker through its TLS listener, trusting the stack's throwaway CA."""
+    return {**mqtt_env, "WATTWATCH_MQTT_URL": stack["mqtts_url"],
+            "WATTWATCH_MQTT_CA_FILE": stack["mqtt_ca_file"]}
+
+
+def test_mqtts_with_the_ca_file_loads_every_message(ingest, durable, tls_env):
+    ingest.env.update(tls_env)
+    ingest.start()
+    publisher = Sender(tls_env)  # publishes through TLS as well
+    publisher.publish(range(500))
+    wait_for_counts(durable, expected(500), ingest)
+    summary = ingest.stop()
+    publisher.close()
+    assert (summary["read"], summary["loaded"], summary["rejected"]) == (500, 490, 10)
+    assert "connected to broker " + tls_env["WATTWATCH_MQTT_URL"] in ingest.log.read_text()
+
+
+def test_mqtts_with_a_wrong_ca_is_one_line_and_exit_status_1(ingest, tls_env, tmp_path):
+    other_ca, _ = make_ca(tmp_path, "other")  # a CA that did not sign the broker's certificate
+    ingest.env.update(tls_env, WATTWATCH_MQTT_CA_FILE=str(other_ca))
+    done = subprocess.run([sys.executable, "-m", "wattwatch.cli", "ingest", "mqtt", "--topic", "t",
+                           "--metrics-port", "0"], env=ingest.env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("wattwatch ingest:")]
+    assert errors == [f"wattwatch ingest: the broker {tls_env['WATTWATCH_MQTT_URL']} presented a "
+                      "certificate that does not verify (self-signed certificate in certificate "
+                      "chain): set WATTWATCH_MQTT_CA_FILE to the CA that signed it"], done.stderr
+    assert "Traceback" not in done.stderr
+    ingest.env["WATTWATCH_MQTT_CA_FILE"] = str(tmp_path / "missing.crt")
+    done = subprocess.run([sys.executable, "-m", "wattwatch.cli", "ingest", "mqtt", "--topic", "t",
+                           "--metrics-port", "0"], env=ingest.env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1
+    assert f"WATTWATCH_MQTT_CA_FILE {tmp_path / 'missing.crt'}: cannot load CA" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_nothing_lost_across_kill_9_broker_restart_and_database_restarts(ingest, durable, stack,

@@ -19,7 +19,9 @@ started through chroot. When WATTWATCH_TEST_DATABASE_URL is set, that server is 
 and no cluster is started. Prometheus and Mosquitto are Debian packages (installed on the host in
 both cases), run with the project's own config (the checkout's prometheus/, or
 share/wattwatch/prometheus where the package is installed); the broker refuses anonymous
-clients and knows one user, whose password is in the stack's JSON.
+clients and knows one user, whose password is in the stack's JSON. It also listens with TLS on a
+second port (mqtts_url), with a throwaway CA and server certificate made at start by the openssl
+CLI; the CA file's path is in the JSON (mqtt_ca_file).
 Standard library only: it runs before the virtual environment exists.
 """
 
@@ -109,7 +111,7 @@ def external_database() -> bool:
 
 def needed_packages() -> list[str]:
     """Debian packages this machine still lacks for the stack."""
-    wanted = ["prometheus", "mosquitto"]
+    wanted = ["prometheus", "mosquitto", "openssl"]
     if not external_database():
         wanted += PG_PACKAGES if native() else ["mmdebstrap"]
     return missing_packages(wanted)
@@ -297,21 +299,62 @@ def start_prometheus(state: Path) -> dict:
 
 
 MQTT_USER = "wattwatch"
+# The throwaway CA and server certificate of the broker's TLS listener: valid long enough for any
+# test session, never reused by another stack.
+CERT_DAYS = 7
 # Messages in flight to one client: well below the 65,535 packet ids, and enough to keep the
 # ingest's batches full while it commits the previous one.
 MQTT_INFLIGHT = 20_000
 
 
-def mosquitto_config(state: Path, port: int) -> str:
+def make_ca(directory: Path, name: str = "ca") -> tuple[Path, Path]:
+    """A self-signed CA (NAME.crt, NAME.key) made with the openssl CLI."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", str(CERT_DAYS),
+         "-subj", f"/CN=wattwatch throwaway {name}",
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"], capture_output=True)
+    return cert, key
+
+
+def make_server_certificate(directory: Path) -> dict[str, Path]:
+    """A CA and a certificate it signed for 127.0.0.1 and localhost, with their keys, in
+    `directory`: what the broker's TLS listener presents and what its clients trust."""
+    ca, ca_key = make_ca(directory)
+    cert, key, request = (directory / "server.crt", directory / "server.key",
+                          directory / "server.csr")
+    run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(request), "-subj", "/CN=127.0.0.1"], capture_output=True)
+    extensions = directory / "server.ext"
+    extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                          "basicConstraints=CA:FALSE\n"
+                          "keyUsage=critical,digitalSignature\n"
+                          "extendedKeyUsage=serverAuth\n")
+    run(["openssl", "x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key),
+         "-CAcreateserial", "-out", str(cert), "-days", str(CERT_DAYS),
+         "-extfile", str(extensions)], capture_output=True)
+    ca_key.unlink()  # nothing is ever signed with it again
+    return {"ca": ca, "cert": cert, "key": key}
+
+
+def mosquitto_config(state: Path, port: int, tls_port: int) -> str:
     """The broker's config: loopback only, a password file, no anonymous clients; sessions and
     queued QoS 1 messages are kept on disk across a restart, and the messages queued for a client
     are not capped, so a slow or absent subscriber loses nothing. Those in flight to a client
     are: packet ids run from 1 to 65535, and an MQTT 3.1.1 client (which sends no receive
-    maximum) with an uncapped backlog in flight would be sent two messages under one id."""
+    maximum) with an uncapped backlog in flight would be sent two messages under one id.
+    A second listener on `tls_port` speaks TLS with the certificate in tls/ (the same users)."""
     import pwd
 
+    tls = state / "tls"
     return "\n".join([
         f"listener {port} 127.0.0.1",
+        f"listener {tls_port} 127.0.0.1",
+        f"cafile {tls / 'ca.crt'}",
+        f"certfile {tls / 'server.crt'}",
+        f"keyfile {tls / 'server.key'}",
         "allow_anonymous false",
         f"password_file {state / 'mosquitto.passwd'}",
         "persistence true",
@@ -325,21 +368,26 @@ def mosquitto_config(state: Path, port: int) -> str:
     ]) + "\n"
 
 
-def start_mosquitto(state: Path, port: int | None = None, password: str | None = None) -> dict:
-    """Mosquitto on a free loopback port (or `port`, on a restart) with a fresh password file."""
+def start_mosquitto(state: Path, port: int | None = None, password: str | None = None,
+                    tls_port: int | None = None) -> dict:
+    """Mosquitto on free loopback ports (or `port` and `tls_port`, on a restart) with a fresh
+    password file; a CA and server certificate made at the first start, kept for restarts."""
     # Debian installs the broker in /usr/sbin, which a non-root PATH often lacks.
     mosquitto = shutil.which("mosquitto", path=os.environ.get("PATH", "") + ":/usr/sbin")
     if mosquitto is None:
         sys.exit("stack: mosquitto is not installed: install it first as root "
                  "(scripts/stack.py install, or wattwatch demo)")
     port = port or free_port()
+    tls_port = tls_port or free_port()
     password = password or secrets.token_hex(16)
+    if not (state / "tls" / "server.crt").exists():
+        make_server_certificate(state / "tls")
     (state / "mosquitto-data").mkdir(parents=True, exist_ok=True)
     passwd = state / "mosquitto.passwd"
     passwd.write_text("")
     passwd.chmod(0o600)
     run(["mosquitto_passwd", "-b", str(passwd), MQTT_USER, password])
-    (state / "mosquitto.conf").write_text(mosquitto_config(state, port))
+    (state / "mosquitto.conf").write_text(mosquitto_config(state, port, tls_port))
     with open(state / "mosquitto.log", "ab") as out:
         process = subprocess.Popen(
             [mosquitto, "-c", str(state / "mosquitto.conf")],
@@ -349,14 +397,17 @@ def start_mosquitto(state: Path, port: int | None = None, password: str | None =
         if process.poll() is not None:
             sys.exit(f"stack: mosquitto exited with {process.returncode}; see {state / 'mosquitto.log'}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            for listening in (port, tls_port):
+                socket.create_connection(("127.0.0.1", listening), timeout=1).close()
             break
         except OSError:
             if time.monotonic() > deadline:
                 sys.exit(f"stack: mosquitto not listening after 30 s; see {state / 'mosquitto.log'}")
             time.sleep(0.1)
     return {"mqtt_url": f"mqtt://127.0.0.1:{port}", "mqtt_username": MQTT_USER,
-            "mqtt_password": password, "mosquitto_pid": process.pid}
+            "mqtt_password": password, "mosquitto_pid": process.pid,
+            "mqtts_url": f"mqtts://127.0.0.1:{tls_port}",
+            "mqtt_ca_file": str(state / "tls" / "ca.crt")}
 
 
 def stop_process(pid: int | None) -> None:
@@ -380,7 +431,7 @@ def restart_mosquitto(state: Path) -> None:
     info = json.loads(file.read_text())
     stop_process(info["mosquitto_pid"])
     info.update(start_mosquitto(state, int(info["mqtt_url"].rsplit(":", 1)[1]),
-                                info["mqtt_password"]))
+                                info["mqtt_password"], int(info["mqtts_url"].rsplit(":", 1)[1])))
     file.write_text(json.dumps(info, indent=2) + "\n")
 
 
