@@ -68,6 +68,7 @@ class Scorer:
                  *, once: bool = False, fleet: Fleet | None = None):
         self.conn = pipeline.prepared_plans_off(conn)
         self.fleet = fleet  # None: every meter is this process's to try
+        self.share: set[str] = set()  # the meters of this worker's share at the last cycle
         self.settings = settings
         self.metrics = metrics
         self.connections = pipeline.Connections(settings)
@@ -112,6 +113,9 @@ class Scorer:
             few = [p for p in pending if p.count < limit]
             written, alone = self._score_together(few, models, limit)
             for p in alone + [p for p in pending if p.count >= limit]:
+                if self.fleet is not None and p.meter.meter_id not in self.fleet.mine():
+                    work.busy.add(p.meter.meter_id)  # another worker's since the cycle began
+                    continue
                 try:
                     written += self._score_alone(p, models[p.meter.meter_id])
                 except psycopg.OperationalError:
@@ -138,6 +142,8 @@ class Scorer:
         mine = self.fleet.mine()
         for meter_id in self.tails.keys() - mine:
             del self.tails[meter_id]
+        self.metrics.forget(self.share - mine)
+        self.share = mine
         return [p for p in pending if p.meter.meter_id in mine]
 
     def _claim(self, pending: list[Pending]) -> list[Pending]:
@@ -208,6 +214,11 @@ def run(conn: psycopg.Connection, settings: Settings, metrics: DetectorMetrics, 
     handled, with why. With `fleet`, only the meters of this worker's share are scored (and
     the fleet is left when it ends)."""
     scorer = Scorer(conn, settings, metrics, once=once, fleet=fleet)
+    if fleet is not None:
+        try:
+            fleet.join()
+        except psycopg.OperationalError:
+            pass  # the first cycle meets the lost database, and waits for it
     outage = Outage(log, "scoring goes on from the watermarks")
     failing, told, total = None, False, 0
     try:

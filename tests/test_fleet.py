@@ -49,7 +49,7 @@ def test_live_workers_share_the_meters_and_a_dead_ones_meters_go_to_the_others(
     (first, first_metrics), (second, second_metrics) = fleet(jobs, "a"), fleet(jobs, "b")
     try:
         with caplog.at_level(logging.INFO, "test-fleet"):
-            assert first.refresh() >= meters and first.mine() >= meters  # alone: every meter
+            assert first.refresh()[0] >= meters and first.mine() >= meters  # alone: every meter
             second.refresh()
             first.refresh()
         assert first.mine() | second.mine() >= meters and not first.mine() & second.mine()
@@ -67,23 +67,22 @@ def test_live_workers_share_the_meters_and_a_dead_ones_meters_go_to_the_others(
 
         twin, _ = fleet(jobs, "b")  # a worker id already held: no meters, one warning
         with caplog.at_level(logging.WARNING, "test-fleet"):
-            assert twin.refresh() == set() and twin.mine() == set()
+            assert twin.refresh() == (set(), set()) and twin.mine() == set()
         assert "worker id 'b' is held by a live session" in caplog.text
 
         theirs = second.mine()
         second.conn.close()  # the worker dies: its lock goes with its connection
         deadline = time.monotonic() + 10  # once the server has ended the session
-        while (gained := first.refresh()) != theirs and time.monotonic() < deadline:
+        while (gained := first.refresh()[0]) != theirs and time.monotonic() < deadline:
             time.sleep(0.05)
         assert gained == theirs and first.mine() >= meters
         with psycopg.connect(db_url) as conn:  # the dead worker's row is forgotten
             assert conn.execute("SELECT worker_id FROM workers WHERE service = 'detector'"
                                 ).fetchall() == [("a",)]
-        assert twin.refresh() == theirs  # the seat is free: b's meters go back to it
-        first.refresh()
-        assert not first.mine() & theirs
+        assert twin.refresh()[0] == theirs  # the seat is free: b's meters go back to it
+        assert first.refresh()[1] == theirs
         twin.close()  # leaves: its row goes, and its meters at the others' next look
-        assert first.refresh() == theirs
+        assert first.refresh()[0] == theirs
         with psycopg.connect(db_url) as conn:
             assert conn.execute("SELECT worker_id FROM workers WHERE service = 'detector'"
                                 ).fetchall() == [("a",)]

@@ -77,6 +77,13 @@ class Fleet:
                              registry=registry)
         self.meters.labels(self.me).set(0)
 
+    def join(self) -> None:
+        """Take the seat, and give the workers started together time to take theirs: the
+        first work (training every meter without a model, say) is then shared out too.
+        psycopg.OperationalError when the database is lost."""
+        self.refresh()
+        time.sleep(CHECK_SECONDS)
+
     def mine(self) -> set[str]:
         """The meters this worker holds, listing the live workers again when CHECK_SECONDS
         have passed. psycopg.OperationalError when the database is lost: the worker holds
@@ -85,8 +92,9 @@ class Fleet:
             self.refresh()
         return self.share.mine()
 
-    def refresh(self) -> set[str]:
-        """List the live workers and the meters now; the meters this worker gained."""
+    def refresh(self) -> tuple[set[str], set[str]]:
+        """List the live workers and the meters now; the meters this worker gained, and
+        those it lost."""
         self.checked = time.monotonic()
         try:
             new = self.conn is None
@@ -95,14 +103,14 @@ class Fleet:
             params = {"service": self.service, "me": self.me, "class": LOCK_CLASSES[self.service],
                       "host": socket.gethostname(), "pid": os.getpid(), "new": new}
             workers, meters = self.conn.execute(_LOOK, params).fetchone()
-            gained = self._update({*workers, self.me}, meters)
+            change = self._update({*workers, self.me}, meters)
             self.conn.execute(_SEAT, {**params, "meters": len(self.share.mine())})
             self.conn.execute(_FORGET_DEAD, params)
         except psycopg.OperationalError:
             self.close()
             self._update((), ())
             raise
-        return gained
+        return change
 
     def close(self) -> None:
         """Leave the seat: the others take this worker's meters at their next look."""
@@ -140,7 +148,7 @@ class Fleet:
         self.conn, self.taken = conn, False
         return True
 
-    def _update(self, workers, meters) -> set[str]:
+    def _update(self, workers, meters) -> tuple[set[str], set[str]]:
         """Take the live workers and the meters; log a change of the workers; set the gauges."""
         before = self.share.workers
         gained, lost = self.share.update(workers, meters)
@@ -155,4 +163,4 @@ class Fleet:
                            len(self.share.owners))
         self.meters.labels(self.me).set(held)
         self.workers.set(len(self.share.workers))
-        return gained
+        return gained, lost
