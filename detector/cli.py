@@ -179,9 +179,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                          "without a model gets one trained first. Several may run: the services "
                          "share the meters out among themselves (WATTWATCH_WORKER_ID names each), "
                          "and a meter is trained and scored by one at a time. The service waits "
-                         "for a lost database (reconnecting with backoff). With --once, a lost database ends "
-                         "the run, and meters that could not be handled are named at the end; "
-                         "both give exit status 1.")
+                         "for a lost database (reconnecting with backoff). With --once (which "
+                         "takes no share: it scores every meter it can), a lost database ends the "
+                         "run, and meters that could not be handled are named at the end; both "
+                         "give exit status 1.")
     run.add_argument("--once", action="store_true",
                      help="score everything pending and exit (how a history is backfilled)")
     run.add_argument("--metrics-port", type=int, metavar="PORT",

@@ -74,7 +74,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "(PSI) daily at WATTWATCH_DRIFT_LIGHT_AT and full passes (PSI, KS, Wasserstein) weekly "
         "on WATTWATCH_DRIFT_FULL_DAY at WATTWATCH_DRIFT_FULL_AT. Each pass writes drift_reports "
         "and, for a meter in critical drift, a retrain request unless one is pending. A meter "
-        "whose model is new is judged within a minute; a failed pass is retried with backoff.")
+        "whose model is new is judged within a minute; a failed pass is retried with backoff. "
+        "Several services share the meters out among themselves (WATTWATCH_WORKER_ID names "
+        "each); --once takes no share.")
     run.add_argument("--once", action="store_true", help="run one pass, print its summary, exit")
     run.add_argument("--mode", choices=("light", "full"),
                      help="mode of the pass run now (--once: default full; service: the start-up "

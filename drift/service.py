@@ -145,15 +145,15 @@ def serve(settings, run: Run, check: Check, *, first_mode: str | None, port: int
     bound = serve_metrics(registry, port, settings.metrics_address)
     fleet = Fleet(settings, "drift", log, registry)
     service = DriftService(settings, run, check, metrics, print_json, fleet)
-    try:
-        fleet.join()
-    except psycopg.Error:
-        pass  # the start-up pass will report the database
     mode = service.first_mode(first_mode)
     log.info("drift service: metrics on http://%s:%d/metrics; light passes daily at %s, full "
              "passes on %s at %s, meters with a new model judged within %d s; worker %s; "
              "start-up pass: %s", settings.metrics_address, bound, settings.drift_light_at,
              settings.drift_full_day, settings.drift_full_at, CATCH_UP_SECONDS, fleet.me, mode)
+    try:
+        fleet.join()
+    except psycopg.Error:
+        pass  # the start-up pass will report the database
     scheduler = schedule.Scheduler()
     scheduler.every().day.at(settings.drift_light_at).do(service.job, "light")
     getattr(scheduler.every(), settings.drift_full_day).at(settings.drift_full_at).do(service.job, "full")
