@@ -45,7 +45,7 @@ class DriftService:
         self.settings, self.run, self.check = settings, run, check
         self.metrics, self.print_json, self.fleet = metrics, print_json, fleet
         self.retry: tuple[float, float, str] | None = None  # (when, wait, mode) after a failure
-        self.last_pass: tuple[str, datetime] | None = None  # mode and start of the last scheduled
+        self.last_pass: tuple[str, datetime] | None = None  # the last scheduled pass: mode, start
 
     def job(self, mode: str, meters: list[str] | None = None) -> bool:
         """A pass over the given meters, or a scheduled pass (meters None) over every meter of
