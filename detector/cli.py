@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise _not_handled(failed, len(meters), "trained")
 
 
-def _started(conn, settings, metrics_url: str | None, once: bool) -> None:
+def _started(conn, settings, metrics_url: str | None, once: bool, worker: str | None) -> None:
     """The start-up line: version, database role, the settings that matter."""
     role = conn.execute("SELECT current_user").fetchone()[0]
     conn.commit()
@@ -79,6 +79,7 @@ def _started(conn, settings, metrics_url: str | None, once: bool) -> None:
              "alarm_rate": settings.detector_alarm_rate,
              "batch_rows": settings.detector_batch_rows}
     logs.startup(log, "detect run --once" if once else "detect run", role, **shown,
+                 **({"worker": worker} if worker else {}),
                  **({"metrics": metrics_url} if metrics_url else {}))
 
 
@@ -92,10 +93,12 @@ def cmd_run(args: argparse.Namespace) -> None:
     from detector.service import run
     from wattwatch.metrics import DEFAULT_PORTS, serve_metrics
     from timescale.connect import connect, connect_url
+    from timescale.fleet import Fleet
 
     settings = load_settings()
     registry = CollectorRegistry()
     metrics = DetectorMetrics(registry)
+    fleet = None if args.once else Fleet(settings, "detector", log, registry)
     port = DEFAULT_PORTS["detector"] if args.metrics_port is None else args.metrics_port
     metrics_url = None
     if not args.once or args.metrics_port is not None:
@@ -108,10 +111,10 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     failed: dict[str, str] = {}
     with connect(settings) as conn:
-        _started(conn, settings, metrics_url, args.once)
+        _started(conn, settings, metrics_url, args.once, fleet and fleet.me)
         try:
             written = run(conn, settings, metrics, once=args.once, failed=failed,
-                          connect_again=None if args.once else connect_again)
+                          connect_again=None if args.once else connect_again, fleet=fleet)
         except psycopg.OperationalError as exc:
             raise _lost(exc) from None
     print(f"{written} readings scored")
@@ -173,11 +176,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="the scoring service",
                          description="Score new readings of every meter from its watermark, "
                          "write anomaly_scores and anomaly_incidents, serve /metrics. A meter "
-                         "without a model gets one trained first. Several may run: a meter is "
-                         "trained and scored by one at a time. The service waits for a lost "
-                         "database (reconnecting with backoff). With --once, a lost database ends "
-                         "the run, and meters that could not be handled are named at the end; "
-                         "both give exit status 1.")
+                         "without a model gets one trained first. Several may run: the services "
+                         "share the meters out among themselves (WATTWATCH_WORKER_ID names each), "
+                         "and a meter is trained and scored by one at a time. The service waits "
+                         "for a lost database (reconnecting with backoff). With --once (which "
+                         "takes no share: it scores every meter it can), a lost database ends the "
+                         "run, and meters that could not be handled are named at the end; both "
+                         "give exit status 1.")
     run.add_argument("--once", action="store_true",
                      help="score everything pending and exit (how a history is backfilled)")
     run.add_argument("--metrics-port", type=int, metavar="PORT",

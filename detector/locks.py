@@ -18,10 +18,11 @@ from contextlib import contextmanager
 import psycopg
 from psycopg.pq import TransactionStatus
 
-# The seed of the key hash ("detector" in ASCII, as a signed bigint): the detector's keys are
-# its own, apart from any other advisory lock of the database (migrations, rollup refreshes).
-SEED = int.from_bytes(b"detector", "big") - 2**63
-KEY = "hashtextextended(%s, " + str(SEED) + ")"
+from timescale import advisory
+
+# The detector's key space ("detector" in ASCII).
+SEED = advisory.seed(b"detector")
+KEY = advisory.key(SEED)
 
 
 class MeterLocks:
@@ -36,11 +37,7 @@ class MeterLocks:
         the others are held by another process. One query for all of them; the caller's
         transaction may roll back, the locks stay until `release`."""
         meter_ids = list(meter_ids)
-        wanted = sorted(set(meter_ids) - self.held)
-        if wanted:
-            self.held.update(meter_id for (meter_id,) in self.conn.execute(
-                "SELECT m FROM unnest(%s::text[]) AS m WHERE pg_try_advisory_lock("
-                + KEY.replace("%s", "m") + ")", (wanted,)).fetchall())
+        self.held |= advisory.try_locks(self.conn, set(meter_ids) - self.held, SEED)
         return {meter_id for meter_id in meter_ids if meter_id in self.held}
 
     def release(self) -> None:

@@ -7,6 +7,10 @@
     wattwatch_detector_batch_duration_seconds_bucket{le="0.1"} 12.0
     wattwatch_detector_model_info{meter_id="m1",version="3",algorithm="seasonal-iforest"} 1.0
     wattwatch_detector_cycles_total 57.0
+    wattwatch_detector_worker_meters{worker="host-1234"} 334.0
+    wattwatch_detector_workers 3.0
+
+(The last two are the worker's share among the live workers: `timescale.fleet`.)
 """
 
 from __future__ import annotations
@@ -46,3 +50,11 @@ class DetectorMetrics:
         """The meter's readings up to `newest` (their ingested_at) have their scores committed."""
         lag = datetime.now(timezone.utc) - newest
         self.lag.labels(meter).set(max(lag.total_seconds(), 0.0))
+
+    def forget(self, meters: set[str]) -> None:
+        """Drop the lag of meters another worker scores now: theirs is its to tell."""
+        for meter in meters:
+            try:
+                self.lag.remove(meter)
+            except KeyError:
+                pass  # never scored here

@@ -13,8 +13,12 @@ inserted (`detector.scores`) -> advance the watermarks.
   after all its batches are committed: a crash re-reads them, and the checks on insert keep
   every score written exactly once.
 
-A meter is trained and scored by one process at a time: each cycle holds the advisory locks
-of the meters it works on (`detector.locks`) and leaves those another process holds. A meter
+Several `detect run` processes share the meters: each scores only the meters of its share
+among the live workers (`timescale.fleet`), which follows when workers come and go. A meter is
+trained and scored by one process at a time even while the workers' lists disagree (a hand-over,
+or `run --once`, which takes no share and scores every meter it can hold): each cycle holds the
+advisory locks of the meters it works on (`detector.locks`) and leaves those another process
+holds. A meter
 that fails (too little data to train, an unexpected error) is reported and tried again later
 with backoff (`detector.training`, `detector.retries`); the others go on. `run` survives a
 lost database: it reconnects with backoff and resumes from the watermarks
@@ -39,6 +43,7 @@ from detector.retries import HeldBack
 from detector.scores import ScoreStore
 from detector.training import Trainer
 from detector.watermarks import NEVER, Pending
+from timescale.fleet import Fleet
 from timescale.reconnect import Outage, backoff, reconnect
 from wattwatch import logs
 from wattwatch.settings import Settings
@@ -60,8 +65,10 @@ class Scorer:
     """Scores all meters; one instance per `detect run` process."""
 
     def __init__(self, conn: psycopg.Connection, settings: Settings, metrics: DetectorMetrics,
-                 *, once: bool = False):
+                 *, once: bool = False, fleet: Fleet | None = None):
         self.conn = pipeline.prepared_plans_off(conn)
+        self.fleet = fleet  # None: every meter is this process's to try
+        self.share: set[str] = set()  # the meters of this worker's share at the last cycle
         self.settings = settings
         self.metrics = metrics
         self.connections = pipeline.Connections(settings)
@@ -75,6 +82,8 @@ class Scorer:
 
     def close(self) -> None:
         self.connections.close()
+        if self.fleet is not None:
+            self.fleet.close()
 
     def reset(self, conn: psycopg.Connection) -> None:
         """Go on with a new main connection after the database was lost: the pipeline's
@@ -96,13 +105,17 @@ class Scorer:
         try:
             with self.conn.transaction():
                 self.trainer.retrain(self.conn, self.locks, work)
-            pending = self._claim(watermarks.pending(self.conn, live.held_times(self.tails)))
+            pending = self._claim(self._share(
+                watermarks.pending(self.conn, live.held_times(self.tails))))
             models = self.cache.active(self.conn, [p.meter for p in pending], work, self._failed)
             pending = [p for p in pending if p.meter.meter_id in models]
             limit = max(GROUP_MIN_ROWS, self.settings.detector_batch_rows // max(len(pending), 1))
             few = [p for p in pending if p.count < limit]
             written, alone = self._score_together(few, models, limit)
             for p in alone + [p for p in pending if p.count >= limit]:
+                if self.fleet is not None and p.meter.meter_id not in self.fleet.mine():
+                    work.busy.add(p.meter.meter_id)  # another worker's since the cycle began
+                    continue
                 try:
                     written += self._score_alone(p, models[p.meter.meter_id])
                 except psycopg.OperationalError:
@@ -120,6 +133,18 @@ class Scorer:
         self.work.failed[meter_id] = failure(log, meter_id, exc)
         self.held_back.failed(meter_id)
         self.tails.pop(meter_id, None)
+
+    def _share(self, pending: list[Pending]) -> list[Pending]:
+        """The pending meters of this worker's share; the readings kept of the others are
+        dropped (their new holder scores them from the watermarks)."""
+        if self.fleet is None:
+            return pending
+        mine = self.fleet.mine()
+        for meter_id in self.tails.keys() - mine:
+            del self.tails[meter_id]
+        self.metrics.forget(self.share - mine)
+        self.share = mine
+        return [p for p in pending if p.meter.meter_id in mine]
 
     def _claim(self, pending: list[Pending]) -> list[Pending]:
         """The pending meters this cycle scores: not held back after a failure, at most
@@ -180,14 +205,20 @@ class Scorer:
 
 def run(conn: psycopg.Connection, settings: Settings, metrics: DetectorMetrics, *,
         once: bool = False, connect_again: Callable[[], psycopg.Connection] | None = None,
-        failed: dict[str, str] | None = None) -> int:
+        failed: dict[str, str] | None = None, fleet: Fleet | None = None) -> int:
     """Score until interrupted; rows written. With once: everything pending when it starts,
     waiting for the meters another process is scoring. With `connect_again` (opens a
     connection), a lost database is waited for with backoff and scoring resumes from the
     watermarks, and an unexpected error of a whole cycle is logged and the cycle tried again
     with backoff; without it both are raised. `failed` gathers the meters that could not be
-    handled, with why."""
-    scorer = Scorer(conn, settings, metrics, once=once)
+    handled, with why. With `fleet`, only the meters of this worker's share are scored (and
+    the fleet is left when it ends)."""
+    scorer = Scorer(conn, settings, metrics, once=once, fleet=fleet)
+    if fleet is not None:
+        try:
+            fleet.join()
+        except psycopg.OperationalError:
+            pass  # the first cycle meets the lost database, and waits for it
     outage = Outage(log, "scoring goes on from the watermarks")
     failing, told, total = None, False, 0
     try:

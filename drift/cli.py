@@ -23,6 +23,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     from drift.runner import run_pass
     from drift.service import serve, summary
     from wattwatch.metrics import DEFAULT_PORTS
+    from timescale.advisory import seed, try_locks
     from timescale.connect import connect
     from wattwatch.settings import load_settings
 
@@ -31,13 +32,20 @@ def cmd_run(args: argparse.Namespace) -> None:
     if args.reference_from is not None and args.reference_from >= args.reference_to:
         raise WattwatchError("--reference-from must be before --reference-to")
     settings = load_settings()
+    keys = seed(b"drift")  # the key space of the drift service's meter locks
     reference = (args.reference_from, args.reference_to) if args.reference_from else None
 
     def run(mode: str, meters: list[str] | None = None):
+        """A pass over the given meters (of --meter, if given), else over --meter or all. The
+        given ones are a worker's: it judges those no other worker is judging now (each held
+        by an advisory lock until the pass's connection closes)."""
         with connect(settings, autocommit=True) as conn:
+            if meters is not None:
+                meters = sorted(try_locks(conn, set(meters) & set(args.meter or meters), keys))
             return run_pass(conn, settings, mode=mode, current_to=args.current_to,
                             current_days=args.current_days, reference=reference,
-                            reference_days=args.reference_days, meters=meters or args.meter)
+                            reference_days=args.reference_days,
+                            meters=args.meter if meters is None else meters)
 
     def check(query):
         with connect(settings, autocommit=True) as conn:
@@ -66,7 +74,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "(PSI) daily at WATTWATCH_DRIFT_LIGHT_AT and full passes (PSI, KS, Wasserstein) weekly "
         "on WATTWATCH_DRIFT_FULL_DAY at WATTWATCH_DRIFT_FULL_AT. Each pass writes drift_reports "
         "and, for a meter in critical drift, a retrain request unless one is pending. A meter "
-        "whose model is new is judged within a minute; a failed pass is retried with backoff.")
+        "whose model is new is judged within a minute; a failed pass is retried with backoff. "
+        "Several services share the meters out among themselves (WATTWATCH_WORKER_ID names "
+        "each); --once takes no share.")
     run.add_argument("--once", action="store_true", help="run one pass, print its summary, exit")
     run.add_argument("--mode", choices=("light", "full"),
                      help="mode of the pass run now (--once: default full; service: the start-up "

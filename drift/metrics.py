@@ -72,6 +72,14 @@ class DriftMetrics:
     def failed(self, mode: str) -> None:
         self.errors.labels(mode).inc()
 
+    def forget(self, meter_ids: set[str]) -> None:
+        """Drop the series of meters another worker judges now: their verdicts are its."""
+        per_feature = (self.psi, self.psi_threshold, self.ks, self.wasserstein, self.status)
+        for gauge, names in [(g, LABELS) for g in per_feature] + [(self.meter_status, LABELS[:1])]:
+            for sample in [sample for metric in gauge.collect() for sample in metric.samples]:
+                if sample.labels["meter_id"] in meter_ids:
+                    gauge.remove(*(sample.labels[name] for name in names))
+
 
 def _set_or_drop(gauge: Gauge, labels: tuple, value: float | None) -> None:
     if value is None:

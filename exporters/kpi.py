@@ -15,6 +15,8 @@ readings_daily), the anomaly index and the drift reports, never a scan of raw re
     wattwatch_meters_critical_drift 1.0
     wattwatch_job_last_activity_age_seconds{job="detector"} 2.1
     wattwatch_job_last_activity_age_seconds{job="drift"} 3605.0
+    wattwatch_workers{service="detector"} 2.0
+    wattwatch_worker_meters{service="detector",worker="host-a-1"} 5.0
     wattwatch_exporter_scrape_duration_seconds 0.012
     wattwatch_exporter_scrape_errors_total 0.0
 """
@@ -43,6 +45,7 @@ log = logs.get("export")
 OPEN_DAYS = 2
 CLOSED_TOTAL_SECONDS = 600.0
 
+LIVE_WORKERS = "SELECT service, worker_id, meters FROM live_workers ORDER BY 1, 2"
 PER_METER_24H = """
 SELECT meter_id, sum(n_readings)::bigint FROM readings_hourly WHERE bucket >= now() - interval '24 hours'
 GROUP BY meter_id"""
@@ -143,7 +146,8 @@ class KpiCollector(Collector):
         conn = self._conn
         now = datetime.now(timezone.utc)
         return [self._total(conn, now), *self._per_meter(conn, now), *self._averages(conn),
-                self._anomalies(conn), self._critical_drift(conn), self._jobs(conn, now)]
+                self._anomalies(conn), self._critical_drift(conn), self._jobs(conn, now),
+                *self._workers(conn)]
 
     def _total(self, conn, now: datetime) -> Metric:
         cutoff = datetime(now.year, now.month, now.day, tzinfo=timezone.utc) - timedelta(days=OPEN_DAYS)
@@ -205,6 +209,22 @@ class KpiCollector(Collector):
                                    "Meters whose latest drift report has a critical feature")
         family.add_metric([], conn.execute(CRITICAL_DRIFT).fetchone()[0])
         return family
+
+    def _workers(self, conn) -> list[Metric]:
+        """The live workers of each service and the meters each held at its last look: the
+        whole fleet, whichever replica Prometheus scrapes."""
+        count = GaugeMetricFamily("wattwatch_workers", "Live workers sharing the meters, by service",
+                                  labels=["service"])
+        held = GaugeMetricFamily("wattwatch_worker_meters",
+                                 "Meters each live worker held at its last look",
+                                 labels=["service", "worker"])
+        live = {"detector": 0, "drift": 0}
+        for service, worker, meters in conn.execute(LIVE_WORKERS):
+            live[service] += 1
+            held.add_metric([service, worker], meters)
+        for service, workers in live.items():
+            count.add_metric([service], workers)
+        return [count, held]
 
     def _jobs(self, conn, now: datetime) -> Metric:
         detector, drift = conn.execute(JOB_ACTIVITY).fetchone()

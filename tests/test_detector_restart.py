@@ -162,7 +162,7 @@ def test_detect_run_survives_server_restarts_and_scores_every_reading_once(
     assert 1 <= len(lost) == len(back) <= 2, log
     assert re.search(r"INFO detector: wattwatch \S+ detect run starting as database role "
                      r"wattwatch_jobs: interval_s=0\.2, train_days=28\.0, alarm_rate=0\.0001, "
-                     r"batch_rows=1000, metrics=http://127\.0\.0\.1:\d+/metrics\n", log), log
+                     r"batch_rows=1000, worker=\S+, metrics=http://127\.0\.0\.1:\d+/metrics\n", log), log
     assert "password" not in log.lower() and role_url("wattwatch_jobs").split(":")[2].split("@")[0] not in log
 
 

@@ -3,6 +3,7 @@ every KPI equals what the raw tables say, a broken database is counted, the CLI 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ from ingest.simulate import simulate_history
 from tests.conftest import prometheus_query, prometheus_wait, settings_for
 from tests.test_cli import WATTWATCH, one_line_error, run_cli
 from timescale.connect import connect_url
+from timescale.fleet import Fleet
 from timescale.rollups import refresh_rollups
 from wattwatch.metrics import serve_metrics
 
@@ -65,14 +67,18 @@ def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple], float]:
             for family in registry.collect() for s in family.samples}
 
 
-def test_every_kpi_matches_the_raw_tables(kpi_db, reader_url):
+def test_every_kpi_matches_the_raw_tables(kpi_db, reader_url, role_url):
     db_url, end = kpi_db
     registry = CollectorRegistry()
     collector = KpiCollector(lambda: connect_url(reader_url), registry)
+    worker = Fleet(settings_for(role_url("wattwatch_jobs"), worker_id="host-a-1"), "detector",
+                   logging.getLogger("test"), CollectorRegistry())
     try:
+        worker.refresh()
         got = samples(registry)
     finally:
         collector.close()
+        worker.close()
     with psycopg.connect(db_url) as conn:
         total = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
         per_meter = dict(conn.execute(
@@ -103,6 +109,9 @@ def test_every_kpi_matches_the_raw_tables(kpi_db, reader_url):
     assert got[("wattwatch_meters_critical_drift", ())] == 1
     assert 10 <= got[("wattwatch_job_last_activity_age_seconds", (("job", "detector"),))] < 120
     assert 2 * 3600 <= got[("wattwatch_job_last_activity_age_seconds", (("job", "drift"),))] < 3 * 3600
+    assert got[("wattwatch_workers", (("service", "detector"),))] == 1
+    assert got[("wattwatch_workers", (("service", "drift"),))] == 0
+    assert got[("wattwatch_worker_meters", (("service", "detector"), ("worker", "host-a-1")))] == 3
     assert 0 < got[("wattwatch_exporter_scrape_duration_seconds", ())] < 5
     assert got[("wattwatch_exporter_scrape_errors_total", ())] == 0
 

@@ -11,6 +11,19 @@ import psycopg
 from wattwatch.errors import WattwatchError, first_line
 from wattwatch.settings import Settings, url_problem
 
+# TCP keepalives on both ends of every connection: a worker notices a vanished server, and
+# the server drops a vanished worker's session (and the advisory locks that say it is alive
+# and which meters it is scoring) within about idle + interval x count seconds, not after
+# the operating system's two hours.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 5, 3
+_CLIENT_KEEPALIVES = {"keepalives": 1, "keepalives_idle": KEEPALIVE_IDLE,
+                      "keepalives_interval": KEEPALIVE_INTERVAL,
+                      "keepalives_count": KEEPALIVE_COUNT}
+_SERVER_KEEPALIVES = (f"-c tcp_keepalives_idle={KEEPALIVE_IDLE}"
+                      f" -c tcp_keepalives_interval={KEEPALIVE_INTERVAL}"
+                      f" -c tcp_keepalives_count={KEEPALIVE_COUNT}"
+                      f" -c tcp_user_timeout={KEEPALIVE_IDLE * 1000 * KEEPALIVE_COUNT}")
+
 
 def describe_url(url: str) -> str:
     """Where a URL points, without its password: 'user@host:port/dbname'.
@@ -62,6 +75,7 @@ def connect_url(
                 connect_timeout=max(1, math.ceil(timeout)),
                 autocommit=autocommit,
                 application_name=application_name,
+                **_keepalives(url),
             )
         except psycopg.OperationalError as exc:
             last = exc
@@ -71,6 +85,14 @@ def connect_url(
         f"cannot connect to the database at {describe_url(url)} "
         f"after {attempts} attempt(s): {first_line(last)}"
     )
+
+
+def _keepalives(url: str) -> dict[str, object]:
+    """libpq's keepalive parameters, and the server's through `options`, before any the URL
+    gives (libpq sends one options string; the URL's settings win)."""
+    given = psycopg.conninfo.conninfo_to_dict(url).get("options")
+    return {**_CLIENT_KEEPALIVES,
+            "options": f"{_SERVER_KEEPALIVES} {given}" if given else _SERVER_KEEPALIVES}
 
 
 def connect(settings: Settings, **kwargs) -> psycopg.Connection:

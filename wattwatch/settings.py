@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # Directory of the pg_dump and pg_restore that `db backup` / `db restore` run (their major
     # version must be the server's or newer); unset: the ones on PATH.
     pg_bin_dir: str | None = None
+    # The name of this `detect run` or `drift run` worker among those sharing the meters of
+    # the database; unset or empty: host name and process id (two live workers of a service
+    # must not share one).
+    worker_id: str | None = Field(None, max_length=200)
     # Detector: seconds between scoring cycles, days of history a model trains on, age (days)
     # after which a model is retrained (0: never), the false-alarm rate its threshold is
     # calibrated for, and readings scored per batch (bounds memory during a backfill).
