@@ -1,98 +1,148 @@
-"""Many meters' IsolationForests as one set of flat node arrays, walked together: the forest
-evidence for a few readings of each of a thousand meters in a few numpy steps, where
-scikit-learn's score_samples costs about a millisecond per call whatever the readings.
+"""IsolationForests as flat node arrays of compact types, and many meters' forests stacked
+into one set of such arrays, walked together: the forest evidence for a few readings of each
+of a thousand meters in a few numpy steps, where scikit-learn's score_samples costs about a
+millisecond per call whatever the readings.
 
-The result is scikit-learn's `-score_samples` exactly: the same leaf for every reading, the same
-path lengths (the tree's depth of the leaf plus the average path length of its samples) summed
-tree by tree in the same order, and the same normalisation."""
+A fitted forest is flattened once (`FlatForest.of`) and its scikit-learn estimators dropped:
+the flat arrays are all a model keeps. The result is scikit-learn's `-score_samples` exactly:
+the same leaf for every reading, the same path lengths (the tree's depth of the leaf plus the
+average path length of its samples) summed tree by tree in the same order, and the same
+normalisation."""
 
 from __future__ import annotations
-
-import weakref
-from dataclasses import dataclass
 
 import numpy as np
 from sklearn.ensemble import IsolationForest
 from sklearn.ensemble._iforest import _average_path_length
 
+# Node numbers: 4 bytes are plenty (a thousand meters' forests have ~6 million nodes).
+NODE = np.int32
+
+
+class FlatForest:
+    """One forest's trees as flat arrays, node numbers from 0. scikit-learn grows trees depth
+    first, so a node's left child is the next node and only the right one is kept. A leaf's
+    threshold is -inf and its right child itself: every walk takes the same number of steps
+    and stays on its leaf."""
+
+    __slots__ = ("feature", "threshold", "right", "value", "roots", "depth", "denominator",
+                 "fitted")
+
+    def __init__(self, feature: np.ndarray, threshold: np.ndarray, right: np.ndarray,
+                 value: np.ndarray, roots: np.ndarray, depth: int, denominator: float,
+                 fitted: IsolationForest | None = None):
+        self.feature = feature      # uint8: a forest sees few features
+        self.threshold = threshold  # float32, rounded down: see `_float32_below`
+        self.right = right
+        self.value = value          # at a leaf: its path length, as scikit-learn adds it up
+        self.roots = roots
+        self.depth = depth
+        self.denominator = denominator
+        # While a model is being trained, its scikit-learn forest scores the training window
+        # faster than the flat walk; it is never stored (pickled) nor loaded.
+        self.fitted = fitted
+
+    def __getstate__(self):
+        return {name: getattr(self, name) for name in self.__slots__ if name != "fitted"}
+
+    def __setstate__(self, state):
+        self.fitted = None
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    @classmethod
+    def of(cls, forest: IsolationForest) -> "FlatForest":
+        if forest._max_features != forest.n_features_in_:
+            raise ValueError("only forests whose trees see every feature can be flattened")
+        if forest.n_features_in_ > np.iinfo(np.uint8).max:
+            raise ValueError("a flat forest sees at most 255 features")
+        feature, threshold, right, value, roots = [], [], [], [], []
+        offset = 0
+        for tree, path, average in zip(forest.estimators_, forest._decision_path_lengths,
+                                       forest._average_path_length_per_tree):
+            nodes = tree.tree_
+            own = np.arange(nodes.node_count)
+            leaf = nodes.children_left == -1
+            if not np.array_equal(nodes.children_left[~leaf], own[~leaf] + 1):
+                raise ValueError("a tree not grown depth first cannot be flattened")
+            feature.append(np.where(leaf, 0, nodes.feature))
+            threshold.append(np.where(leaf, -np.inf, nodes.threshold))
+            right.append(np.where(leaf, own, nodes.children_right) + offset)
+            value.append(path + average - 1.0)
+            roots.append(offset)
+            offset += nodes.node_count
+        return cls(np.concatenate(feature).astype(np.uint8),
+                   _float32_below(np.concatenate(threshold)),
+                   np.concatenate(right).astype(NODE), np.concatenate(value),
+                   np.array(roots, dtype=NODE),
+                   max(tree.tree_.max_depth for tree in forest.estimators_),
+                   float(len(forest.estimators_) * _average_path_length([forest._max_samples])[0]),
+                   forest)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, name).nbytes for name in (
+            "feature", "threshold", "right", "value", "roots"))
+
+    def isolation(self, inputs: np.ndarray) -> np.ndarray:
+        """-score_samples of each row of inputs: tree after tree over blocks of rows (a tree's
+        few nodes and a block's walk stay in the CPU's cache)."""
+        if self.fitted is not None:
+            return -self.fitted.score_samples(inputs)
+        inputs = np.asarray(inputs, dtype=np.float32)  # as scikit-learn compares them
+        count, width = inputs.shape
+        values = inputs.reshape(-1)
+        feature = self.feature.astype(NODE)
+        depths = np.zeros(count)
+        for start in range(0, count, BLOCK_ROWS):
+            end = min(count, start + BLOCK_ROWS)
+            at = np.arange(start, end, dtype=np.int64) * width
+            block = depths[start:end]
+            for root in self.roots:  # tree after tree, as scikit-learn adds them up
+                nodes = np.full(end - start, root, dtype=NODE)
+                for _ in range(self.depth):
+                    goes_left = values[at + feature[nodes]] <= self.threshold[nodes]
+                    nodes = np.where(goes_left, nodes + 1, self.right[nodes])
+                block += self.value[nodes]
+        return 2.0 ** -(depths / self.denominator)
+
+
+BLOCK_ROWS = 8192
+
+
+def _float32_below(threshold: np.ndarray) -> np.ndarray:
+    """The largest float32 at or below each threshold: scikit-learn compares float32 inputs
+    with float64 thresholds, and for a float32 x, x <= t exactly when x <= this."""
+    rounded = threshold.astype(np.float32)
+    above = rounded.astype(np.float64) > threshold
+    rounded[above] = np.nextafter(rounded[above], np.float32(-np.inf))
+    return rounded
+
 
 class ForestStack:
-    """The trees of several fitted IsolationForests (the same number of trees each), one row
-    of roots per forest."""
+    """The trees of several flat forests (the same number of trees each), one row of roots
+    per forest."""
 
-    def __init__(self, forests: list[IsolationForest]):
-        parts = [_flat(forest) for forest in forests]
-        starts = np.cumsum([0] + [len(part.threshold) for part in parts[:-1]]).astype(NODE)
-        self.feature = np.concatenate([part.feature for part in parts])
-        self.threshold = np.concatenate([part.threshold for part in parts])
-        self.left = np.concatenate([part.left + start for part, start in zip(parts, starts)])
-        self.right = np.concatenate([part.right + start for part, start in zip(parts, starts)])
-        self.value = np.concatenate([part.value for part in parts])
-        self.roots = np.column_stack([part.roots + start for part, start in zip(parts, starts)])
-        self.depth = max(part.depth for part in parts)
-        self.denominator = np.array([part.denominator for part in parts])
+    def __init__(self, forests: list[FlatForest]):
+        starts = np.cumsum([0] + [len(part.threshold) for part in forests[:-1]]).astype(NODE)
+        self.feature = np.concatenate([part.feature for part in forests])
+        self.threshold = np.concatenate([part.threshold for part in forests])
+        self.right = np.concatenate([part.right + start for part, start in zip(forests, starts)])
+        self.value = np.concatenate([part.value for part in forests])
+        self.roots = np.column_stack([part.roots + start for part, start in zip(forests, starts)])
+        self.depth = max(part.depth for part in forests)
+        self.denominator = np.array([part.denominator for part in forests])
 
     def isolation(self, inputs: np.ndarray, forests: np.ndarray) -> np.ndarray:
-        """-score_samples of each row of inputs under the forest (position) given for it."""
+        """-score_samples of each row of inputs under the forest (position) given for it:
+        every tree at once (a live cycle's few readings per meter)."""
         inputs = np.asarray(inputs, dtype=np.float32)  # as scikit-learn compares them
         nodes = self.roots[:, forests]  # trees x readings
         row = np.arange(len(inputs))
         for _ in range(self.depth):
             goes_left = inputs[row, self.feature[nodes]] <= self.threshold[nodes]
-            nodes = np.where(goes_left, self.left[nodes], self.right[nodes])
+            nodes = np.where(goes_left, nodes + 1, self.right[nodes])
         depths = np.zeros(len(inputs))
         for leaves in nodes:  # tree after tree, as scikit-learn adds them up
             depths += self.value[leaves]
         return 2.0 ** -(depths / self.denominator[forests])
-
-
-@dataclass(frozen=True)
-class _Flat:
-    """One forest's trees as flat arrays (node numbers from 0)."""
-
-    feature: np.ndarray
-    threshold: np.ndarray
-    left: np.ndarray
-    right: np.ndarray
-    value: np.ndarray     # at a leaf: its path length, as scikit-learn adds it up
-    roots: np.ndarray
-    depth: int
-    denominator: float
-
-
-# Node numbers and features: 4 bytes are plenty (a thousand meters' forests have ~6 million
-# nodes) and halve the memory the stacks of many meters take.
-NODE = np.int32
-# Flattened once per fitted forest (a thousand forests take a second), kept while it lives:
-# stacks are rebuilt whenever one meter's model changes.
-_FLATTENED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _flat(forest: IsolationForest) -> _Flat:
-    flat = _FLATTENED.get(forest)
-    if flat is not None:
-        return flat
-    if forest._max_features != forest.n_features_in_:
-        raise ValueError("only forests whose trees see every feature can be stacked")
-    feature, threshold, left, right, value, roots = [], [], [], [], [], []
-    offset = 0
-    for tree, path, average in zip(forest.estimators_, forest._decision_path_lengths,
-                                   forest._average_path_length_per_tree):
-        nodes = tree.tree_
-        own = np.arange(nodes.node_count)
-        leaf = nodes.children_left == -1
-        feature.append(np.where(leaf, 0, nodes.feature))
-        threshold.append(nodes.threshold)
-        # A leaf is its own child: every walk takes the same number of steps.
-        left.append(np.where(leaf, own, nodes.children_left) + offset)
-        right.append(np.where(leaf, own, nodes.children_right) + offset)
-        value.append(path + average - 1.0)
-        roots.append(offset)
-        offset += nodes.node_count
-    flat = _FLATTENED[forest] = _Flat(
-        np.concatenate(feature).astype(NODE), np.concatenate(threshold),
-        np.concatenate(left).astype(NODE), np.concatenate(right).astype(NODE),
-        np.concatenate(value), np.array(roots, dtype=NODE),
-        max(tree.tree_.max_depth for tree in forest.estimators_),
-        float(len(forest.estimators_) * _average_path_length([forest._max_samples])[0]))
-    return flat

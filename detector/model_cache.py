@@ -25,27 +25,28 @@ class ModelCache:
 
     def active(self, conn: psycopg.Connection, meters: list[readings.Meter], work: Work,
                failed: Callable[[str, Exception], None]) -> dict[str, registry.ActiveModel]:
-        """The newest active model of each meter (trained first if it has none; left out if
-        it has too little data yet, or fails: `failed` is told), loaded once per version; the
-        stacks of the layouts whose models changed are rebuilt."""
+        """The newest active model of each meter (the meters without one are trained first,
+        together; a meter is left out if it has too little data yet, or fails: `failed` is
+        told), loaded once per version; the stacks of the layouts whose models changed are
+        rebuilt."""
         models, changed = {}, set()
         with conn.transaction():
             versions = registry.active_versions(conn, [m.meter_id for m in meters])
+        untrained = [meter for meter in meters if meter.meter_id not in versions]
+        if untrained:
+            versions.update(self.trainer.initial(conn, untrained, work, failed))
         for meter in meters:
             version, cached = versions.get(meter.meter_id), self.models.get(meter.meter_id)
+            if version is None:
+                continue
             if cached is None or cached.version != version:
                 try:
                     with conn.transaction():
-                        if version is None:
-                            version = self.trainer.initial(conn, meter, work)
-                        if version is not None:
-                            cached = registry.load(conn, version)
+                        cached = registry.load(conn, version)
                 except psycopg.OperationalError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - one meter's failure: the others go on
                     failed(meter.meter_id, exc)
-                    continue
-                if version is None:
                     continue
                 changed |= self._use(meter.meter_id, cached)
             models[meter.meter_id] = cached

@@ -344,13 +344,13 @@ def test_a_meter_that_cannot_be_trained_is_logged_once_and_tried_with_backoff(
     settings, conn = jobs
     _add_meter(db_url, "newbie", household(days=1, seed=43).iloc[:60])
     attempts = []
-    original = registry.train
+    original = registry.fit
 
-    def counting(conn, meter, *args, **kwargs):
+    def counting(meter, *args, **kwargs):
         attempts.append(meter.meter_id)
-        return original(conn, meter, *args, **kwargs)
+        return original(meter, *args, **kwargs)
 
-    monkeypatch.setattr(registry, "train", counting)
+    monkeypatch.setattr(registry, "fit", counting)
     scorer = Scorer(conn, settings, DetectorMetrics(CollectorRegistry()))
     clock = [0.0]
     scorer.held_back.clock = lambda: clock[0]

@@ -3,6 +3,8 @@ kinds and explanations, exactly."""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -100,7 +102,10 @@ def test_forest_and_calibration_stacks_equal_their_single_model_versions(meters)
     inputs = np.log1p(features.stats)
     which = np.full(len(inputs), 2)
     isolation = ForestStack([model.forest_ for model in models]).isolation(inputs, which)
-    np.testing.assert_array_equal(isolation, -models[2].forest_.score_samples(inputs))
+    np.testing.assert_array_equal(isolation, -models[2].forest_.fitted.score_samples(inputs))
+    stored = pickle.loads(pickle.dumps(models[2].forest_))  # the flat arrays alone
+    assert stored.fitted is None
+    np.testing.assert_array_equal(stored.isolation(inputs), isolation)
     stats = np.column_stack([features.stats, isolation])
     calibrations: list[TailCalibration] = [model.calibration_ for model in models]
     np.testing.assert_array_equal(StackedCalibration(calibrations).evidence(stats, which),
