@@ -161,6 +161,11 @@ class StackedCalibration:
             np.stack([getattr(c, name) for c in calibrations])
             for name in ("u_", "beta_", "shape_", "p_u_"))
 
+    def share(self, calibrations: list[TailCalibration]) -> None:
+        """Make each calibration's body (its largest part) a view of its row of the stack."""
+        for n, calibration in enumerate(calibrations):
+            calibration.body_ = self.body[n]
+
     def evidence(self, stats: np.ndarray, meters: np.ndarray) -> np.ndarray:
         """As TailCalibration.evidence, each row of stats with the calibration of its meter."""
         x = np.asarray(stats, dtype=float)

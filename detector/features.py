@@ -138,6 +138,13 @@ class Tables:
         )
 
 
+    def share(self, models: list["ContextFeatures"]) -> None:
+        """Make each model's profiles (its largest part) views of its row of the tables."""
+        for n, model in enumerate(models):
+            model.profiles_ = {name: (medians[n], scales[n])
+                               for name, (medians, scales) in self.profiles.items()}
+
+
 class ContextFeatures:
     """Learns each column's seasonal profile and typical spreads; computes the statistics."""
 

@@ -21,19 +21,19 @@ NODE = np.int32
 
 class FlatForest:
     """One forest's trees as flat arrays, node numbers from 0. scikit-learn grows trees depth
-    first, so a node's left child is the next node and only the right one is kept. A leaf's
-    threshold is -inf and its right child itself: every walk takes the same number of steps
-    and stays on its leaf."""
+    first, so a node's left child is the next node, and the right one is kept as the distance
+    to it (`jump`: the same wherever the forest sits in a stack). A leaf's threshold is -inf
+    and its jump 0: every walk takes the same number of steps and stays on its leaf."""
 
-    __slots__ = ("feature", "threshold", "right", "value", "roots", "depth", "denominator",
+    __slots__ = ("feature", "threshold", "jump", "value", "roots", "depth", "denominator",
                  "fitted")
 
-    def __init__(self, feature: np.ndarray, threshold: np.ndarray, right: np.ndarray,
+    def __init__(self, feature: np.ndarray, threshold: np.ndarray, jump: np.ndarray,
                  value: np.ndarray, roots: np.ndarray, depth: int, denominator: float,
                  fitted: IsolationForest | None = None):
         self.feature = feature      # uint8: a forest sees few features
         self.threshold = threshold  # float32, rounded down: see `_float32_below`
-        self.right = right
+        self.jump = jump            # int16: a tree has a few hundred nodes at most
         self.value = value          # at a leaf: its path length, as scikit-learn adds it up
         self.roots = roots
         self.depth = depth
@@ -56,7 +56,7 @@ class FlatForest:
             raise ValueError("only forests whose trees see every feature can be flattened")
         if forest.n_features_in_ > np.iinfo(np.uint8).max:
             raise ValueError("a flat forest sees at most 255 features")
-        feature, threshold, right, value, roots = [], [], [], [], []
+        feature, threshold, jump, value, roots = [], [], [], [], []
         offset = 0
         for tree, path, average in zip(forest.estimators_, forest._decision_path_lengths,
                                        forest._average_path_length_per_tree):
@@ -67,13 +67,13 @@ class FlatForest:
                 raise ValueError("a tree not grown depth first cannot be flattened")
             feature.append(np.where(leaf, 0, nodes.feature))
             threshold.append(np.where(leaf, -np.inf, nodes.threshold))
-            right.append(np.where(leaf, own, nodes.children_right) + offset)
+            jump.append(np.where(leaf, 0, nodes.children_right - own))
             value.append(path + average - 1.0)
             roots.append(offset)
             offset += nodes.node_count
         return cls(np.concatenate(feature).astype(np.uint8),
                    _float32_below(np.concatenate(threshold)),
-                   np.concatenate(right).astype(NODE), np.concatenate(value),
+                   _int16(np.concatenate(jump)), np.concatenate(value),
                    np.array(roots, dtype=NODE),
                    max(tree.tree_.max_depth for tree in forest.estimators_),
                    float(len(forest.estimators_) * _average_path_length([forest._max_samples])[0]),
@@ -82,7 +82,7 @@ class FlatForest:
     @property
     def nbytes(self) -> int:
         return sum(getattr(self, name).nbytes for name in (
-            "feature", "threshold", "right", "value", "roots"))
+            "feature", "threshold", "jump", "value", "roots"))
 
     def isolation(self, inputs: np.ndarray) -> np.ndarray:
         """-score_samples of each row of inputs: tree after tree over blocks of rows (a tree's
@@ -102,12 +102,18 @@ class FlatForest:
                 nodes = np.full(end - start, root, dtype=NODE)
                 for _ in range(self.depth):
                     goes_left = values[at + feature[nodes]] <= self.threshold[nodes]
-                    nodes = np.where(goes_left, nodes + 1, self.right[nodes])
+                    nodes = np.where(goes_left, nodes + 1, nodes + self.jump[nodes])
                 block += self.value[nodes]
         return 2.0 ** -(depths / self.denominator)
 
 
 BLOCK_ROWS = 8192
+
+
+def _int16(jump: np.ndarray) -> np.ndarray:
+    if jump.max(initial=0) > np.iinfo(np.int16).max:
+        raise ValueError("a tree too large to flatten")
+    return jump.astype(np.int16)
 
 
 def _float32_below(threshold: np.ndarray) -> np.ndarray:
@@ -124,14 +130,23 @@ class ForestStack:
     per forest."""
 
     def __init__(self, forests: list[FlatForest]):
-        starts = np.cumsum([0] + [len(part.threshold) for part in forests[:-1]]).astype(NODE)
+        self.edges = np.cumsum([0] + [len(part.threshold) for part in forests])
+        starts = self.edges[:-1].astype(NODE)
         self.feature = np.concatenate([part.feature for part in forests])
         self.threshold = np.concatenate([part.threshold for part in forests])
-        self.right = np.concatenate([part.right + start for part, start in zip(forests, starts)])
+        self.jump = np.concatenate([part.jump for part in forests])
         self.value = np.concatenate([part.value for part in forests])
         self.roots = np.column_stack([part.roots + start for part, start in zip(forests, starts)])
         self.depth = max(part.depth for part in forests)
         self.denominator = np.array([part.denominator for part in forests])
+
+    def share(self, forests: list[FlatForest]) -> None:
+        """Make the stacked forests' node arrays views of their part of the stack: one copy
+        of them in memory, for as long as the stack lives."""
+        for part, start, end in zip(forests, self.edges[:-1], self.edges[1:]):
+            part.feature, part.threshold, part.jump, part.value = (
+                whole[start:end] for whole in (self.feature, self.threshold, self.jump,
+                                               self.value))
 
     def isolation(self, inputs: np.ndarray, forests: np.ndarray) -> np.ndarray:
         """-score_samples of each row of inputs under the forest (position) given for it:
@@ -141,7 +156,7 @@ class ForestStack:
         row = np.arange(len(inputs))
         for _ in range(self.depth):
             goes_left = inputs[row, self.feature[nodes]] <= self.threshold[nodes]
-            nodes = np.where(goes_left, nodes + 1, self.right[nodes])
+            nodes = np.where(goes_left, nodes + 1, nodes + self.jump[nodes])
         depths = np.zeros(len(inputs))
         for leaves in nodes:  # tree after tree, as scikit-learn adds them up
             depths += self.value[leaves]

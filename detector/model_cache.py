@@ -1,5 +1,5 @@
 """Each meter's newest active model, loaded once per version, and the stacks of the models
-that share a layout (`detector.stacked`), rebuilt when one of their models changes."""
+that share a layout (`detector.stacked.Stacks`), rebuilt when one of their models changes."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ class ModelCache:
         self.trainer = trainer
         self.models: dict[str, registry.ActiveModel] = {}
         self.algorithms: dict[str, tuple] = {}
-        # The loaded models' stacks by layout, and each meter's layout (None: not stacked).
-        self.stacks: dict[tuple, stacked.Stack] = {}
-        self.layouts: dict[str, tuple | None] = {}
+        # The loaded models' stacks, and the stack of each meter (None: scored alone).
+        self.stacked = stacked.Stacks()
+        self.stacks = self.stacked.stacks
+        self.layouts = self.stacked.keys
 
     def active(self, conn: psycopg.Connection, meters: list[readings.Meter], work: Work,
                failed: Callable[[str, Exception], None]) -> dict[str, registry.ActiveModel]:
@@ -29,7 +30,7 @@ class ModelCache:
         together; a meter is left out if it has too little data yet, or fails: `failed` is
         told), loaded once per version; the stacks of the layouts whose models changed are
         rebuilt."""
-        models, changed = {}, set()
+        models = {}
         with conn.transaction():
             versions = registry.active_versions(conn, [m.meter_id for m in meters])
         untrained = [meter for meter in meters if meter.meter_id not in versions]
@@ -48,23 +49,15 @@ class ModelCache:
                 except Exception as exc:  # noqa: BLE001 - one meter's failure: the others go on
                     failed(meter.meter_id, exc)
                     continue
-                changed |= self._use(meter.meter_id, cached)
+                self._use(meter.meter_id, cached)
             models[meter.meter_id] = cached
-        for layout in changed - {None}:
-            members = {meter_id: self.models[meter_id].detector
-                       for meter_id, its in self.layouts.items() if its == layout}
-            if members:
-                self.stacks[layout] = stacked.Stack(members)
-            else:
-                self.stacks.pop(layout, None)
+        self.stacked.rebuild()
         return models
 
-    def _use(self, meter_id: str, model: registry.ActiveModel) -> set:
-        """Score the meter with this model from now on; the layouts whose stacks change."""
+    def _use(self, meter_id: str, model: registry.ActiveModel) -> None:
+        """Score the meter with this model from now on (stacked at the next rebuild)."""
         self.models[meter_id] = model
-        layout = stacked.layout(model.detector)
-        changed = {self.layouts.get(meter_id), layout}
-        self.layouts[meter_id] = layout
+        self.stacked.put(meter_id, model.detector)
         algorithm = model.detector.algorithm
         self.metrics.use_model(meter_id, model.version, algorithm, self.algorithms.get(meter_id))
         self.algorithms[meter_id] = (str(model.version), algorithm)

@@ -99,10 +99,13 @@ def fit(meter: readings.Meter, frame: pd.DataFrame, settings: Settings, start: d
               "alarm_rate": settings.detector_alarm_rate} if algorithm == DEFAULT_MODEL else {}
     data = frame[fields]
     split = int(len(data) * (1 - VALIDATION_SHARE))
-    held_out = make_model(algorithm, **params).fit(data.iloc[:split]).score(data)["is_anomaly"]
+    held_out = make_model(algorithm, **params).fit(data.iloc[:split])
+    # the validation rows after the readings their features need: scored as in the whole window
+    first = max(split - held_out.context_rows, 0)
+    flagged = held_out.score(data.iloc[first:])["is_anomaly"].to_numpy()[split - first:]
     detector = make_model(algorithm, **params).fit(data)
     metrics = {key: value for key, value in detector.metrics_.items() if key != "features"}
-    metrics["validation_anomaly_ratio"] = float(np.mean(held_out.to_numpy()[split:]))
+    metrics["validation_anomaly_ratio"] = float(np.mean(flagged))
     metrics["validation_rows"] = len(data) - split
     parameters = {**detector.get_params(), "fields": fields,
                   "features": detector.metrics_.get("features")}
