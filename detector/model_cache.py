@@ -1,5 +1,9 @@
 """Each meter's newest active model, loaded once per version, and the stacks of the models
-that share a layout (`detector.stacked.Stacks`), rebuilt when one of their models changes."""
+that share a layout (`detector.stacked.Stacks`), rebuilt when one of their models changes.
+
+With detector_model_cache_meters set, at most that many models stay loaded: beyond it, the
+models of the meters scored longest ago are dropped and loaded again when their meters next
+have readings to score."""
 
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ class ModelCache:
     def __init__(self, metrics: DetectorMetrics, trainer: Trainer):
         self.metrics = metrics
         self.trainer = trainer
+        # in the order the meters were last scored, oldest first
         self.models: dict[str, registry.ActiveModel] = {}
+        self.limit = trainer.settings.detector_model_cache_meters
         self.algorithms: dict[str, tuple] = {}
         # The loaded models' stacks, and the stack of each meter (None: scored alone).
         self.stacked = stacked.Stacks()
@@ -50,9 +56,21 @@ class ModelCache:
                     failed(meter.meter_id, exc)
                     continue
                 self._use(meter.meter_id, cached)
-            models[meter.meter_id] = cached
+            models[meter.meter_id] = self.models[meter.meter_id] = \
+                self.models.pop(meter.meter_id)  # now the most recently scored
+        self._bound(models)
         self.stacked.rebuild()
         return models
+
+    def _bound(self, using: dict[str, registry.ActiveModel]) -> None:
+        """Drop the models of the meters scored longest ago beyond the limit (never one this
+        cycle uses)."""
+        if not self.limit:
+            return
+        for meter_id in list(self.models)[:max(len(self.models) - self.limit, 0)]:
+            if meter_id not in using:
+                del self.models[meter_id]
+                self.stacked.drop(meter_id)
 
     def _use(self, meter_id: str, model: registry.ActiveModel) -> None:
         """Score the meter with this model from now on (stacked at the next rebuild)."""
