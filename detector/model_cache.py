@@ -79,4 +79,3 @@ class ModelCache:
         algorithm = model.detector.algorithm
         self.metrics.use_model(meter_id, model.version, algorithm, self.algorithms.get(meter_id))
         self.algorithms[meter_id] = (str(model.version), algorithm)
-        return changed

@@ -351,7 +351,9 @@ def test_a_meter_that_cannot_be_trained_is_logged_once_and_tried_with_backoff(
         return original(meter, *args, **kwargs)
 
     monkeypatch.setattr(registry, "fit", counting)
-    scorer = Scorer(conn, settings, DetectorMetrics(CollectorRegistry()))
+    # fitted in this process, where the attempts are counted
+    in_process = settings.model_copy(update={"detector_train_processes": 1})
+    scorer = Scorer(conn, in_process, DetectorMetrics(CollectorRegistry()))
     clock = [0.0]
     scorer.held_back.clock = lambda: clock[0]
     with caplog.at_level("INFO", logger="wattwatch.detector"):
