@@ -11,9 +11,12 @@ normalisation."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from sklearn.ensemble import IsolationForest
 from sklearn.ensemble._iforest import _average_path_length
+from sklearn.tree._tree import NODE_DTYPE, TREE_LEAF, TREE_UNDEFINED, Tree
 
 # Node numbers: 4 bytes are plenty (a thousand meters' forests have ~6 million nodes).
 NODE = np.int32
@@ -22,31 +25,26 @@ NODE = np.int32
 class FlatForest:
     """One forest's trees as flat arrays, node numbers from 0. scikit-learn grows trees depth
     first, so a node's left child is the next node, and the right one is kept as the distance
-    to it (`jump`: the same wherever the forest sits in a stack). A leaf's threshold is -inf
-    and its jump 0: every walk takes the same number of steps and stays on its leaf."""
+    to it (`jump`: the same wherever the forest sits in a stack). A leaf's jump is 0: every
+    walk takes the same number of steps and stays on its leaf. `split` is a node's threshold
+    (float64, as scikit-learn compares the float32 inputs with it) or, at a leaf, its path
+    length as scikit-learn adds it up."""
 
-    __slots__ = ("feature", "threshold", "jump", "value", "roots", "depth", "denominator",
-                 "fitted")
+    __slots__ = ("feature", "split", "jump", "roots", "depth", "denominator")
 
-    def __init__(self, feature: np.ndarray, threshold: np.ndarray, jump: np.ndarray,
-                 value: np.ndarray, roots: np.ndarray, depth: int, denominator: float,
-                 fitted: IsolationForest | None = None):
-        self.feature = feature      # uint8: a forest sees few features
-        self.threshold = threshold  # float32, rounded down: see `_float32_below`
-        self.jump = jump            # int16: a tree has a few hundred nodes at most
-        self.value = value          # at a leaf: its path length, as scikit-learn adds it up
+    def __init__(self, feature: np.ndarray, split: np.ndarray, jump: np.ndarray,
+                 roots: np.ndarray, depth: int, denominator: float):
+        self.feature = feature  # uint8: a forest sees few features
+        self.split = split
+        self.jump = jump        # int16: a tree has a few hundred nodes at most
         self.roots = roots
         self.depth = depth
         self.denominator = denominator
-        # While a model is being trained, its scikit-learn forest scores the training window
-        # faster than the flat walk; it is never stored (pickled) nor loaded.
-        self.fitted = fitted
 
     def __getstate__(self):
-        return {name: getattr(self, name) for name in self.__slots__ if name != "fitted"}
+        return {name: getattr(self, name) for name in self.__slots__}
 
     def __setstate__(self, state):
-        self.fitted = None
         for name, value in state.items():
             setattr(self, name, value)
 
@@ -56,7 +54,7 @@ class FlatForest:
             raise ValueError("only forests whose trees see every feature can be flattened")
         if forest.n_features_in_ > np.iinfo(np.uint8).max:
             raise ValueError("a flat forest sees at most 255 features")
-        feature, threshold, jump, value, roots = [], [], [], [], []
+        feature, split, jump, roots = [], [], [], []
         offset = 0
         for tree, path, average in zip(forest.estimators_, forest._decision_path_lengths,
                                        forest._average_path_length_per_tree):
@@ -66,48 +64,48 @@ class FlatForest:
             if not np.array_equal(nodes.children_left[~leaf], own[~leaf] + 1):
                 raise ValueError("a tree not grown depth first cannot be flattened")
             feature.append(np.where(leaf, 0, nodes.feature))
-            threshold.append(np.where(leaf, -np.inf, nodes.threshold))
+            split.append(np.where(leaf, path + average - 1.0, nodes.threshold))
             jump.append(np.where(leaf, 0, nodes.children_right - own))
-            value.append(path + average - 1.0)
             roots.append(offset)
             offset += nodes.node_count
         return cls(np.concatenate(feature).astype(np.uint8),
-                   _float32_below(np.concatenate(threshold)),
-                   _int16(np.concatenate(jump)), np.concatenate(value),
+                   np.concatenate(split), _int16(np.concatenate(jump)),
                    np.array(roots, dtype=NODE),
                    max(tree.tree_.max_depth for tree in forest.estimators_),
-                   float(len(forest.estimators_) * _average_path_length([forest._max_samples])[0]),
-                   forest)
+                   float(len(forest.estimators_) * _average_path_length([forest._max_samples])[0]))
 
     @property
     def nbytes(self) -> int:
         return sum(getattr(self, name).nbytes for name in (
-            "feature", "threshold", "jump", "value", "roots"))
+            "feature", "split", "jump", "roots"))
 
     def isolation(self, inputs: np.ndarray) -> np.ndarray:
-        """-score_samples of each row of inputs: tree after tree over blocks of rows (a tree's
-        few nodes and a block's walk stay in the CPU's cache)."""
-        if self.fitted is not None:
-            return -self.fitted.score_samples(inputs)
-        inputs = np.asarray(inputs, dtype=np.float32)  # as scikit-learn compares them
-        count, width = inputs.shape
-        values = inputs.reshape(-1)
-        feature = self.feature.astype(NODE)
-        depths = np.zeros(count)
-        for start in range(0, count, BLOCK_ROWS):
-            end = min(count, start + BLOCK_ROWS)
-            at = np.arange(start, end, dtype=np.int64) * width
-            block = depths[start:end]
-            for root in self.roots:  # tree after tree, as scikit-learn adds them up
-                nodes = np.full(end - start, root, dtype=NODE)
-                for _ in range(self.depth):
-                    goes_left = values[at + feature[nodes]] <= self.threshold[nodes]
-                    nodes = np.where(goes_left, nodes + 1, nodes + self.jump[nodes])
-                block += self.value[nodes]
+        """-score_samples of each row of inputs: each tree rebuilt for the call as a
+        scikit-learn `Tree` (its C walk is the fastest over many rows) and its leaves' path
+        lengths added up tree after tree, as scikit-learn does."""
+        inputs = np.ascontiguousarray(inputs, dtype=np.float32)  # as scikit-learn compares them
+        depths = np.zeros(len(inputs))
+        for root, tree in self._trees(inputs.shape[1]):
+            depths += self.split[root + tree.apply(inputs)]
         return 2.0 ** -(depths / self.denominator)
 
-
-BLOCK_ROWS = 8192
+    def _trees(self, features: int) -> Iterator[tuple[int, Tree]]:
+        """(first node, scikit-learn tree) of each tree, with the nodes' children, features
+        and thresholds (what `Tree.apply` reads; sklearn.tree._tree's layout)."""
+        ends = [*self.roots[1:], len(self.split)]
+        for root, end in zip(self.roots, ends):
+            jump = self.jump[root:end].astype(np.intp)
+            leaf = jump == 0
+            own = np.arange(len(jump))
+            nodes = np.zeros(len(jump), dtype=NODE_DTYPE)
+            nodes["left_child"] = np.where(leaf, TREE_LEAF, own + 1)
+            nodes["right_child"] = np.where(leaf, TREE_LEAF, own + jump)
+            nodes["feature"] = np.where(leaf, TREE_UNDEFINED, self.feature[root:end])
+            nodes["threshold"] = np.where(leaf, TREE_UNDEFINED, self.split[root:end])
+            tree = Tree(features, np.array([1], dtype=np.intp), 1)
+            tree.__setstate__({"max_depth": self.depth, "node_count": len(jump), "nodes": nodes,
+                               "values": np.zeros((len(jump), 1, 1))})
+            yield int(root), tree
 
 
 def _int16(jump: np.ndarray) -> np.ndarray:
@@ -116,26 +114,16 @@ def _int16(jump: np.ndarray) -> np.ndarray:
     return jump.astype(np.int16)
 
 
-def _float32_below(threshold: np.ndarray) -> np.ndarray:
-    """The largest float32 at or below each threshold: scikit-learn compares float32 inputs
-    with float64 thresholds, and for a float32 x, x <= t exactly when x <= this."""
-    rounded = threshold.astype(np.float32)
-    above = rounded.astype(np.float64) > threshold
-    rounded[above] = np.nextafter(rounded[above], np.float32(-np.inf))
-    return rounded
-
-
 class ForestStack:
     """The trees of several flat forests (the same number of trees each), one row of roots
     per forest."""
 
     def __init__(self, forests: list[FlatForest]):
-        self.edges = np.cumsum([0] + [len(part.threshold) for part in forests])
+        self.edges = np.cumsum([0] + [len(part.split) for part in forests])
         starts = self.edges[:-1].astype(NODE)
         self.feature = np.concatenate([part.feature for part in forests])
-        self.threshold = np.concatenate([part.threshold for part in forests])
+        self.split = np.concatenate([part.split for part in forests])
         self.jump = np.concatenate([part.jump for part in forests])
-        self.value = np.concatenate([part.value for part in forests])
         self.roots = np.column_stack([part.roots + start for part, start in zip(forests, starts)])
         self.depth = max(part.depth for part in forests)
         self.denominator = np.array([part.denominator for part in forests])
@@ -144,9 +132,8 @@ class ForestStack:
         """Make the stacked forests' node arrays views of their part of the stack: one copy
         of them in memory, for as long as the stack lives."""
         for part, start, end in zip(forests, self.edges[:-1], self.edges[1:]):
-            part.feature, part.threshold, part.jump, part.value = (
-                whole[start:end] for whole in (self.feature, self.threshold, self.jump,
-                                               self.value))
+            part.feature, part.split, part.jump = (
+                whole[start:end] for whole in (self.feature, self.split, self.jump))
 
     def isolation(self, inputs: np.ndarray, forests: np.ndarray) -> np.ndarray:
         """-score_samples of each row of inputs under the forest (position) given for it:
@@ -155,9 +142,10 @@ class ForestStack:
         nodes = self.roots[:, forests]  # trees x readings
         row = np.arange(len(inputs))
         for _ in range(self.depth):
-            goes_left = inputs[row, self.feature[nodes]] <= self.threshold[nodes]
-            nodes = np.where(goes_left, nodes + 1, nodes + self.jump[nodes])
+            jump = self.jump[nodes]
+            goes_left = (inputs[row, self.feature[nodes]] <= self.split[nodes]) & (jump != 0)
+            nodes = np.where(goes_left, nodes + 1, nodes + jump)
         depths = np.zeros(len(inputs))
         for leaves in nodes:  # tree after tree, as scikit-learn adds them up
-            depths += self.value[leaves]
+            depths += self.split[leaves]
         return 2.0 ** -(depths / self.denominator[forests])

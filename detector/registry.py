@@ -159,5 +159,4 @@ def load(conn: psycopg.Connection, version: int) -> ActiveModel:
     if isinstance(getattr(detector, "forest_", None), IsolationForest):
         # stored before forests were flattened at training: flattened now, the same scores
         detector.forest_ = FlatForest.of(detector.forest_)
-        detector.forest_.fitted = None
     return ActiveModel(version, detector, fields)

@@ -63,8 +63,8 @@ def test_meters_trained_together_on_processes_get_the_models_trained_one_at_a_ti
                              " WHERE version = %s", (version,)).fetchone()
             np.testing.assert_array_equal(together.detector.calibration_.beta_,
                                           alone.calibration_.beta_)
-            np.testing.assert_array_equal(together.detector.forest_.threshold,
-                                          alone.forest_.threshold)
+            np.testing.assert_array_equal(together.detector.forest_.split,
+                                          alone.forest_.split)
             assert together.metrics == conn.execute(
                 "SELECT metrics FROM models WHERE version = %s", (version,)).fetchone()[0]
             frame = frames[meter.meter_id][together.fields]
