@@ -326,9 +326,11 @@ class ContextFeatures:
         k = slots.shape[1]
 
         def at(table: np.ndarray) -> np.ndarray:  # a per-slot table at each reading's slot
+            # a table narrower than the cycle repeats (the hour of the week's scales: 24 hours)
+            where = slots if table.shape[-1] == self.season_.slots else slots % table.shape[-1]
             if len(meters) == 1:  # one meter's series (a backfill): a plain lookup
-                return table[meters[0]][slots]
-            return table[meters[:, None], slots]
+                return table[meters[0]][where]
+            return table[meters[:, None], where]
 
         def of(column: np.ndarray) -> np.ndarray:  # a per-meter number, as a column
             return column[meters]

@@ -159,4 +159,9 @@ def load(conn: psycopg.Connection, version: int) -> ActiveModel:
     if isinstance(getattr(detector, "forest_", None), IsolationForest):
         # stored before forests were flattened at training: flattened now, the same scores
         detector.forest_ = FlatForest.of(detector.forest_)
+    features = getattr(detector, "features_", None)
+    if features is not None and features.season_.slots == 168:
+        # stored with the hour of the week's scales repeated for every day: one day's kept
+        features.profiles_ = {name: (medians, scales[:24].copy() if len(scales) == 168 else scales)
+                              for name, (medians, scales) in features.profiles_.items()}
     return ActiveModel(version, detector, fields)

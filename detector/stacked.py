@@ -105,9 +105,14 @@ class Stacks:
         while len(self.members.get((its, block), ())) >= BLOCK_METERS:
             block += 1
         key = (its, block)
-        self.members.setdefault(key, {})[meter_id] = detector
+        members = self.members.setdefault(key, {})
+        members[meter_id] = detector
         self.keys[meter_id] = key
         self.changed.add(key)
+        if len(members) == BLOCK_METERS:
+            # built as soon as it is full: the memory its models' copies leave is reused by
+            # the next models loaded
+            self._build(key)
 
     def drop(self, meter_id: str) -> None:
         key = self.keys.pop(meter_id, None)
@@ -117,16 +122,19 @@ class Stacks:
 
     def rebuild(self) -> None:
         """Build the stacks whose members changed, one at a time; each takes over its models'
-        large arrays (`Stack`), whose old copies go back to the system."""
+        large arrays (`Stack`), whose old copies go back to the system at the end."""
         for key in sorted(self.changed, key=lambda key: key[1]):
-            members = self.members.get(key)
-            if members:
-                self.stacks[key] = Stack(members)
-            else:
-                self.stacks.pop(key, None)
-                self.members.pop(key, None)
-            _release_freed_memory()
-        self.changed.clear()
+            self._build(key)
+        _release_freed_memory()
+
+    def _build(self, key: tuple) -> None:
+        members = self.members.get(key)
+        if members:
+            self.stacks[key] = Stack(members)
+        else:
+            self.stacks.pop(key, None)
+            self.members.pop(key, None)
+        self.changed.discard(key)
 
 
 _LIBC = ctypes.util.find_library("c")

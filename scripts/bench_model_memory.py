@@ -56,19 +56,18 @@ def main() -> None:
     gc.collect()
     base = rss_mib()
     started = time.monotonic()
-    models = [pickle.loads(blob)[0] for _ in range(args.meters)]
-    loaded = rss_mib()
-    print(f"{args.meters} models loaded in {time.monotonic() - started:.1f} s: "
-          f"{loaded - base:.0f} MiB = {(loaded - base) * 1024 / args.meters:.0f} KiB per meter "
-          f"(stored model {len(blob) / 1024:.0f} KiB)")
     stacks = stacked.Stacks()
-    for n, model in enumerate(models):
-        stacks.put(f"m{n}", model)
+    models = []
+    for n in range(args.meters):  # as `detect run`'s model cache: load, stack, next
+        models.append(pickle.loads(blob)[0])
+        stacks.put(f"m{n}", models[-1])
     stacks.rebuild()
     gc.collect()
     done = rss_mib()
-    print(f"and stacked: {done - base:.0f} MiB = {(done - base) * 1024 / args.meters:.0f} KiB "
-          f"per meter; process RSS {done:.0f} MiB, peak {peak_mib():.0f} MiB")
+    print(f"{args.meters} models loaded and stacked in {time.monotonic() - started:.1f} s: "
+          f"{done - base:.0f} MiB = {(done - base) * 1024 / args.meters:.0f} KiB per meter "
+          f"(stored model {len(blob) / 1024:.0f} KiB); process RSS {done:.0f} MiB, "
+          f"peak {peak_mib():.0f} MiB")
     assert len(stacks.keys) == len(models)
 
 
