@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Memory a detector holds per meter: --meters models loaded (unpickled, as `detect run`
-loads them from the registry) and stacked by layout (`detector.stacked.Stacks`, as `detect run` does), with the RSS of
-this process after each step. One model is trained on --days of a simulated meter and loaded
---meters times (each load is a model of its own in memory). No database.
+loads them from the registry) and stacked as `detect run` stacks them (`detector.stacked.
+Stacks`), with the RSS of this process after, against before. One model is trained on --days
+of a simulated meter and loaded --meters times (each load is a model of its own in memory).
+No database.
 
     .venv/bin/python scripts/bench_model_memory.py --meters 10000
 """
