@@ -4,7 +4,8 @@ trained together as `detect train` does (`detector.fleet`), with the time of eac
 profiles, forest, calibration, store), meters per second and peak RSS; then, for reference in
 the same run, the old path (`registry.train`, one meter after another) on --reference meters;
 then the memory the detector holds per model: RSS after loading --load models from the
-registry and stacking them as `detect run` does.
+registry and stacking them as `detect run` does (`scripts/bench_model_memory.py` does the same
+for any number of meters, without a database).
 
 It starts a TimescaleDB of its own (wattwatch/stack.py) in a fresh state directory under /tmp,
 loads the readings by COPY (timed apart), and stops the server at the end.
@@ -23,6 +24,7 @@ import resource
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -52,16 +54,68 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def children_peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-
-
 def rss_mib() -> float:
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+class ProcessTree:
+    """CPU seconds and peak RSS of this process and its descendants (the pool's workers are the
+    forkserver's children, which getrusage does not count), sampled from /proc every 0.2 s
+    while it is open."""
+
+    def __init__(self):
+        self.cpu: dict[int, float] = {}
+        self.peak: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> "ProcessTree":
+        self._read()
+        self.start_cpu = dict(self.cpu)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _sample(self) -> None:
+        while not self.stop.wait(0.2):
+            self._read()
+
+    def _read(self) -> None:
+        parents, stats = {}, {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as stat:
+                        fields = stat.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                parents[int(entry)] = int(fields[1])
+                stats[int(entry)] = fields
+        ours, tick, page = {os.getpid()}, os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+        for pid in sorted(parents):
+            chain, at = [], pid
+            while at not in ours and at in parents and at > 1:
+                chain.append(at)
+                at = parents[at]
+            if at in ours:
+                ours.update(chain)
+        for pid in ours & set(stats):
+            fields = stats[pid]
+            self.cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+            self.peak[pid] = max(self.peak.get(pid, 0.0), int(fields[21]) * page / 2**20)
+
+    def used(self) -> float:
+        return sum(cpu - self.start_cpu.get(pid, 0.0) for pid, cpu in self.cpu.items())
+
+    def largest_other(self) -> float:
+        return max((mib for pid, mib in self.peak.items() if pid != os.getpid()), default=0.0)
 
 
 def load(conn: psycopg.Connection, meters: int, days: int) -> int:
@@ -155,39 +209,40 @@ def main() -> None:
                   f"{time.monotonic() - started:.0f} s (not timed)")
             meters = readings.meters(conn)
             print(f"training: {fleet.processes(settings)} processes, {os.cpu_count()} cores")
-            seconds, storing, count = train_fleet(conn, meters, settings)
+            load_before = os.getloadavg()[0]
+            with ProcessTree() as tree:
+                seconds, storing, count = train_fleet(conn, meters, settings)
             print(f"new path (detector.fleet): {count} meters in {seconds:.1f} s = "
                   f"{count / seconds:.2f} meters/s ({seconds / count:.3f} s per meter), of which "
-                  f"storing {storing:.1f} s; peak RSS {peak_mib():.0f} MiB here, "
-                  f"{children_peak_mib():.0f} MiB the largest fitting process")
+                  f"storing {storing:.1f} s; CPU {tree.used():.0f} s = "
+                  f"{tree.used() / count:.2f} s per meter (this process and its workers; the "
+                  f"database server's not counted); peak RSS {peak_mib():.0f} MiB here, "
+                  f"{tree.largest_other():.0f} MiB the largest worker; load average "
+                  f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
             per_meter = stages(conn, meters[:args.profile], settings)
             print("stages of one meter, in one process (cProfile, s): "
                   + ", ".join(f"{name} {value:.3f}" for name, value in per_meter.items()))
             reference = meters[:args.reference]
-            started = time.monotonic()
+            started, cpu = time.monotonic(), time.process_time()
             for meter in reference:
                 with conn.transaction():
                     registry.train(conn, meter, settings, reason="benchmark")
             old = (time.monotonic() - started) / len(reference)
-            print(f"old path (registry.train, one after another): {old:.3f} s per meter on "
-                  f"{len(reference)} meters; the new path trains {old / (seconds / count):.1f}x "
-                  f"as many meters per second")
+            old_cpu = (time.process_time() - cpu) / len(reference)
+            print(f"old path (registry.train, one after another): {old:.3f} s per meter "
+                  f"(CPU {old_cpu:.2f} s) on {len(reference)} meters; the new path trains "
+                  f"{old / (seconds / count):.1f}x as many meters per second")
             before = rss_mib()
+            stacks = stacked.Stacks()
             with conn.transaction():
                 versions = registry.active_versions(conn, [m.meter_id for m in
                                                            meters[:args.load]])
-                models = {meter_id: registry.load(conn, version)
-                          for meter_id, version in versions.items()}
-            loaded = rss_mib()
-            by_layout: dict = {}
-            for meter_id, model in models.items():
-                by_layout.setdefault(stacked.layout(model.detector), {})[meter_id] = model.detector
-            stacks = [stacked.Stack(members) for members in by_layout.values()]
-            stacked_mib = rss_mib()
-            print(f"memory: {len(models)} models loaded take {loaded - before:.0f} MiB = "
-                  f"{(loaded - before) * 1024 / len(models):.0f} KiB per meter; their "
-                  f"{len(stacks)} stack(s) {stacked_mib - loaded:.0f} MiB more = "
-                  f"{(stacked_mib - before) * 1024 / len(models):.0f} KiB per meter in all")
+                for meter_id, version in versions.items():  # as `detect run` loads them
+                    stacks.put(meter_id, registry.load(conn, version).detector)
+            stacks.rebuild()
+            held = rss_mib() - before
+            print(f"memory: {len(versions)} models loaded from the registry and stacked take "
+                  f"{held:.0f} MiB = {held * 1024 / len(versions):.0f} KiB per meter")
     finally:
         stack.stop_postgres(info)
         stack.unmount_chroot_if_idle()
