@@ -74,11 +74,6 @@ class FlatForest:
                    max(tree.tree_.max_depth for tree in forest.estimators_),
                    float(len(forest.estimators_) * _average_path_length([forest._max_samples])[0]))
 
-    @property
-    def nbytes(self) -> int:
-        return sum(getattr(self, name).nbytes for name in (
-            "feature", "split", "jump", "roots"))
-
     def isolation(self, inputs: np.ndarray) -> np.ndarray:
         """-score_samples of each row of inputs: each tree rebuilt for the call as a
         scikit-learn `Tree` (its C walk is the fastest over many rows) and its leaves' path
