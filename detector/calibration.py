@@ -24,7 +24,9 @@ from 80, critical from 90.
 from __future__ import annotations
 
 import numpy as np
+from scipy import optimize, special
 from scipy.stats import genpareto
+from scipy.stats._distn_infrastructure import _LOGXMAX
 
 from wattwatch.vocabulary import SEVERITY_BANDS
 
@@ -63,10 +65,39 @@ def _pareto_tail(excess: np.ndarray) -> tuple[float, float]:
     """(shape >= 0, scale) of a generalised Pareto fit to exceedances; exponential when few."""
     if len(excess) < MIN_EXCEEDANCES:
         return 0.0, float(excess.mean()) if len(excess) else 0.0
-    shape, _loc, scale = genpareto.fit(excess, floc=0.0)
+    shape, scale = _fit_pareto(excess)
     if shape <= 0:
         return 0.0, float(excess.mean())
     return float(min(shape, 1.0)), float(scale)
+
+
+def _fit_pareto(excess: np.ndarray) -> tuple[float, float]:
+    """(shape, scale) of `genpareto.fit(excess, floc=0.0)`, bit for bit: the same start, the
+    same Nelder-Mead and the same negative log-likelihood (`_pareto_nnlf`), without scipy's
+    generic per-call machinery, which costs most of a training."""
+    start = genpareto._fitstart(excess)
+    shape, scale = optimize.fmin(_pareto_nnlf, [start[0], start[2]], args=(excess,), disp=0)
+    return shape, scale
+
+
+def _pareto_nnlf(theta, x: np.ndarray) -> float:
+    """scipy's penalized negative log-likelihood of genpareto with loc 0 (`rv_continuous.
+    _penalized_nnlf`): the same operations in the same order, so the same floats."""
+    c, scale = theta
+    if not np.isfinite(c) or scale <= 0:
+        return np.inf
+    x = (x - 0.0) / scale
+    n_log_scale = len(x) * np.log(scale)
+    upper = -1.0 / c if c < 0 else np.inf
+    with np.errstate(invalid="ignore"):
+        inside = (0.0 <= x) & (x <= upper)
+    n_bad = np.count_nonzero(~inside)
+    if n_bad > 0:
+        x = x[inside]
+    logpdf = -special.xlog1py(c + 1.0, c * x) / c if c != 0 else -x
+    finite = np.isfinite(logpdf)
+    n_bad += finite.size - np.count_nonzero(finite)
+    return -(0 + np.sum(logpdf[finite])) + n_bad * _LOGXMAX * 100 + n_log_scale
 
 
 class TailCalibration:
@@ -129,6 +160,11 @@ class StackedCalibration:
         self.u, self.beta, self.shape, self.p_u = (
             np.stack([getattr(c, name) for c in calibrations])
             for name in ("u_", "beta_", "shape_", "p_u_"))
+
+    def share(self, calibrations: list[TailCalibration]) -> None:
+        """Make each calibration's body (its largest part) a view of its row of the stack."""
+        for n, calibration in enumerate(calibrations):
+            calibration.body_ = self.body[n]
 
     def evidence(self, stats: np.ndarray, meters: np.ndarray) -> np.ndarray:
         """As TailCalibration.evidence, each row of stats with the calibration of its meter."""

@@ -38,36 +38,37 @@ def _lost(exc: Exception) -> WattwatchError:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    """Train every meter it can (waiting for a meter the detector is scoring); the others are
-    named at the end, and the exit status is 1."""
+    """Train every meter it can, many together (`detector.fleet`); each model is stored once
+    the detector is done with its meter. The others are named at the end, and the exit status
+    is 1."""
     import psycopg
 
+    from detector.fleet import train_many
     from detector.locks import waiting_for
-    from detector.registry import train
+    from detector.registry import store
     from timescale.connect import connect
 
     settings = load_settings()
-    failed: dict[str, str] = {}
+
+    def keep(meter, fitted) -> None:
+        with waiting_for(conn, meter.meter_id, log), conn.transaction():
+            version = store(conn, fitted, args.reason)
+        print(f"meter {meter.meter_id}: model version {version} ({args.model}) trained")
+
     with connect(settings) as conn:
         meters = _meters(conn, args.meter)
-        for meter in meters:
-            try:
-                with waiting_for(conn, meter.meter_id, log), conn.transaction():
-                    version = train(conn, meter, settings, start=args.start, end=args.end,
-                                    algorithm=args.model, reason=args.reason)
-            except psycopg.OperationalError as exc:
-                raise _lost(exc) from None
-            except WattwatchError as exc:
-                failed[meter.meter_id] = str(exc)
-                continue
-            except Exception as exc:  # noqa: BLE001 - one meter's failure: the others go on
-                logs.unexpected(log, f"meter {meter.meter_id}", exc)
-                failed[meter.meter_id] = (f"meter {meter.meter_id!r}: {type(exc).__name__}: "
-                                          f"{first_line(exc)}")
-                continue
-            print(f"meter {meter.meter_id}: model version {version} ({args.model}) trained")
+        try:
+            failed = train_many(conn, meters, settings, keep, start=args.start, end=args.end,
+                                algorithm=args.model)
+        except psycopg.OperationalError as exc:
+            raise _lost(exc) from None
+    for meter_id, exc in failed.items():
+        if not isinstance(exc, WattwatchError):
+            logs.unexpected(log, f"meter {meter_id}", exc)
+            failed[meter_id] = f"meter {meter_id!r}: {type(exc).__name__}: {first_line(exc)}"
     if failed:
-        raise _not_handled(failed, len(meters), "trained")
+        raise _not_handled({meter_id: str(why) for meter_id, why in failed.items()},
+                           len(meters), "trained")
 
 
 def _started(conn, settings, metrics_url: str | None, once: bool, worker: str | None) -> None:

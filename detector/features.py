@@ -138,6 +138,13 @@ class Tables:
         )
 
 
+    def share(self, models: list["ContextFeatures"]) -> None:
+        """Make each model's profiles (its largest part) views of its row of the tables."""
+        for n, model in enumerate(models):
+            model.profiles_ = {name: (medians[n], scales[n])
+                               for name, (medians, scales) in self.profiles.items()}
+
+
 class ContextFeatures:
     """Learns each column's seasonal profile and typical spreads; computes the statistics."""
 
@@ -319,9 +326,11 @@ class ContextFeatures:
         k = slots.shape[1]
 
         def at(table: np.ndarray) -> np.ndarray:  # a per-slot table at each reading's slot
+            # a table narrower than the cycle repeats (the hour of the week's scales: 24 hours)
+            where = slots if table.shape[-1] == self.season_.slots else slots % table.shape[-1]
             if len(meters) == 1:  # one meter's series (a backfill): a plain lookup
-                return table[meters[0]][slots]
-            return table[meters[:, None], slots]
+                return table[meters[0]][where]
+            return table[meters[:, None], where]
 
         def of(column: np.ndarray) -> np.ndarray:  # a per-meter number, as a column
             return column[meters]

@@ -24,6 +24,7 @@ from sklearn.ensemble import IsolationForest
 from detector.algorithms import DEFAULT_MODEL, RAW, SEASONAL  # noqa: F401 (re-exported)
 from detector.calibration import TailCalibration, score_from_evidence, score_from_p, severities
 from detector.features import POWER, ContextFeatures, Features
+from detector.forests import FlatForest
 from detector.kinds import classify
 
 ISOLATION = "isolation_forest"
@@ -116,9 +117,9 @@ class SeasonalDetector:
         inputs = np.log1p(features.stats)
         rng = np.random.default_rng(self.random_state)
         rows = rng.permutation(len(inputs))[:self.max_forest_rows]
-        self.forest_ = IsolationForest(n_estimators=self.n_estimators,
-                                       max_samples=min(self.max_samples, len(rows)),
-                                       random_state=self.random_state).fit(inputs[rows])
+        self.forest_ = FlatForest.of(IsolationForest(
+            n_estimators=self.n_estimators, max_samples=min(self.max_samples, len(rows)),
+            random_state=self.random_state).fit(inputs[rows]))
         stats = np.column_stack([features.stats, self._isolation(inputs)])
         self.names_ = features.names + [ISOLATION]
         floors = [_min_tail_scale(name) for name in self.names_]
@@ -142,7 +143,7 @@ class SeasonalDetector:
         return self.features_.context_rows
 
     def _isolation(self, inputs: np.ndarray) -> np.ndarray:
-        return -self.forest_.score_samples(inputs)
+        return self.forest_.isolation(inputs)
 
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         features = self.features_.transform(frame)
@@ -171,9 +172,9 @@ class RawIForest:
         self.columns_ = list(frame.columns)
         self.fill_ = frame.median()
         inputs = self._inputs(frame)
-        self.forest_ = IsolationForest(n_estimators=self.n_estimators,
-                                       random_state=self.random_state).fit(inputs)
-        raw = -self.forest_.score_samples(inputs)
+        self.forest_ = FlatForest.of(IsolationForest(
+            n_estimators=self.n_estimators, random_state=self.random_state).fit(inputs))
+        raw = self.forest_.isolation(inputs)
         self.cut_ = float(np.percentile(raw, 100.0 - self.CONTAMINATION_PERCENTILE))
         self.calibration_ = TailCalibration([0.01]).fit(raw[:, None])
         self.threshold_ = float(score_from_evidence(self.calibration_.evidence(
@@ -187,7 +188,7 @@ class RawIForest:
 
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         inputs = self._inputs(frame)
-        raw = -self.forest_.score_samples(inputs)
+        raw = self.forest_.isolation(inputs)
         evidence = self.calibration_.evidence(raw[:, None])[:, 0]
         scores = score_from_evidence(evidence)
         anomalous = raw >= self.cut_

@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import psycopg
 from psycopg.types.json import Jsonb
+from sklearn.ensemble import IsolationForest
 
 from detector import readings
+from detector.forests import FlatForest
 from detector.models import DEFAULT_MODEL, make_model
 from wattwatch.errors import WattwatchError
 from wattwatch.settings import Settings
@@ -31,33 +34,62 @@ class ActiveModel:
         self.context_rows: int = self.detector.context_rows
 
 
-def _default_end(conn: psycopg.Connection, meter_id: str, holdout: timedelta) -> datetime | None:
-    """After the newest reading, or `holdout` before it when at least MIN_TRAIN_READINGS are
-    older than that (a first model that leaves its newest days to be scored as new data)."""
-    first, last = conn.execute("SELECT min(time), max(time) FROM readings WHERE meter_id = %s",
-                               (meter_id,)).fetchone()
-    if last is None:
-        return None
-    if holdout and last - holdout > first:
-        before = conn.execute("SELECT count(*) FROM readings WHERE meter_id = %s AND time < %s",
-                              (meter_id, last - holdout)).fetchone()[0]
-        if before >= MIN_TRAIN_READINGS:
-            return last - holdout
-    return last + timedelta(microseconds=1)
+# Each meter's first and newest reading times, and how many readings are older than a
+# holdout before the newest, in one query for many meters (index lookups per meter).
+BOUNDS = (
+    "SELECT m.meter_id, b.first, b.last, CASE WHEN %s > interval '0' AND b.last - %s > b.first"
+    " THEN (SELECT count(*) FROM readings WHERE meter_id = m.meter_id AND time < b.last - %s)"
+    " END FROM unnest(%s::text[]) AS m(meter_id) CROSS JOIN LATERAL (SELECT min(time) AS first,"
+    " max(time) AS last FROM readings WHERE meter_id = m.meter_id) AS b")
 
 
-def train(conn: psycopg.Connection, meter: readings.Meter, settings: Settings, *,
-          start: datetime | None = None, end: datetime | None = None, holdout_days: float = 0,
-          algorithm: str = DEFAULT_MODEL, reason: str = "manual") -> int:
-    """Train on the meter's readings in [start, end) (default: the last detector_train_days
-    before its newest reading, or `holdout_days` before it when enough readings are older),
-    validate on the window's last fifth with a model fitted on the rest, store the new version
-    as active and retire the meter's older ones. Returns the version."""
-    end = end or _default_end(conn, meter.meter_id, timedelta(days=holdout_days))
-    if end is None:
-        raise WattwatchError(f"meter {meter.meter_id!r} has no readings to train on")
-    start = start or end - timedelta(days=settings.detector_train_days)
-    frame = readings.window(conn, meter, start, end)
+def windows_of(conn: psycopg.Connection, meters: list[readings.Meter], settings: Settings,
+               start: datetime | None, end: datetime | None,
+               holdout_days: float = 0) -> dict[str, tuple[datetime, datetime] | WattwatchError]:
+    """Each meter's training window [start, end): the given bounds; by default ending after
+    its newest reading, or `holdout_days` before it when at least MIN_TRAIN_READINGS are
+    older than that (a first model that leaves its newest days to be scored as new data), and
+    starting detector_train_days before its end. A meter without readings gets the error."""
+    holdout = timedelta(days=holdout_days)
+    bounds = {} if end else {meter_id: (last, before) for meter_id, _, last, before in
+                             conn.execute(BOUNDS, (holdout, holdout, holdout,
+                                                   [m.meter_id for m in meters])).fetchall()}
+    spans = {}
+    for meter in meters:
+        stop = end
+        if stop is None:
+            last, before = bounds[meter.meter_id]
+            if last is None:
+                spans[meter.meter_id] = WattwatchError(
+                    f"meter {meter.meter_id!r} has no readings to train on")
+                continue
+            stop = last - holdout if (before or 0) >= MIN_TRAIN_READINGS else \
+                last + timedelta(microseconds=1)
+        spans[meter.meter_id] = (start or stop - timedelta(days=settings.detector_train_days),
+                                 stop)
+    return spans
+
+
+@dataclass
+class Fitted:
+    """A meter's model fitted and validated, not stored yet (it may come from a worker
+    process: everything here pickles)."""
+
+    meter_id: str
+    algorithm: str
+    detector: object
+    fields: list[str]
+    parameters: dict
+    metrics: dict
+    train_from: datetime
+    train_to: datetime
+
+
+def fit(meter: readings.Meter, frame: pd.DataFrame, settings: Settings, start: datetime,
+        end: datetime, algorithm: str = DEFAULT_MODEL) -> Fitted:
+    """Fit a model on the meter's readings of its window [start, end), validated on the
+    window's last fifth with a model fitted on the rest. No database: many meters' fits may
+    run in other processes."""
     fields = readings.fields_present(frame)
     if len(frame) < MIN_TRAIN_READINGS or not fields:
         raise WattwatchError(
@@ -67,22 +99,47 @@ def train(conn: psycopg.Connection, meter: readings.Meter, settings: Settings, *
               "alarm_rate": settings.detector_alarm_rate} if algorithm == DEFAULT_MODEL else {}
     data = frame[fields]
     split = int(len(data) * (1 - VALIDATION_SHARE))
-    held_out = make_model(algorithm, **params).fit(data.iloc[:split]).score(data)["is_anomaly"]
+    held_out = make_model(algorithm, **params).fit(data.iloc[:split])
+    # the validation rows after the readings their features need: scored as in the whole window
+    first = max(split - held_out.context_rows, 0)
+    flagged = held_out.score(data.iloc[first:])["is_anomaly"].to_numpy()[split - first:]
     detector = make_model(algorithm, **params).fit(data)
     metrics = {key: value for key, value in detector.metrics_.items() if key != "features"}
-    metrics["validation_anomaly_ratio"] = float(np.mean(held_out.to_numpy()[split:]))
+    metrics["validation_anomaly_ratio"] = float(np.mean(flagged))
     metrics["validation_rows"] = len(data) - split
     parameters = {**detector.get_params(), "fields": fields,
                   "features": detector.metrics_.get("features")}
+    return Fitted(meter.meter_id, algorithm, detector, fields, parameters, metrics,
+                  frame.index[0], frame.index[-1])
+
+
+def store(conn: psycopg.Connection, fitted: Fitted, reason: str) -> int:
+    """Store a fitted model as the meter's active version and retire its older ones; the
+    version."""
     # the older version first: the schema allows one active model per meter (migration 0038)
     conn.execute("UPDATE models SET status = 'retired' WHERE meter_id = %s AND status = 'active'",
-                 (meter.meter_id,))
+                 (fitted.meter_id,))
     return conn.execute(
         "INSERT INTO models (meter_id, algorithm, parameters, train_from, train_to, threshold,"
         " metrics, model, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING version",
-        (meter.meter_id, algorithm, Jsonb(parameters), frame.index[0], frame.index[-1],
-         detector.threshold_, Jsonb(metrics), pickle.dumps((detector, fields)), reason),
+        (fitted.meter_id, fitted.algorithm, Jsonb(fitted.parameters), fitted.train_from,
+         fitted.train_to, fitted.detector.threshold_, Jsonb(fitted.metrics),
+         pickle.dumps((fitted.detector, fitted.fields)), reason),
     ).fetchone()[0]
+
+
+def train(conn: psycopg.Connection, meter: readings.Meter, settings: Settings, *,
+          start: datetime | None = None, end: datetime | None = None, holdout_days: float = 0,
+          algorithm: str = DEFAULT_MODEL, reason: str = "manual") -> int:
+    """Train one meter on its window (`windows_of`), validate, store the new version as active
+    and retire the meter's older ones (`fit`, `store`). Returns the version. Many meters at
+    once: `detector.fleet`."""
+    span = windows_of(conn, [meter], settings, start, end, holdout_days)[meter.meter_id]
+    if isinstance(span, WattwatchError):
+        raise span
+    start, end = span
+    frame = readings.window(conn, meter, start, end)
+    return store(conn, fit(meter, frame, settings, start, end, algorithm), reason)
 
 
 def active_versions(conn: psycopg.Connection, meter_ids: list[str]) -> dict[str, int]:
@@ -99,4 +156,12 @@ def active_versions(conn: psycopg.Connection, meter_ids: list[str]) -> dict[str,
 def load(conn: psycopg.Connection, version: int) -> ActiveModel:
     blob = conn.execute("SELECT model FROM models WHERE version = %s", (version,)).fetchone()[0]
     detector, fields = pickle.loads(blob)
+    if isinstance(getattr(detector, "forest_", None), IsolationForest):
+        # stored before forests were flattened at training: flattened now, the same scores
+        detector.forest_ = FlatForest.of(detector.forest_)
+    features = getattr(detector, "features_", None)
+    if features is not None and features.season_.slots == 168:
+        # stored with the hour of the week's scales repeated for every day: one day's kept
+        features.profiles_ = {name: (medians, scales[:24].copy() if len(scales) == 168 else scales)
+                              for name, (medians, scales) in features.profiles_.items()}
     return ActiveModel(version, detector, fields)

@@ -68,7 +68,8 @@ def rolling(values: np.ndarray, window: int, how: str, k: int, *, min_periods: i
 
 
 def per_slot(values: np.ndarray, slots: np.ndarray, n_slots: int, floor: float):
-    """Median and MAD-scale of values in each slot; slots never seen get the global ones."""
+    """Median and MAD-scale of values in each slot; slots never seen get the global ones. For
+    the hour of the week the scales are the 24 hours' (slot % 24), pooled over the days."""
     frame = pd.DataFrame({"v": values, "s": slots}).dropna()
     median = frame.groupby("s")["v"].median()
     frame["dev"] = (frame["v"] - frame["s"].map(median)).abs()
@@ -79,7 +80,7 @@ def per_slot(values: np.ndarray, slots: np.ndarray, n_slots: int, floor: float):
     scales[mad.index.to_numpy()] = np.maximum(mad.to_numpy(), floor)
     if n_slots == 168:  # hour of week: a few weeks give few samples per slot, so the spread
         # is pooled over the seven days for each hour (the median stays per weekday)
-        scales = np.tile(scales.reshape(7, 24).mean(axis=0), 7)
+        scales = scales.reshape(7, 24).mean(axis=0)
     return medians, scales
 
 

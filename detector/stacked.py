@@ -5,6 +5,9 @@ model call per meter. The results are each model's own `score()`."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+
 import numpy as np
 import pandas as pd
 
@@ -46,6 +49,11 @@ class Stack:
         self.forests = ForestStack([model.forest_ for model in models])
         self.calibration = StackedCalibration([model.calibration_ for model in models])
         self.thresholds = np.array([model.threshold_ for model in models])
+        # The models' largest arrays become views of their rows here: a model and its stack
+        # hold one copy of them (a stack rebuilt from them takes them over).
+        self.tables.share([model.features_ for model in models])
+        self.forests.share([model.forest_ for model in models])
+        self.calibration.share([model.calibration_ for model in models])
 
     def score(self, meter_ids: list[str], histories: list[tuple[np.ndarray, np.ndarray]],
               zones: list[str], k: int) -> pd.DataFrame:
@@ -69,3 +77,74 @@ class Stack:
         isolation = self.forests.isolation(np.log1p(features.stats), rows)
         return judge(features, isolation, lambda stats: self.calibration.evidence(stats, rows),
                      self.thresholds[rows], index)
+
+
+# Meters per stack: a model that changes rebuilds its block only, and building the stacks of
+# many meters one block at a time bounds the memory a build takes on top of the models.
+BLOCK_METERS = 1_000
+
+
+class Stacks:
+    """The stacks of many meters' models, by layout and block of at most BLOCK_METERS
+    meters. `keys` says which stack (`stacks`) scores each meter (None: scored alone)."""
+
+    def __init__(self):
+        self.stacks: dict[tuple, Stack] = {}
+        self.keys: dict[str, tuple | None] = {}
+        self.members: dict[tuple, dict[str, SeasonalDetector]] = {}
+        self.changed: set[tuple] = set()
+
+    def put(self, meter_id: str, detector) -> None:
+        """Stack the meter's new model (once `rebuild` is called)."""
+        self.drop(meter_id)
+        its = layout(detector)
+        if its is None:
+            self.keys[meter_id] = None
+            return
+        block = 0
+        while len(self.members.get((its, block), ())) >= BLOCK_METERS:
+            block += 1
+        key = (its, block)
+        members = self.members.setdefault(key, {})
+        members[meter_id] = detector
+        self.keys[meter_id] = key
+        self.changed.add(key)
+        if len(members) == BLOCK_METERS:
+            # built as soon as it is full: the memory its models' copies leave is reused by
+            # the next models loaded
+            self._build(key)
+
+    def drop(self, meter_id: str) -> None:
+        key = self.keys.pop(meter_id, None)
+        if key is not None:
+            del self.members[key][meter_id]
+            self.changed.add(key)
+
+    def rebuild(self) -> None:
+        """Build the stacks whose members changed, one at a time; each takes over its models'
+        large arrays (`Stack`), whose old copies go back to the system at the end."""
+        for key in sorted(self.changed, key=lambda key: key[1]):
+            self._build(key)
+        _release_freed_memory()
+
+    def _build(self, key: tuple) -> None:
+        members = self.members.get(key)
+        if members:
+            self.stacks[key] = Stack(members)
+        else:
+            self.stacks.pop(key, None)
+            self.members.pop(key, None)
+        self.changed.discard(key)
+
+
+_LIBC = ctypes.util.find_library("c")
+
+
+def _release_freed_memory() -> None:
+    """Give the heap's free pages back to the system (glibc): the many small arrays of the
+    models a stack took over are freed in the middle of the heap, where the allocator would
+    otherwise keep them."""
+    if _LIBC:
+        trim = getattr(ctypes.CDLL(_LIBC), "malloc_trim", None)
+        if trim is not None:
+            trim(0)

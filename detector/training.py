@@ -8,9 +8,11 @@ cannot be trained yet (too little data) is logged once and tried again with back
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import psycopg
 
-from detector import readings, registry
+from detector import fleet, readings, registry
 from detector.cycles import Work, failure
 from detector.locks import MeterLocks
 from detector.retries import HeldBack
@@ -30,19 +32,29 @@ class Trainer:
         self.held_back = held_back
         self.retrying = retrying
 
-    def initial(self, conn: psycopg.Connection, meter: readings.Meter, work: Work) -> int | None:
-        """The first model of a meter the caller holds, or None when it cannot be trained yet
-        (reported in `work`, logged once, tried again with backoff)."""
-        try:
-            version = registry.train(conn, meter, self.settings, reason="initial",
-                                     holdout_days=self.settings.detector_initial_holdout_days)
-        except WattwatchError as exc:
-            work.failed[meter.meter_id] = str(exc)
-            self._not_yet(meter.meter_id, "not scored yet", exc)
-            return None
-        self.held_back.succeeded(meter.meter_id)
-        log.info("meter %s: model version %d trained (initial)", meter.meter_id, version)
-        return version
+    def initial(self, conn: psycopg.Connection, meters: list[readings.Meter], work: Work,
+                failed: Callable[[str, Exception], None]) -> dict[str, int]:
+        """The first models of meters the caller holds, trained together (`detector.fleet`),
+        by meter. A meter that cannot be trained yet (too little data) is left out, reported
+        in `work`, logged once and tried again with backoff; one that fails otherwise is
+        left out and `failed` is told."""
+        versions = {}
+
+        def keep(meter: readings.Meter, fitted: registry.Fitted) -> None:
+            with conn.transaction():
+                version = versions[meter.meter_id] = registry.store(conn, fitted, "initial")
+            self.held_back.succeeded(meter.meter_id)
+            log.info("meter %s: model version %d trained (initial)", meter.meter_id, version)
+
+        for meter_id, exc in fleet.train_many(
+                conn, meters, self.settings, keep,
+                holdout_days=self.settings.detector_initial_holdout_days).items():
+            if isinstance(exc, WattwatchError):
+                work.failed[meter_id] = str(exc)
+                self._not_yet(meter_id, "not scored yet", exc)
+            else:
+                failed(meter_id, exc)
+        return versions
 
     def retrain(self, conn: psycopg.Connection, locks: MeterLocks, work: Work) -> list[int]:
         """Answer pending retrain requests (all meters for a request without one) and retrain

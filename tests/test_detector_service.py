@@ -344,14 +344,16 @@ def test_a_meter_that_cannot_be_trained_is_logged_once_and_tried_with_backoff(
     settings, conn = jobs
     _add_meter(db_url, "newbie", household(days=1, seed=43).iloc[:60])
     attempts = []
-    original = registry.train
+    original = registry.fit
 
-    def counting(conn, meter, *args, **kwargs):
+    def counting(meter, *args, **kwargs):
         attempts.append(meter.meter_id)
-        return original(conn, meter, *args, **kwargs)
+        return original(meter, *args, **kwargs)
 
-    monkeypatch.setattr(registry, "train", counting)
-    scorer = Scorer(conn, settings, DetectorMetrics(CollectorRegistry()))
+    monkeypatch.setattr(registry, "fit", counting)
+    # fitted in this process, where the attempts are counted
+    in_process = settings.model_copy(update={"detector_train_processes": 1})
+    scorer = Scorer(conn, in_process, DetectorMetrics(CollectorRegistry()))
     clock = [0.0]
     scorer.held_back.clock = lambda: clock[0]
     with caplog.at_level("INFO", logger="wattwatch.detector"):

@@ -3,12 +3,15 @@ kinds and explanations, exactly."""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.ensemble import IsolationForest
 
 from detector.calibration import StackedCalibration, TailCalibration
-from detector.forests import ForestStack
+from detector.forests import FlatForest, ForestStack
 from detector.models import RawIForest, SeasonalDetector
 from detector.seasonality import epoch_ns
 from detector.stacked import Stack, align, layout
@@ -100,7 +103,16 @@ def test_forest_and_calibration_stacks_equal_their_single_model_versions(meters)
     inputs = np.log1p(features.stats)
     which = np.full(len(inputs), 2)
     isolation = ForestStack([model.forest_ for model in models]).isolation(inputs, which)
-    np.testing.assert_array_equal(isolation, -models[2].forest_.score_samples(inputs))
+    np.testing.assert_array_equal(isolation, models[2].forest_.isolation(inputs))
+    # a flat forest, alone or stacked, scores as scikit-learn's, also between its thresholds
+    noisy = inputs + np.random.default_rng(5).normal(0, 0.3, inputs.shape)
+    forest = IsolationForest(n_estimators=50, max_samples=256, random_state=0).fit(inputs)
+    expected = -forest.score_samples(noisy)
+    flat = pickle.loads(pickle.dumps(FlatForest.of(forest)))  # the flat arrays alone
+    np.testing.assert_array_equal(flat.isolation(noisy), expected)
+    stacked_forests = ForestStack([models[0].forest_, flat])
+    np.testing.assert_array_equal(stacked_forests.isolation(noisy, np.ones(len(noisy), int)),
+                                  expected)
     stats = np.column_stack([features.stats, isolation])
     calibrations: list[TailCalibration] = [model.calibration_ for model in models]
     np.testing.assert_array_equal(StackedCalibration(calibrations).evidence(stats, which),

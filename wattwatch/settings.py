@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     detector_initial_holdout_days: float = Field(0.0, ge=0, le=3660)
     detector_alarm_rate: float = Field(1e-4, gt=0, lt=0.5)
     detector_batch_rows: int = Field(250_000, ge=1_000, le=5_000_000)
+    detector_train_processes: int = Field(0, ge=0, le=256)
+    detector_model_cache_meters: int = Field(0, ge=0)
     # Ingest: rows per COPY batch (one transaction each), how far ahead of now a timestamp may
     # be, and plausible ranges per field as JSON, e.g. {"voltage_v": [180, 260]} (merged with
     # the defaults in ingest/ranges.py).
