@@ -190,9 +190,11 @@ class ReadingWriter:
     def _span_is_empty(self, spans: dict[str, tuple]) -> bool:
         low = min(span[0] for span in spans.values())
         high = max(span[1] for span in spans.values())
+        # Never prepared: a generic plan cannot leave out chunks by the bounds' values, and
+        # would lock and look at every chunk of readings.
         return not self.conn.execute(
             "SELECT EXISTS (SELECT 1 FROM readings WHERE meter_id = ANY(%s) AND time BETWEEN %s AND %s)",
-            (sorted(spans), low, high)).fetchone()[0]
+            (sorted(spans), low, high), prepare=False).fetchone()[0]
 
     def _copy_into_readings(self, rows: list[tuple] | Columns) -> None:
         with self.conn.cursor().copy(
@@ -230,7 +232,7 @@ class ReadingWriter:
                WHERE i.meter_id IS NULL""").format(
                 columns=COLUMN_LIST,
                 stored=sql.SQL(", ").join(sql.Identifier("r", f) for f in FIELD_NAMES)),
-            (min(times), max(times))).fetchall()
+            (min(times), max(times)), prepare=False).fetchall()  # planned with the bounds, as above
         result.loaded += len(rows) - len(skipped)
         unseen = [index for index, visible, *_ in skipped if not visible]
         if unseen:
