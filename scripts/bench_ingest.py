@@ -12,7 +12,9 @@ psql gets the same rows in the form COPY reads (for uci: date and time joined, `
 The method: every load runs on a fresh database (migrated, with an identical twin of `readings`
 for psql: same columns, defaults, keys, indexes and chunk interval) after a CHECKPOINT; each
 round loads once with each tool, the second round in the opposite order; each tool's best round
-counts. Prints rows/s of each, their ratio and the ingest process's peak RSS. Uses
+counts. Prints rows/s of each, their ratio, the CPU seconds each load cost the client and the
+server (a figure the machine's other work does not stretch, as it does the wall time; the
+server's only when it runs on this machine) and the ingest process's peak RSS. Uses
 WATTWATCH_DATABASE_URL (a superuser URL; a scratch database is created and dropped) or starts a
 throwaway stack.
 
@@ -168,6 +170,38 @@ def run_psql(url: str, data: Input) -> float:
     return time.perf_counter() - started
 
 
+def client_cpu() -> float:
+    """CPU seconds of the children waited for so far (the ingest process, psql)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _times(pid: int) -> list[int]:
+    """/proc/PID/stat from the parent pid on (utime, stime, cutime, cstime at 11-14)."""
+    return [int(field) for field in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1:15]]
+
+
+def server_cpu(url: str) -> float | None:
+    """CPU seconds the server's processes have used, ended backends included (the postmaster
+    counts what its waited-for children used), or None when the server is not on this machine."""
+    time.sleep(0.5)  # the postmaster waits for the backends of the loads to end
+    try:
+        with psycopg.connect(url) as conn:
+            postmaster = _times(conn.execute("SELECT pg_backend_pid()").fetchone()[0])[0]
+        ticks = sum(_times(postmaster)[10:14])
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = _times(int(entry.name))
+                except (OSError, ValueError):
+                    continue  # ended meanwhile
+                if fields[0] == postmaster:
+                    ticks += fields[10] + fields[11]
+    except (OSError, ValueError):
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_of_children() -> int:
     """Largest RSS of any child waited for so far (an upper bound for the ingest process)."""
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
@@ -192,10 +226,12 @@ def stored(url: str, table: str) -> int:
 
 def measure(admin_url: str, data: Input, rounds: int) -> dict:
     ours, theirs, rows, summary = [], [], 0, {}
+    cpu: dict[str, list] = {"ours": [], "psql": []}
     try:
         for attempt in range(rounds):
             for who in ("ours", "psql") if attempt % 2 == 0 else ("psql", "ours"):
                 url = fresh_database(admin_url)
+                client, server = client_cpu(), server_cpu(admin_url)
                 if who == "ours":
                     seconds, summary = run_ingest(url, data)
                     rows = summary["read"]
@@ -204,6 +240,9 @@ def measure(admin_url: str, data: Input, rounds: int) -> dict:
                 else:
                     theirs.append(run_psql(url, data))
                     rows = stored(url, "copy_twin")
+                after = server_cpu(admin_url)
+                cpu[who].append([round(client_cpu() - client, 1),
+                                 None if server is None or after is None else round(after - server, 1)])
     finally:
         drop_database(admin_url, with_database(admin_url, SCRATCH))
     best_ours, best_theirs = min(ours), min(theirs)
@@ -215,6 +254,8 @@ def measure(admin_url: str, data: Input, rounds: int) -> dict:
         "wattwatch_rows_per_second": round(rows / best_ours),
         "psql_copy_rows_per_second": round(rows / best_theirs),
         "ratio_wattwatch_over_psql": round(best_theirs / best_ours, 3),
+        "wattwatch_cpu_seconds_client_server": cpu["ours"],
+        "psql_copy_cpu_seconds_client_server": cpu["psql"],
         "peak_rss_mb_of_children": round(peak_rss_of_children() / 2**20, 1),
     }
 
