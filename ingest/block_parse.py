@@ -2,16 +2,18 @@
 gives line by line.
 
 The block is split and converted as whole columns: numbers by numpy (the same conversion as
-float()), timestamps once per distinct text. A line that anything here cannot vouch for (a
-quote, a wrong number of fields, a cell that is missing or not a number, a value out of range,
-a time that is empty, unreadable or in the future, a meter id that is empty or too long) goes
-through LineParser, which gives its row or its reject; so does every line when naive times
-are not UTC, since the daylight-saving rule depends on the order of the lines.
+float()), a cell that is exactly `?` or empty as a gap, timestamps once per distinct text. A
+line that anything here cannot vouch for (a quote, a wrong number of fields, any other cell
+that is not a number, a value out of range, a time that is empty, unreadable or in the
+future, a meter id that is empty or too long) goes through LineParser, which gives its row or
+its reject; so does every line when naive times are not UTC, since the daylight-saving rule
+depends on the order of the lines.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Callable
 from itertools import repeat
 
 import numpy as np
@@ -21,9 +23,8 @@ from ingest.columns import N_FIELDS, Columns, micros
 from ingest.parse import METER_ID_MAX_LENGTH, LineParser, Reject
 from ingest.timestamps import parse_dayfirst, parse_iso
 
-# Lines holding these go line by line: a quote (split_line's csv reading decides) and the gap
-# marker (the line parser tells a gap from a reject); the others convert as whole columns.
-SUSPECT = ('"', "?")
+SAMPLE = 2048  # cells looked at to tell whether a column repeats its values
+CACHE = 100_000  # distinct dates or times of day remembered
 INVALID = np.iinfo(np.int64).min  # a time that did not parse
 MIDNIGHT = "00:00:00"
 
@@ -39,6 +40,9 @@ class BlockParser:
         # apart gives date + time of day, so each distinct date and time of day is read once.
         self.split_time = (len(layout.time_columns) == 2
                            and layout.parse_time in (parse_dayfirst, parse_iso))
+        self._days: dict[str, int] = {}
+        self._offsets: dict[str, int] = {}
+        self._reference: tuple[str, int] | None = None  # the first valid date and its midnight
 
     def parse(self, numbers: list[int], texts: list[str], latest: datetime) -> tuple[Columns, list[Reject]]:
         """The rows and rejects of the data lines `texts` (numbered `numbers`)."""
@@ -75,17 +79,16 @@ class BlockParser:
         blob = separator.join(texts)
         # map() over str's own methods: no Python frame per line
         vouched = np.fromiter(map(str.count, texts, repeat(separator)), np.int64, len(texts)) == width - 1
-        for marker in SUSPECT:
-            if marker in blob:
-                vouched &= ~np.fromiter(map(str.__contains__, texts, repeat(marker)), bool, len(texts))
+        if '"' in blob:  # quoted fields: split_line's csv reading decides
+            vouched &= ~np.fromiter(map(str.__contains__, texts, repeat('"')), bool, len(texts))
         rows = np.flatnonzero(vouched)
         if len(rows) < len(texts):
             blob = separator.join([texts[i] for i in rows.tolist()])
         cells = blob.split(separator) if len(rows) else []
         ok = np.ones(len(rows), bool)
         for column, position, _name, low, high in self.parser.targets:
-            numbers, readable = _floats(cells[column::width])
-            ok &= readable & (low <= numbers) & (numbers <= high)  # NaN is out of every range
+            numbers, readable, gaps = _floats(cells[column::width])
+            ok &= (readable & (low <= numbers) & (numbers <= high)) | gaps  # NaN is out of range
             values[rows, position - 2] = numbers
         stamps = self._times(cells, width)
         ok &= (stamps != INVALID) & (stamps <= micros(latest))
@@ -128,29 +131,61 @@ class BlockParser:
                                      return_inverse=True)
             return np.array([read(f"{dates[p // len(clocks)].strip()} {clocks[p % len(clocks)].strip()}".strip())
                              for p in pairs.tolist()], np.int64)[first]
-        # A date or time of day holding a space would be cut elsewhere by the joined text's
-        # parse: those rows go line by line.
-        days = np.array([read(f"{d} {MIDNIGHT}") if _one_word(d) else INVALID
-                         for d in (text.strip() for text in dates.tolist())], np.int64)
-        reference = next((d.strip() for d, day in zip(dates.tolist(), days.tolist()) if day != INVALID), None)
-        if reference is None:
-            return np.full(len(date_codes), INVALID, np.int64)
-        midnight = read(f"{reference} {MIDNIGHT}")
-        offsets = np.array([read(f"{reference} {c}") - midnight if _one_word(c) and read(f"{reference} {c}") != INVALID
-                            else INVALID for c in (text.strip() for text in clocks.tolist())], np.int64)
+        days = np.array([self._day(text.strip(), read) for text in dates.tolist()], np.int64)
+        offsets = np.array([self._offset(text.strip(), read) for text in clocks.tolist()], np.int64)
         day, offset = days[date_codes], offsets[clock_codes]
         return np.where((day == INVALID) | (offset == INVALID), INVALID, day + offset)
+
+    # A date or time of day holding a space would be cut elsewhere by the joined text's parse:
+    # those rows go line by line. Both are remembered across blocks (a file repeats them).
+
+    def _day(self, date: str, read: Callable[[str], int]) -> int:
+        day = self._days.get(date)
+        if day is None:
+            if len(self._days) > CACHE:
+                self._days.clear()
+            day = self._days[date] = read(f"{date} {MIDNIGHT}") if _one_word(date) else INVALID
+            if self._reference is None and day != INVALID:
+                self._reference = (date, day)
+        return day
+
+    def _offset(self, clock: str, read: Callable[[str], int]) -> int:
+        """Microseconds from midnight, read on the first valid date seen."""
+        offset = self._offsets.get(clock)
+        if offset is None:
+            if self._reference is None or not _one_word(clock):
+                return INVALID
+            date, midnight = self._reference
+            moment = read(f"{date} {clock}")
+            offset = self._offsets[clock] = INVALID if moment == INVALID else moment - midnight
+        return offset
 
 
 def _one_word(text: str) -> bool:
     return bool(text) and len(text.split()) == 1
 
 
-def _floats(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The numbers float() reads from `texts`, and which cells it read; a cell it cannot read
-    is NaN and left to the line parser (a gap, or a reject)."""
+def _floats(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The numbers float() reads from `texts`, which cells it read, and which are gaps (exactly
+    `?` or empty: NaN, stored as NULL); any other cell is NaN and left to the line parser. A
+    column that repeats its values (a meter's readings mostly do) is converted once per
+    distinct text."""
+    if len(set(texts[:SAMPLE])) * 2 < min(len(texts), SAMPLE):
+        found, distinct = pd.factorize(np.array(texts, object))
+        return tuple(array[found] for array in _distinct_floats(distinct.tolist()))
+    return _distinct_floats(texts)
+
+
+def _distinct_floats(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     try:
-        return np.array(texts, np.float64), np.ones(len(texts), bool)
+        return np.array(texts, np.float64), np.ones(len(texts), bool), np.zeros(len(texts), bool)
+    except ValueError:
+        pass
+    cells = np.array(texts, object)
+    gaps = (cells == "?") | (cells == "")
+    cells[gaps] = "nan"
+    try:
+        return cells.astype(np.float64), ~gaps, gaps
     except ValueError:
         pass
     numbers, readable = np.full(len(texts), np.nan), np.zeros(len(texts), bool)
@@ -160,4 +195,4 @@ def _floats(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
             readable[index] = True
         except ValueError:
             pass
-    return numbers, readable
+    return numbers, readable, gaps

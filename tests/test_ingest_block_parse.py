@@ -81,9 +81,12 @@ def by_line(text: str, meter: str | None):
     expected = [parser.parse(n, line, NOW) for n, line in zip(numbers, lines[1:])]
     asked, parse = [], parser.parse
     parser.parse = lambda number, *args: asked.append(number) or parse(number, *args)
-    columns, rejects = BlockParser(parser, naive_is_utc=True).parse(numbers, lines[1:], NOW)
+    block_parser = BlockParser(parser, naive_is_utc=True)
+    columns, rejects = block_parser.parse(numbers, lines[1:], NOW)
     # the plain lines were read as columns: only the others went line by line
     assert 0 < len(asked) < len(numbers) - 1
+    again, rejects_again = block_parser.parse(numbers, lines[1:], NOW)  # from what it remembers
+    assert (again.rows(), rejects_again) == (columns.rows(), rejects)
     return expected, columns, rejects
 
 
