@@ -17,7 +17,6 @@ from typing import Callable
 from itertools import repeat
 
 import numpy as np
-import pandas as pd
 
 from ingest.columns import N_FIELDS, Columns, micros
 from ingest.parse import METER_ID_MAX_LENGTH, LineParser, Reject
@@ -97,9 +96,9 @@ class BlockParser:
         if meter_column is None:
             meters[self.parser.meter] = 0
         else:
-            found, distinct = pd.factorize(np.array(cells[meter_column::width], object))
+            found, distinct = _factorize(cells[meter_column::width])
             recode = np.full(len(distinct), -1, np.int32)
-            for index, text in enumerate(distinct.tolist()):
+            for index, text in enumerate(distinct):
                 meter = text.strip()
                 if meter and len(meter) <= METER_ID_MAX_LENGTH:
                     recode[index] = meters.setdefault(meter, len(meters))
@@ -122,17 +121,17 @@ class BlockParser:
                 return INVALID
 
         if len(columns) == 1:
-            found, distinct = pd.factorize(np.array(cells[columns[0]::width], object))
-            return np.array([read(text.strip()) for text in distinct.tolist()], np.int64)[found]
-        date_codes, dates = pd.factorize(np.array(cells[columns[0]::width], object))
-        clock_codes, clocks = pd.factorize(np.array(cells[columns[1]::width], object))
+            found, distinct = _factorize(cells[columns[0]::width])
+            return np.array([read(text.strip()) for text in distinct], np.int64)[found]
+        date_codes, dates = _factorize(cells[columns[0]::width])
+        clock_codes, clocks = _factorize(cells[columns[1]::width])
         if not self.split_time:
             pairs, first = np.unique(date_codes.astype(np.int64) * len(clocks) + clock_codes,
                                      return_inverse=True)
             return np.array([read(f"{dates[p // len(clocks)].strip()} {clocks[p % len(clocks)].strip()}".strip())
                              for p in pairs.tolist()], np.int64)[first]
-        days = np.array([self._day(text.strip(), read) for text in dates.tolist()], np.int64)
-        offsets = np.array([self._offset(text.strip(), read) for text in clocks.tolist()], np.int64)
+        days = np.array([self._day(text.strip(), read) for text in dates], np.int64)
+        offsets = np.array([self._offset(text.strip(), read) for text in clocks], np.int64)
         day, offset = days[date_codes], offsets[clock_codes]
         return np.where((day == INVALID) | (offset == INVALID), INVALID, day + offset)
 
@@ -161,6 +160,13 @@ class BlockParser:
         return offset
 
 
+def _factorize(texts: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Each text's place among the distinct texts, and those in order of first appearance."""
+    distinct = list(dict.fromkeys(texts))
+    place = {text: code for code, text in enumerate(distinct)}
+    return np.fromiter(map(place.__getitem__, texts), np.intp, len(texts)), distinct
+
+
 def _one_word(text: str) -> bool:
     return bool(text) and len(text.split()) == 1
 
@@ -171,8 +177,8 @@ def _floats(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     column that repeats its values (a meter's readings mostly do) is converted once per
     distinct text."""
     if len(set(texts[:SAMPLE])) * 2 < min(len(texts), SAMPLE):
-        found, distinct = pd.factorize(np.array(texts, object))
-        return tuple(array[found] for array in _distinct_floats(distinct.tolist()))
+        found, distinct = _factorize(texts)
+        return tuple(array[found] for array in _distinct_floats(distinct))
     return _distinct_floats(texts)
 
 

@@ -69,13 +69,22 @@ ISO_SPLIT = """date;time;active_power_kw
 2026-01-05;00:04:00.5;1
 2026-01-05;00:05:00;1
 """
+DOTTED = """date;time;active_power_kw
+05.01.2026;00:00;1
+05.01.2026;00:01;1
+05.01.2026; 00:02 ;1
+05.01.2026;00:60;1
+31.02.2026;00:04;1
+05.01.2026;00:05:00;1
+05.01.2026;00:06;1
+"""
 NOW = datetime(2026, 12, 4, tzinfo=timezone.utc)
 
 
-def by_line(text: str, meter: str | None):
+def by_line(text: str, meter: str | None, options: LayoutOptions | None = None):
     """The line parser's answer for each data line, and the block parser's."""
     lines = text.splitlines()
-    layout = detect_layout(lines[:2], LayoutOptions())
+    layout = detect_layout(lines[:2], options or LayoutOptions())
     parser = LineParser(layout, meter, LocalTimeResolver("UTC"), DEFAULT_RANGES, timedelta(seconds=300))
     numbers = list(range(2, len(lines) + 1))
     expected = [parser.parse(n, line, NOW) for n, line in zip(numbers, lines[1:])]
@@ -90,10 +99,12 @@ def by_line(text: str, meter: str | None):
     return expected, columns, rejects
 
 
-@pytest.mark.parametrize("text, meter", [(UCI, "uci"), (FLEET, None), (ISO_SPLIT, "m")],
-                         ids=["uci-published", "meter-column", "iso-date-and-time"])
-def test_the_block_parser_gives_the_line_parsers_rows_and_rejects(text, meter):
-    expected, columns, rejects = by_line(text, meter)
+@pytest.mark.parametrize("text, meter, options", [
+    (UCI, "uci", None), (FLEET, None, None), (ISO_SPLIT, "m", None),
+    (DOTTED, "m", LayoutOptions(time_format="%d.%m.%Y %H:%M")),
+], ids=["uci-published", "meter-column", "iso-date-and-time", "a-format-of-its-own"])
+def test_the_block_parser_gives_the_line_parsers_rows_and_rejects(text, meter, options):
+    expected, columns, rejects = by_line(text, meter, options)
     rows, lines, _ = columns.rows()
     assert rows == [row for row in expected if not isinstance(row, Reject)]
     assert rejects == [row for row in expected if isinstance(row, Reject)]
