@@ -20,18 +20,21 @@ from typing import Callable
 
 import psycopg
 
+from ingest.columns import Columns
 from ingest.metrics import IngestMetrics
 from ingest.parse import Reject
 from ingest.summary import Summary
-from ingest.writer import BatchResult, ReadingWriter, meter_spans, register_meters
+from ingest.writer import BatchResult, ReadingWriter, as_rows, meter_spans, register_meters
 from timescale.reconnect import Outage, backoff
 from timescale.rollups import refresh_rollups
 from wattwatch import logs
 from wattwatch.errors import WattwatchError, first_line
 
 log = logs.get("ingest")
-# rows, their line numbers, their raw lines, parse rejects, meter_spans(rows)
-Batch = tuple[list[tuple], list[int | None], list[str], list[Reject], dict[str, tuple]]
+# rows, their line numbers, their raw lines, parse rejects, meter_spans(rows); rows as Columns
+# carry their own line numbers and raw lines (the two lists are then None)
+Batch = tuple[list[tuple] | Columns, list[int | None] | None, list[str] | None, list[Reject],
+              dict[str, tuple]]
 
 
 class BatchLoader:
@@ -67,6 +70,8 @@ class BatchLoader:
         self.lines: list[int | None] = []
         self.raws: list[str] = []
         self.rejects: list[Reject] = []
+        self.columns: list[Columns] = []  # pending rows of add_columns
+        self.column_rows = 0
         # Span of rows written since the rollups were last refreshed.
         self.unrolled: tuple[datetime, datetime] | None = None
         # Newest time per meter among batches handed out, to spot a batch that goes back in time.
@@ -96,13 +101,35 @@ class BatchLoader:
         if len(self.rows) + len(self.rejects) >= self.batch_rows:
             self.flush()
 
+    def add_columns(self, columns: Columns, rejects: list[Reject]) -> None:
+        """Rows parsed as columns and the rejects of the same lines, in batches of batch_rows
+        as add_row and add_reject make them."""
+        self.rejects += rejects
+        start = 0
+        while True:
+            room = max(self.batch_rows - self.column_rows - len(self.rejects), 0)
+            part = columns.part(start, start + room)
+            if len(part):
+                self.columns.append(part)
+                self.column_rows += len(part)
+                start += len(part)
+            if self.column_rows + len(self.rejects) >= self.batch_rows:
+                self.flush()
+            if start >= len(columns):
+                return
+
     def flush(self) -> None:
         """Write the pending rows and rejects (or hand them to a writer thread)."""
-        if not self.rows and not self.rejects:
+        if not self.rows and not self.columns and not self.rejects:
             return
-        spans = meter_spans(self.rows)
-        batch: Batch = (self.rows, self.lines, self.raws, self.rejects, spans)
+        if self.columns:  # a load gives rows one way or the other, never both
+            rows = Columns.join(self.columns)
+            batch: Batch = (rows, None, None, self.rejects, rows.spans())
+        else:
+            batch = (self.rows, self.lines, self.raws, self.rejects, meter_spans(self.rows))
+        spans = batch[-1]
         self.rows, self.lines, self.raws, self.rejects = [], [], [], []
+        self.columns, self.column_rows = [], 0
         self.with_retries(lambda: self._register_meters(spans))
         if self.refused_meters and not spans.keys().isdisjoint(self.refused_meters):
             batch = self._without_refused_meters(batch)
@@ -146,7 +173,8 @@ class BatchLoader:
 
     def _without_refused_meters(self, batch: Batch) -> Batch:
         """The batch with the rows of refused meters turned into `database_refused` rejects."""
-        rows, lines, raws, rejects, _ = batch
+        rows, lines, raws = as_rows(*batch[:3])
+        rejects = batch[3]
         refused = self.refused_meters
         kept = [i for i, row in enumerate(rows) if row[0] not in refused]
         rejects = rejects + [Reject(lines[i], raws[i], "database_refused",

@@ -12,11 +12,12 @@ from typing import Callable, Iterator
 import psycopg
 
 from ingest.batches import BatchLoader
+from ingest.block_parse import BlockParser
 from ingest.layout import Layout, LayoutOptions, detect_layout
 from ingest.metrics import IngestMetrics
 from ingest.parse import LineParser, Reject, meter_id_problem
 from ingest.ranges import plausible_ranges
-from ingest.source import Stop, TextSource
+from ingest.source import Stop, TextSource, numbered_lines
 from ingest.summary import Summary
 from ingest.timestamps import LocalTimeResolver
 from timescale.connect import connect
@@ -67,6 +68,25 @@ def truncated_reject(stop: Stop, meter: str | None) -> Reject:
                   f"the file ended early here ({stop.error}); the rows before it were read", meter)
 
 
+def _recorded(blocks: Iterator[tuple[int, list[str]]], seen: list[tuple[int, list[str]]]
+              ) -> Iterator[tuple[int, list[str]]]:
+    """`blocks`, keeping in `seen` each block handed out."""
+    for block in blocks:
+        seen.append(block)
+        yield block
+
+
+def _data_lines(start: int, lines: list[str], header: int | None) -> tuple[list[int], list[str]]:
+    """The numbers and texts of a block's non-blank lines other than the header."""
+    end = start + len(lines)
+    if (header is None or not start <= header < end) and "" not in lines \
+            and not any(map(str.isspace, lines)):
+        return list(range(start, end)), lines
+    kept = [(number, text) for number, text in enumerate(lines, start)
+            if text and not text.isspace() and number != header]
+    return [number for number, _ in kept], [text for _, text in kept]
+
+
 def load_file(conn: psycopg.Connection, path: Path, options: LoadOptions, settings: Settings,
               metrics: IngestMetrics | None = None,
               on_batch: Callable[[Summary], None] | None = None) -> Summary:
@@ -76,12 +96,15 @@ def load_file(conn: psycopg.Connection, path: Path, options: LoadOptions, settin
     summary = Summary(source=source)
     resolver = LocalTimeResolver(options.timezone)
     with TextSource(path) as text:
-        lines = text.lines()
-        layout, head = read_layout(text, lines, options)
+        blocks = text.blocks()
+        first_blocks: list[tuple[int, list[str]]] = []  # read while detecting the layout
+        layout, _ = read_layout(text, numbered_lines(_recorded(blocks, first_blocks)), options)
         summary.layout = layout.describe()
         summary.ignored_columns = layout.ignored
         parser = LineParser(layout, options.meter, resolver, plausible_ranges(settings),
                             timedelta(seconds=settings.ingest_max_future_seconds))
+        block_parser = BlockParser(parser, resolver.is_utc)
+        header = next(numbered_lines(first_blocks))[0] if layout.has_header else None
         tables = schema_mode(conn) == "apache"  # rollups are tables the load keeps current
         conn.commit()  # end that read's transaction: meters are registered in their own
         writers = [connect(settings) for _ in range(settings.ingest_writers)]
@@ -89,16 +112,10 @@ def load_file(conn: psycopg.Connection, path: Path, options: LoadOptions, settin
                              meter_timezone=options.timezone, metrics=metrics, on_batch=on_batch,
                              writer_connections=writers,
                              refresh_each_batch=tables, source_sha256=text.sha256)
-        latest = parser.latest_allowed()
         try:
-            for number, raw in chain(head, lines):
-                parsed = parser.parse(number, raw, latest)
-                if isinstance(parsed, Reject):
-                    loader.add_reject(parsed)
-                else:
-                    loader.add_row(parsed, number, raw)
-                if number % 65536 == 0:
-                    latest = parser.latest_allowed()
+            for start, lines in chain(first_blocks, blocks):
+                numbers, texts = _data_lines(start, lines, header)
+                loader.add_columns(*block_parser.parse(numbers, texts, parser.latest_allowed()))
             if text.stopped:
                 loader.add_reject(truncated_reject(text.stopped, parser.fixed_meter))
                 summary.ended_early = ended_early(text.stopped)

@@ -11,6 +11,7 @@ handed out as a line of the file.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import io
@@ -19,7 +20,7 @@ import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from wattwatch.errors import WattwatchError
 
@@ -28,6 +29,7 @@ BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark, dropped
 MAX_TAIL = 65536  # at most this much of a line cut by a broken stream is kept
 SNIFF_BYTES = 65536  # the start of the text checked for UTF-8 and NUL bytes
 HASH_CHUNK = 1 << 20
+BLOCK_BYTES = 1 << 22  # text handed out at a time by TextSource.blocks
 # What a broken stream raises while it is read: EOFError (ended early), gzip.BadGzipFile (an
 # OSError: CRC or length check failed, trailing garbage), zlib.error (corrupt deflate data).
 STREAM_ERRORS = (EOFError, OSError, zlib.error)
@@ -87,28 +89,16 @@ class _Broken(Exception):
     """Raised through the text layer where the stream below broke; the reader has the error."""
 
 
-class _Reader(io.BufferedIOBase):
-    """The bytes the text layer decodes: at most `size` of them (the bytes hashed, even if a
-    plain file grows; None: no bound), the sniffed start first. Where the stream below breaks it
-    raises _Broken and keeps the error; `tail` holds what it handed out after the last newline
-    (the line the break cut). One thin layer: TextIOWrapper calls read1 once per 8 KiB."""
-
-    # A plain attribute, not IOBase's property: TextIOWrapper reads it for every line, so the
-    # property's call would be paid per line.
-    closed = False
-
-    def close(self) -> None:
-        self.closed = True
+class _Reader:
+    """The bytes of the file as read: at most `size` of them (the bytes hashed, even if a plain
+    file grows; None: no bound), the sniffed start first. Where the stream below breaks, read1
+    returns what it still had, then raises _Broken and keeps the error."""
 
     def __init__(self, read1, size: int | None):
         self._read1 = read1
         self.remaining = size
         self.error: BaseException | None = None
-        self.tail = b""
         self._pending = b""
-
-    def readable(self) -> bool:
-        return True
 
     def _next(self, size: int) -> bytes:
         if self.error is not None:
@@ -139,21 +129,31 @@ class _Reader(io.BufferedIOBase):
         self._pending = head[3:] if head.startswith(BOM) else head
         return head
 
-    def read1(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = io.DEFAULT_BUFFER_SIZE
+    def read1(self, size: int) -> bytes:
         if self._pending:
             data, self._pending = self._pending[:size], self._pending[size:]
-        else:
-            data = self._next(size)
-            if not data and self.error is not None:
-                raise _Broken()
-        newline = data.rfind(b"\n")
-        if newline >= 0:
-            self.tail = data[newline + 1:]
-        elif len(self.tail) < MAX_TAIL:  # bounded: a file whose lines end in \r alone
-            self.tail += data
+            return data
+        data = self._next(size)
+        if not data and self.error is not None:
+            raise _Broken()
         return data
+
+
+def numbered_lines(blocks: Iterable[tuple[int, list[str]]]) -> Iterator[tuple[int, str]]:
+    """(line number, line) of blocks as TextSource.blocks gives them, blank lines left out."""
+    for start, lines in blocks:
+        for number, text in enumerate(lines, start):
+            if text and not text.isspace():
+                yield number, text
+
+
+def _split_lines(text: str) -> list[str]:
+    """The lines of `text`, split as universal newlines split them (not at the other line
+    boundaries of str.splitlines); the last line may lack its newline."""
+    if "\r" not in text:
+        lines = text.split("\n")
+        return lines[:-1] if text.endswith("\n") else lines
+    return [line.rstrip("\r\n") for line in io.StringIO(text, newline="")]
 
 
 def _describe(exc: BaseException) -> str:
@@ -203,10 +203,6 @@ class TextSource:
             problem = _not_text(self._reader.start(SNIFF_BYTES))
             if problem:
                 raise WattwatchError(f"{path}: not a text file: {problem}")
-            # Newlines are kept as written so raw lines stay exact; a stray invalid byte later
-            # in the file becomes U+FFFD in its line.
-            self._text = io.TextIOWrapper(self._reader, encoding="utf-8", errors="replace",
-                                          newline="")
         except BaseException:
             raw.close()
             raise
@@ -224,19 +220,37 @@ class TextSource:
             raise WattwatchError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
         return digest.hexdigest(), size, first == GZIP_MAGIC
 
+    def blocks(self, size: int = BLOCK_BYTES) -> Iterator[tuple[int, list[str]]]:
+        """(1-based number of the first line, lines without their newlines) for about `size`
+        bytes at a time; blank lines are kept, so numbers follow the file. Lines end at \n, \r\n
+        or \r, as universal newlines read them; a stray invalid byte becomes U+FFFD in its line.
+        Where a broken stream stops them, `stopped` is set and the partial line is not handed
+        out."""
+        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
+        number, carry = 1, ""
+        while True:
+            try:
+                data = self._reader.read1(size)
+            except _Broken:
+                partial = (carry + decode(b"", final=True))[:MAX_TAIL].rstrip("\r\n")
+                self.stopped = Stop(number, partial, _describe(self._reader.error))
+                return
+            text = carry + decode(data, final=not data)
+            if data:
+                # Up to the last line end; a \r at the very end may be the first half of \r\n.
+                end = len(text) - 1 if text.endswith("\r") else len(text)
+                cut = max(text.rfind("\n", 0, end), text.rfind("\r", 0, end)) + 1
+                text, carry = text[:cut], text[cut:]
+            if text:
+                lines = _split_lines(text)
+                yield number, lines
+                number += len(lines)
+            if not data:
+                return
+
     def lines(self) -> Iterator[tuple[int, str]]:
-        """(1-based line number, line without its newline), blank lines left out. Where a broken
-        stream stops them, `stopped` is set and the partial line is not yielded."""
-        number = 0
-        try:
-            for number, line in enumerate(self._text, start=1):
-                text = line.rstrip("\r\n")
-                if text and not text.isspace():
-                    yield number, text
-        except _Broken:
-            reader = self._reader
-            partial = reader.tail.decode("utf-8", "replace").rstrip("\r\n")
-            self.stopped = Stop(number + 1, partial, _describe(reader.error))
+        """(1-based line number, line without its newline), blank lines left out; see blocks()."""
+        return numbered_lines(self.blocks())
 
     def close(self) -> None:
         self._raw.close()

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import errors, sql
 
+from ingest.columns import Columns
 from ingest.parse import COLUMNS, FIELD_NAMES, Reject
 from wattwatch.errors import first_line
 
@@ -76,6 +77,12 @@ def meter_spans(rows: list[tuple]) -> dict[str, tuple]:
     return spans
 
 
+def as_rows(rows: list[tuple] | Columns, lines: list[int | None] | None, raws: list[str] | None
+            ) -> tuple[list[tuple], list[int | None], list[str]]:
+    """A batch's rows as tuples, with their line numbers and raw lines."""
+    return rows.rows() if isinstance(rows, Columns) else (rows, lines, raws)
+
+
 def register_meters(conn: psycopg.Connection, meters: set[str], timezone: str) -> dict[str, str]:
     """Add meters seen for the first time, in their own committed transaction (sorted, so two
     loaders never wait on each other in opposite orders). Returns the meters the server refused,
@@ -107,12 +114,15 @@ class ReadingWriter:
         self.source_sha256 = source_sha256  # with source, line and meter: a reject's key
         self._staged = False  # ingest_staging holds rows of this transaction
 
-    def write(self, rows: list[tuple], lines: list[int | None], raws: list[str],
+    def write(self, rows: list[tuple] | Columns, lines: list[int | None] | None, raws: list[str] | None,
               rejects: list[Reject], spans: dict[str, tuple]) -> BatchResult:
         """Store one batch and its parse rejects in one transaction; `spans` is
         meter_spans(rows)."""
         result = BatchResult()
-        unique_rows, unique_lines, unique_raws = self._dedupe(rows, lines, raws, result)
+        if isinstance(rows, Columns) and rows.keys_unique():
+            unique_rows, unique_lines, unique_raws = rows, lines, raws
+        else:
+            unique_rows, unique_lines, unique_raws = self._dedupe(*as_rows(rows, lines, raws), result)
         with self.conn.transaction():
             self._staged = False
             if unique_rows:
@@ -120,7 +130,7 @@ class ReadingWriter:
                 try:
                     self._insert(unique_rows, unique_lines, unique_raws, result, copy)
                 except REFUSED as exc:
-                    self._isolate(unique_rows, unique_lines, unique_raws, result, copy, exc)
+                    self._isolate(*as_rows(unique_rows, unique_lines, unique_raws), result, copy, exc)
             result.rejects[:0] = rejects
             self._write_rejects(result.rejects)
         return result
@@ -139,7 +149,7 @@ class ReadingWriter:
                 pass
         found = BatchResult()
         with self.conn.transaction():
-            self._stage_and_insert(rows, lines, raws, found)
+            self._stage_and_insert(*as_rows(rows, lines, raws), found)
         result.loaded += found.loaded
         result.duplicates += found.duplicates
         result.rejects += found.rejects
@@ -182,17 +192,22 @@ class ReadingWriter:
         that consecutive batches of a live feed, whose meters' spans interleave in time, still
         go by COPY; the overall bounds let TimescaleDB skip the other chunks."""
         meters = sorted(spans)
+        # Never prepared: a generic plan cannot leave out chunks by the bounds' values, and
+        # would lock and look at every chunk of readings.
         return not self.conn.execute(
             "SELECT EXISTS (SELECT 1 FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[])"
             " AS s(meter_id, low, high) JOIN readings r ON r.meter_id = s.meter_id"
             " AND r.time BETWEEN s.low AND s.high WHERE r.time BETWEEN %s AND %s)",
             (meters, [spans[m][0] for m in meters], [spans[m][1] for m in meters],
              min(span[0] for span in spans.values()),
-             max(span[1] for span in spans.values()))).fetchone()[0]
+             max(span[1] for span in spans.values())), prepare=False).fetchone()[0]
 
-    def _copy_into_readings(self, rows: list[tuple]) -> None:
+    def _copy_into_readings(self, rows: list[tuple] | Columns) -> None:
         with self.conn.cursor().copy(
                 sql.SQL("COPY readings ({}) FROM STDIN (FORMAT BINARY)").format(COLUMN_LIST)) as copy:
+            if isinstance(rows, Columns):
+                copy.write(rows.copy_payload())
+                return
             copy.set_types(COPY_TYPES)
             for row in rows:
                 copy.write_row(row)
@@ -223,7 +238,7 @@ class ReadingWriter:
                WHERE i.meter_id IS NULL""").format(
                 columns=COLUMN_LIST,
                 stored=sql.SQL(", ").join(sql.Identifier("r", f) for f in FIELD_NAMES)),
-            (min(times), max(times))).fetchall()
+            (min(times), max(times)), prepare=False).fetchall()  # planned with the bounds, as above
         result.loaded += len(rows) - len(skipped)
         unseen = [index for index, visible, *_ in skipped if not visible]
         if unseen:
