@@ -26,21 +26,8 @@ from detector import stacked  # noqa: E402
 from detector.models import make_model  # noqa: E402
 from ingest.synthetic import simulate_block  # noqa: E402
 
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def peak_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+sys.path.insert(0, str(PROJECT / "scripts"))
+from bench_training import peak_mib, rss_mib  # noqa: E402
 
 
 def main() -> None:
