@@ -263,7 +263,7 @@ def test_power_panel_reads_the_rollups_with_the_raw_averages(reader, db_url, dat
 
     def mean(rows) -> float:  # of the minutes with a reading: an injected outage has none
         present = [row[2] for row in rows if row[2] is not None]
-        assert len(present) > len(rows) / 2
+        assert present
         return sum(present) / len(present)
 
     assert hourly[5][2] == pytest.approx(mean(raw[300:360]))
