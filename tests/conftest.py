@@ -138,18 +138,21 @@ def role_url(db_url):
 def scrape_target(stack):
     """Point the session's Prometheus at a loopback port for a job and wait for up == 1.
 
-    Returns a function (job, port) -> None; the job's targets file is emptied afterwards.
+    Returns a function (job, port) -> the label matchers `job="...",instance="..."` that pick
+    this target alone: an earlier test's target of the same job may linger until it goes stale.
+    The job's targets file is emptied afterwards.
     """
     targets = Path(stack["prometheus_targets"])
     written = []
 
-    def scrape(job: str, port: int, timeout: float = 60) -> None:
+    def scrape(job: str, port: int, timeout: float = 60) -> str:
         (targets / f"{job}.json").write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"]}]))
         written.append(job)
+        matchers = f'job="{job}",instance="127.0.0.1:{port}"'
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if prometheus_query(stack["prometheus_url"], f'up{{job="{job}"}} == 1'):
-                return
+            if prometheus_query(stack["prometheus_url"], f"up{{{matchers}}} == 1"):
+                return matchers
             time.sleep(0.5)
         raise AssertionError(f"Prometheus did not scrape job {job} on port {port} within {timeout} s")
 

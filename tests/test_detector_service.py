@@ -222,17 +222,18 @@ def test_metrics_reach_prometheus(db_url, jobs, stack, scrape_target):
     metrics = DetectorMetrics(metrics_registry)
     port = serve_metrics(metrics_registry, 0)
     Scorer(conn, settings, metrics).cycle()
-    scrape_target("detector", port)
+    target = scrape_target("detector", port)
     base = stack["prometheus_url"]
-    scored = prometheus_query(base, 'wattwatch_detector_scored_readings_total{meter_id="metered"}')
+    scored = prometheus_query(
+        base, f'wattwatch_detector_scored_readings_total{{{target},meter_id="metered"}}')
     assert float(scored[0]["value"][1]) == len(frame)
-    sags = prometheus_query(base, 'sum(wattwatch_detector_anomalies_total{kind="voltage_sag"})')
+    sags = prometheus_query(base, f'sum(wattwatch_detector_anomalies_total{{{target},kind="voltage_sag"}})')
     assert float(sags[0]["value"][1]) >= 25
-    info = prometheus_query(base, 'wattwatch_detector_model_info{meter_id="metered"}')
+    info = prometheus_query(base, f'wattwatch_detector_model_info{{{target},meter_id="metered"}}')
     assert info[0]["metric"]["algorithm"] == "seasonal-iforest"
-    batches = prometheus_query(base, "wattwatch_detector_batch_duration_seconds_count")
+    batches = prometheus_query(base, f"wattwatch_detector_batch_duration_seconds_count{{{target}}}")
     assert float(batches[0]["value"][1]) >= len(frame) / settings.detector_batch_rows
-    lag = prometheus_query(base, 'wattwatch_detector_scoring_lag_seconds{meter_id="metered"}')
+    lag = prometheus_query(base, f'wattwatch_detector_scoring_lag_seconds{{{target},meter_id="metered"}}')
     assert 0 <= float(lag[0]["value"][1]) < 600
 
 

@@ -221,22 +221,26 @@ def test_service_publishes_results_that_prometheus_scrapes(jobs_env, stack, scra
     try:
         summary = log_line(service, " run ")  # the start-up pass is done once this is logged
         assert "INFO drift: light run " in summary and "1 critical" in summary, summary
-        scrape_target("drift", port)
+        target = scrape_target("drift", port)
         base = stack["prometheus_url"]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            status = prometheus_query(base, 'wattwatch_drift_status{meter_id="house-volt",feature="voltage_v"}')
+            status = prometheus_query(
+                base, f'wattwatch_drift_status{{{target},meter_id="house-volt",feature="voltage_v"}}')
             if status:
                 break
             time.sleep(1)
         assert [float(s["value"][1]) for s in status] == [3.0]
-        assert prometheus_query(base, 'wattwatch_drift_meter_status{meter_id="sparse"}')[0]["value"][1] == "-1"
-        assert prometheus_query(base, 'wattwatch_drift_psi{meter_id="sparse"}') == []
-        psi = prometheus_query(base, 'wattwatch_drift_psi{meter_id="house-volt",feature="voltage_v"}')
+        meter_status = prometheus_query(base, f'wattwatch_drift_meter_status{{{target},meter_id="sparse"}}')
+        assert meter_status[0]["value"][1] == "-1"
+        assert prometheus_query(base, f'wattwatch_drift_psi{{{target},meter_id="sparse"}}') == []
+        psi = prometheus_query(
+            base, f'wattwatch_drift_psi{{{target},meter_id="house-volt",feature="voltage_v"}}')
         assert float(psi[0]["value"][1]) >= 0.5
-        last = prometheus_query(base, 'wattwatch_drift_last_run_timestamp_seconds{mode="light"}')
+        last = prometheus_query(base, f'wattwatch_drift_last_run_timestamp_seconds{{{target},mode="light"}}')
         assert abs(float(last[0]["value"][1]) - time.time()) < 300
-        assert prometheus_query(base, 'wattwatch_drift_runs_total{mode="light"}')[0]["value"][1] == "1"
+        runs = prometheus_query(base, f'wattwatch_drift_runs_total{{{target},mode="light"}}')
+        assert runs[0]["value"][1] == "1"
     finally:
         service.terminate()
         service.wait(timeout=10)

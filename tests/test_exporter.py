@@ -148,13 +148,13 @@ def test_prometheus_scrapes_the_exporter(kpi_db, reader_url, stack, scrape_targe
     collector = KpiCollector(lambda: connect_url(reader_url), registry)
     try:
         port = serve_metrics(registry, 0)
-        scrape_target("exporter", port)
+        target = scrape_target("exporter", port)
         base = stack["prometheus_url"]
-        drift = prometheus_wait(base, 'wattwatch_meters_critical_drift{job="exporter"}')
+        drift = prometheus_wait(base, f"wattwatch_meters_critical_drift{{{target}}}")
         assert [s["value"][1] for s in drift] == ["1"]
-        ages = prometheus_query(base, 'wattwatch_meter_last_reading_age_seconds{job="exporter"}')
+        ages = prometheus_query(base, f"wattwatch_meter_last_reading_age_seconds{{{target}}}")
         assert sorted(s["metric"]["meter_id"] for s in ages) == METERS
-        scrape = prometheus_query(base, 'wattwatch_exporter_scrape_duration_seconds{job="exporter"}')
+        scrape = prometheus_query(base, f"wattwatch_exporter_scrape_duration_seconds{{{target}}}")
         assert 0 < float(scrape[0]["value"][1]) < 5
     finally:
         collector.close()

@@ -288,15 +288,15 @@ def test_metrics_reach_prometheus(make_database, tmp_path, stack, scrape_target)
     port = serve_metrics(metrics.registry, 0)
     with psycopg.connect(db_url) as conn:
         load_file(conn, path, LoadOptions(), settings_for(db_url), metrics)
-    scrape_target("ingest", port)
+    target = scrape_target("ingest", port)
     base = stack["prometheus_url"]
-    rejected = prometheus_wait(base, 'sum(wattwatch_ingest_rejected_rows_total{job="ingest"})')
+    rejected = prometheus_wait(base, f"sum(wattwatch_ingest_rejected_rows_total{{{target}}})")
     assert rejected[0]["value"][1] == str(len(EXPECTED_REJECTS))
-    loaded = prometheus_query(base, 'wattwatch_ingest_rows_total{job="ingest",outcome="loaded"}')
+    loaded = prometheus_query(base, f'wattwatch_ingest_rows_total{{{target},outcome="loaded"}}')
     assert loaded[0]["value"][1] == "3"
-    last = prometheus_query(base, 'wattwatch_ingest_last_reading_timestamp_seconds{meter="m2"}')
+    last = prometheus_query(base, f'wattwatch_ingest_last_reading_timestamp_seconds{{{target},meter="m2"}}')
     assert float(last[0]["value"][1]) == datetime(2026, 1, 5, 0, 12, tzinfo=UTC).timestamp()
-    batches = prometheus_query(base, 'wattwatch_ingest_batch_duration_seconds_count{job="ingest"}')
+    batches = prometheus_query(base, f"wattwatch_ingest_batch_duration_seconds_count{{{target}}}")
     assert float(batches[0]["value"][1]) >= 1
 
 

@@ -88,8 +88,8 @@ def test_a_service_metrics_endpoint_is_scraped_through_its_targets_file(stack, s
     registry = CollectorRegistry()
     Counter("wattwatch_selftest_events", "Events counted by the self-test", registry=registry).inc(3)
     port = serve_metrics(registry, 0)
-    scrape_target("ingest", port)
-    result = prometheus_query(stack["prometheus_url"], 'wattwatch_selftest_events_total{job="ingest"}')
+    target = scrape_target("ingest", port)
+    result = prometheus_query(stack["prometheus_url"], f"wattwatch_selftest_events_total{{{target}}}")
     assert [sample["value"][1] for sample in result] == ["3"]
 
 
