@@ -65,6 +65,7 @@ FIELD_STATISTICS = {
     UNMETERED: (),  # only its floors
 }
 CLIP = 1e3  # beyond this statistics grow logarithmically: still ordered, never overflowing float32
+FLOOR_FRACTION = 1e-3  # of a positive quantity's low end: below it, distances go on linearly
 EN50160_BAND = 0.10
 SUB_METERS = ("sub_metering_1_wh", "sub_metering_2_wh", "sub_metering_3_wh")
 POWER = "active_power_kw"
@@ -253,10 +254,14 @@ class ContextFeatures:
     @staticmethod
     def _outside_range(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
         """How far values lie outside [low, high]: for a positive quantity (low > 0) how many
-        times below or above as a log ratio, else in multiples of the range."""
+        times below or above as a log ratio, else in multiples of the range. Below a
+        thousandth of low (zero, negative) the log goes on as its tangent: a value further
+        down never ties with one less far."""
         zero = np.zeros_like(values)
         with np.errstate(divide="ignore", invalid="ignore"):  # the branch not taken
-            below = -np.log(np.maximum(values / low, 1e-3))
+            fraction = values / low
+            below = np.where(fraction > FLOOR_FRACTION, -np.log(fraction),
+                             -np.log(FLOOR_FRACTION) + (FLOOR_FRACTION - fraction) / FLOOR_FRACTION)
             ratio = np.maximum.reduce([below, np.log(np.maximum(values, 1e-300) / high), zero])
             spread = np.maximum(high - low, 1e-9)
             linear = np.maximum.reduce([(low - values) / spread, (values - high) / spread, zero])
