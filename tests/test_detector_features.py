@@ -9,6 +9,7 @@ import pytest
 
 from detector.calibration import (StackedCalibration, TailCalibration, score_from_evidence,
                                   score_from_p, severities)
+from detector.features import ContextFeatures
 from detector.rolling import per_slot, robust_scale, rolling, run_lengths, sum_present
 from wattwatch.vocabulary import SEVERITIES
 
@@ -80,3 +81,18 @@ def test_scores_keep_their_meaning_below_90_and_rank_above_it_without_reaching_1
     assert scores[4] == pytest.approx(100 - 10 / (1 + np.log(12)))
     assert (np.diff(scores) > 0).all() and scores[-1] < 100.0
     assert (np.diff(scores.astype(np.float32)) > 0).all()  # still ordered as stored (real)
+
+
+def test_distance_outside_the_range_keeps_growing_below_zero():
+    """A positive quantity's distance below its range is a log ratio down to a thousandth of the
+    low end, then goes on linearly: zero and negative values keep their order, no plateau."""
+    values = np.array([[2.0, 1.0, 0.5, 1e-3, 0.0, -0.5, -1.0, 4.0, 8.0]])
+    low, high = np.array([[1.0]]), np.array([[4.0]])
+    distance = ContextFeatures._outside_range(values, low, high)[0]
+    np.testing.assert_allclose(distance[[0, 1, 7]], 0.0)
+    np.testing.assert_allclose(distance[[2, 3, 8]], [np.log(2.0), np.log(1e3), np.log(2.0)])
+    below = distance[1:7]
+    assert (np.diff(below) > 0).all(), below
+    # continuous at the joint: just above and below a thousandth of low agree
+    near = ContextFeatures._outside_range(np.array([[1.0001e-3, 0.9999e-3]]), low, high)[0]
+    assert abs(near[0] - near[1]) < 1e-3
