@@ -174,7 +174,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 def _simulate_to_broker(args: argparse.Namespace) -> None:
     """simulate --mqtt: the live readings (and --history-days, step by step) go to the broker;
     the meters' names and the anomaly labels to the database."""
-    from ingest.broker import Broker, connect_async, make_client
+    from ingest.broker import Broker, connect_async, make_client, untrusted_certificate
     from ingest.publisher import Publisher
     from ingest.simulate import source_of
     from ingest.simulate_mqtt import publish_live
@@ -190,6 +190,12 @@ def _simulate_to_broker(args: argparse.Namespace) -> None:
     broker = Broker.parse(args.mqtt)
     client = make_client(settings, broker, "")
     publisher = Publisher(client)
+
+    def connect_failed(client, userdata) -> None:
+        if problem := untrusted_certificate(client, broker):
+            publisher.fail(problem)
+
+    client.on_connect_fail = connect_failed
     connect_async(client, broker)
     client.loop_start()
     log.info("ingest simulate publishing to %s: meters=%d, interval_s=%d, history_days=%g, "

@@ -14,6 +14,8 @@ import threading
 
 import paho.mqtt.client as mqtt
 
+from wattwatch.errors import WattwatchError
+
 # Far below the 65,535 packet ids; enough to keep a loopback connection busy.
 WINDOW = 1000
 
@@ -29,6 +31,7 @@ class Publisher:
         self._free = threading.Semaphore(window)
         self._pending = 0
         self._settled = threading.Condition()
+        self._failure: str | None = None
         client.max_inflight_messages_set(window)
         client.on_publish = self._on_publish
 
@@ -36,6 +39,9 @@ class Publisher:
         """Queue one QoS 1 message, waiting while `window` are unacknowledged. While the client
         is disconnected paho keeps the message and sends it on reconnection."""
         self._free.acquire()
+        if self._failure:
+            self._free.release()
+            raise WattwatchError(self._failure)
         with self._settled:
             self._pending += 1
         try:
@@ -50,7 +56,18 @@ class Publisher:
     def wait(self, timeout: float | None = None) -> bool:
         """True once the broker has acknowledged every message published so far."""
         with self._settled:
-            return self._settled.wait_for(lambda: self._pending == 0, timeout)
+            settled = self._settled.wait_for(lambda: self._pending == 0 or self._failure, timeout)
+        if self._failure:
+            raise WattwatchError(self._failure)
+        return bool(settled)
+
+    def fail(self, reason: str) -> None:
+        """Give up: a connection that no retry can make (an untrusted certificate). Whoever
+        waits to publish, or for acknowledgements, is given `reason` as an error."""
+        with self._settled:
+            self._failure = reason
+            self._settled.notify_all()
+        self._free.release(self.window)  # wakes every publish blocked on a full window
 
     def _on_publish(self, client, userdata, mid, reason, properties) -> None:
         self._done()

@@ -315,6 +315,15 @@ def test_mqtts_with_a_wrong_ca_is_one_line_and_exit_status_1(ingest, tls_env, tm
     assert done.returncode == 1
     assert f"WATTWATCH_MQTT_CA_FILE {tmp_path / 'missing.crt'}: cannot load CA" in done.stderr
     assert "Traceback" not in done.stderr
+    # the simulator publishing to the broker gives up the same way, without waiting for ever
+    ingest.env["WATTWATCH_MQTT_CA_FILE"] = str(other_ca)
+    done = subprocess.run([sys.executable, "-m", "wattwatch.cli", "ingest", "simulate", "--mqtt",
+                           tls_env["WATTWATCH_MQTT_URL"], "--meters", "2000", "--interval", "60",
+                           "--history-days", "1", "--duration", "30"], env=ingest.env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "presented a certificate that does not verify" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_nothing_lost_across_kill_9_broker_restart_and_database_restarts(ingest, durable, stack,
