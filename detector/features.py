@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from detector.rolling import per_slot, robust_scale, rolling, run_lengths, sum_present
+from detector.rolling import SlotGroups, robust_scale, rolling, run_lengths, sum_present
 from detector.seasonality import Season, epoch_ns
 
 ROLLING_WINDOW = 30
@@ -162,7 +162,7 @@ class ContextFeatures:
         self.season_ = Season.choose(frame.index, frame[self.primary_].to_numpy(float))
         self.step_ns_ = self._step_ns(frame.index)
         self.level_window_ = self._level_window(frame.index)
-        slots = self.season_.slot_of(frame.index)
+        groups = SlotGroups(self.season_.slot_of(frame.index), self.season_.slots)
         n = len(frame)
         values = self._values(frame)
         self.profiles_, self.diff_scales_, self.flat_caps_, self.spreads_ = {}, {}, {}, {}
@@ -171,12 +171,12 @@ class ContextFeatures:
             spread = robust_scale(series)
             floor = 0.1 * spread
             self.spreads_[column] = spread
-            self.profiles_[column] = per_slot(series, slots, self.season_.slots, floor)
+            self.profiles_[column] = groups.profile(series, floor)
             for name, windowed in self._windowed(column, rows, n, spread).items():
                 windowed = windowed[0]
                 # calm is a log: its spreads are in its own unit, not the column's
                 own = 0.1 * robust_scale(windowed) if name.endswith(":calm") else floor
-                self.profiles_[name] = per_slot(windowed, slots, self.season_.slots, own)
+                self.profiles_[name] = groups.profile(windowed, own)
             # Floors keep columns that rarely move (reactive power at 0.000 for hours) from
             # turning their first small move into an enormous z-score.
             self.diff_scales_[column] = max(robust_scale(np.diff(series)), 0.1 * spread)

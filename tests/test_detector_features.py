@@ -9,7 +9,7 @@ import pytest
 
 from detector.calibration import (StackedCalibration, TailCalibration, score_from_evidence,
                                   score_from_p, severities)
-from detector.rolling import per_slot, robust_scale, rolling, run_lengths, sum_present
+from detector.rolling import SlotGroups, robust_scale, rolling, run_lengths, sum_present
 from wattwatch.vocabulary import SEVERITIES
 
 
@@ -23,12 +23,34 @@ def test_run_lengths_count_repeats_and_a_gap_restarts_them():
 def test_robust_spreads_profiles_and_sums_of_small_arrays():
     assert robust_scale(np.array([1.0, 1.0, 1.0, np.nan])) > 0  # never zero
     assert robust_scale(np.array([0.0, 1.0, 2.0, 3.0, 4.0])) == pytest.approx(1.4826)
-    medians, scales = per_slot(np.array([1.0, 3.0, 10.0, 14.0, np.nan]), np.array([0, 0, 1, 1, 2]),
-                               3, floor=0.5)
+    medians, scales = SlotGroups(np.array([0, 0, 1, 1, 2]), 3).profile(
+        np.array([1.0, 3.0, 10.0, 14.0, np.nan]), floor=0.5)
     np.testing.assert_allclose(medians, [2.0, 12.0, 6.5])  # an unseen slot: the overall median
     np.testing.assert_allclose(scales, [1.4826, 2 * 1.4826, 0.5])
     np.testing.assert_array_equal(sum_present([np.array([1.0, np.nan, np.nan]),
                                                np.array([2.0, 3.0, np.nan])]), [3.0, 3.0, np.nan])
+
+
+@pytest.mark.parametrize("n_slots", [1, 24, 168, 500])
+def test_slot_profiles_are_pandas_group_by_medians_bit_for_bit(n_slots):
+    rng = np.random.default_rng(n_slots)
+    slots = rng.integers(0, n_slots, 5000)
+    slots[slots == n_slots // 2] = 0  # a slot never seen
+    values = np.round(rng.gamma(2.0, 1.0, 5000), 2)  # ties, as meters' resolution gives
+    values[rng.random(5000) < 0.05] = np.nan
+    frame = pd.DataFrame({"v": values, "s": slots}).dropna()
+    median = frame.groupby("s")["v"].median()
+    deviation = (frame["v"] - frame["s"].map(median)).abs()
+    mad = deviation.groupby(frame["s"]).median() * 1.4826
+    medians, scales = SlotGroups(slots, n_slots).profile(values, floor=0.05)
+    expected = np.full(n_slots, np.nanmedian(values))
+    expected[median.index] = median
+    assert np.array_equal(medians, expected)
+    expected = np.full(n_slots, 0.05)
+    expected[mad.index] = np.maximum(mad, 0.05)
+    if n_slots == 168:  # the hour of the week's spreads: pooled over the days
+        expected = expected.reshape(7, 24).mean(axis=0)
+    assert np.array_equal(scales, expected)
 
 
 @pytest.mark.parametrize("how", ["mean", "std", "min", "median"])
