@@ -17,8 +17,9 @@ def robust_scale(values: np.ndarray) -> float:
     values = values[np.isfinite(values)]
     if not len(values):
         return 1.0
-    mad = MAD_TO_SIGMA * np.median(np.abs(values - np.median(values)))
-    return float(max(mad, 0.1 * np.std(values), 1e-9 * (abs(np.median(values)) + 1.0)))
+    center = np.median(values)
+    mad = MAD_TO_SIGMA * np.median(np.abs(values - center))
+    return float(max(mad, 0.1 * np.std(values), 1e-9 * (abs(center) + 1.0)))
 
 
 def run_lengths(values: np.ndarray) -> np.ndarray:

@@ -58,15 +58,15 @@ def detect_period(values: np.ndarray, max_lag: int | None = None) -> int:
     # Local maxima after the first zero crossing, so the short-lag decay is not taken for a cycle.
     below = np.flatnonzero(acf < 0)
     first = int(below[0]) if len(below) else max_lag
-    peaks = [lag for lag in range(max(first, 2), max_lag)
-             if acf[lag] >= acf[lag - 1] and acf[lag] >= acf[lag + 1]]
-    if not peaks:
+    lags = np.arange(max(first, 2), max_lag)
+    peaks = lags[(acf[lags] >= acf[lags - 1]) & (acf[lags] >= acf[lags + 1])]
+    if not len(peaks):
         return 1
-    best = max(peaks, key=lambda lag: acf[lag])
+    best = int(peaks[np.argmax(acf[peaks])])  # the first of equally strong ones
     if acf[best] < MIN_AUTOCORRELATION:
         return 1
     # The first peak nearly as strong as the best is the fundamental (not one of its multiples).
-    period = next(lag for lag in peaks if acf[lag] >= 0.9 * acf[best])
+    period = int(peaks[np.argmax(acf[peaks] >= 0.9 * acf[best])])
     weekly = 7 * period
     if weekly <= max_lag and acf[weekly - 2:weekly + 3].max() > acf[period] + 0.05:
         return weekly

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import genpareto
 
-from detector.calibration import (StackedCalibration, TailCalibration, score_from_evidence,
-                                  score_from_p, severities)
+from detector.calibration import (StackedCalibration, TailCalibration, _fit_pareto,
+                                  score_from_evidence, score_from_p, severities)
 from detector.rolling import SlotGroups, robust_scale, rolling, run_lengths, sum_present
 from wattwatch.vocabulary import SEVERITIES
 
@@ -92,6 +93,16 @@ def test_calibrated_evidence_grows_with_strangeness_and_stacks_exactly():
     expected = np.array([calibrations[m].evidence(stats[[n]])[0] for n, m in enumerate(meters)])
     np.testing.assert_allclose(StackedCalibration(calibrations).evidence(stats, meters), expected,
                                rtol=1e-12)
+
+
+def test_pareto_tails_are_scipys_fit_bit_for_bit():
+    rng = np.random.default_rng(7)
+    samples = [rng.pareto(2.0, 300), rng.uniform(0.0, 3.0, 200),  # heavy, bounded (shape < 0)
+               np.round(rng.exponential(1.0, 400), 1) + 0.05,     # ties, as meters' resolution
+               rng.beta(0.5, 2.0, 100) * 5, rng.exponential(2.0, 20)]
+    for excess in samples:
+        shape, _, scale = genpareto.fit(excess, floc=0.0)
+        assert _fit_pareto(excess) == (shape, scale)
 
 
 def test_scores_keep_their_meaning_below_90_and_rank_above_it_without_reaching_100():
