@@ -153,6 +153,17 @@ class ContextFeatures:
         self.rolling_window = rolling_window
 
     def fit(self, frame: pd.DataFrame) -> "ContextFeatures":
+        self._fit(frame)
+        return self
+
+    def fit_transform(self, frame: pd.DataFrame) -> Features:
+        """`fit`, then `transform` of the same readings: their cycle slots and windowed
+        statistics are computed once for both."""
+        slots, windowed = self._fit(frame)
+        return self._transform(frame, slots, windowed)
+
+    def _fit(self, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:
+        """Learn from frame; its readings' slots and each column's windowed statistics."""
         if len(frame) < 2 * self.rolling_window:
             raise ValueError(f"training needs at least {2 * self.rolling_window} readings, "
                              f"got {len(frame)}")
@@ -162,17 +173,20 @@ class ContextFeatures:
         self.season_ = Season.choose(frame.index, frame[self.primary_].to_numpy(float))
         self.step_ns_ = self._step_ns(frame.index)
         self.level_window_ = self._level_window(frame.index)
-        groups = SlotGroups(self.season_.slot_of(frame.index), self.season_.slots)
+        slots = self.season_.slot_of(frame.index)
+        groups = SlotGroups(slots, self.season_.slots)
         n = len(frame)
         values = self._values(frame)
         self.profiles_, self.diff_scales_, self.flat_caps_, self.spreads_ = {}, {}, {}, {}
+        rolled = {}
         for column, rows in self._series(values).items():
             series = rows[0]
             spread = robust_scale(series)
             floor = 0.1 * spread
             self.spreads_[column] = spread
             self.profiles_[column] = groups.profile(series, floor)
-            for name, windowed in self._windowed(column, rows, n, spread).items():
+            rolled[column] = self._windowed(column, rows, n, spread)
+            for name, windowed in rolled[column].items():
                 windowed = windowed[0]
                 # calm is a log: its spreads are in its own unit, not the column's
                 own = 0.1 * robust_scale(windowed) if name.endswith(":calm") else floor
@@ -199,7 +213,7 @@ class ContextFeatures:
             mismatch = self._current_mismatch(values, n, self.current_offset_)[0]
             self.current_center_ = float(np.nanmedian(mismatch))
             self.current_scale_ = max(robust_scale(mismatch), 0.01)
-        return self
+        return slots, rolled
 
     def layout(self) -> tuple:
         """What models must share to be scored together: everything but per-meter numbers."""
@@ -308,21 +322,28 @@ class ContextFeatures:
         return names
 
     def transform(self, frame: pd.DataFrame) -> Features:
+        return self._transform(frame, self.season_.slot_of(frame.index), {})
+
+    def _transform(self, frame: pd.DataFrame, slots: np.ndarray,
+                   windowed: dict[str, dict[str, np.ndarray]]) -> Features:
         missing = [c for c in self.columns_ if c not in frame]
         if missing:
             raise ValueError(f"the model was trained with column(s) {', '.join(missing)} "
                              f"that these readings lack")
         times = epoch_ns(frame.index)[None, :] if self.step_ns_ else None
         return self.compute(Tables.of([self]), np.zeros(1, dtype=np.intp), self._values(frame),
-                            times, self.season_.slot_of(frame.index)[None, :])
+                            times, slots[None, :], windowed)
 
     def compute(self, tables: Tables, meters: np.ndarray, values: dict[str, np.ndarray],
-                times: np.ndarray | None, slots: np.ndarray) -> Features:
+                times: np.ndarray | None, slots: np.ndarray,
+                windowed: dict[str, dict[str, np.ndarray]] | None = None) -> Features:
         """The statistics of the last k readings of each row, k being the width of `slots`
         (their cycle slots). `values` are this layout's columns (a row per meter, older
         readings first: the context the windows need, NaN where a meter has fewer), `times`
         their epoch nanoseconds, `meters` each row's place in `tables`, the parameters of the
-        models. Rows of the result: each meter's k readings in turn."""
+        models; `windowed`, by column, the windowed statistics of these k readings when they
+        are known already (`fit_transform`). Rows of the result: each meter's k readings in
+        turn."""
         k = slots.shape[1]
 
         def at(table: np.ndarray) -> np.ndarray:  # a per-slot table at each reading's slot
@@ -343,7 +364,9 @@ class ContextFeatures:
             medians, scales = tables.profiles[column]
             z = (now - at(medians)) / at(scales)
             seasonal[column] = z
-            for name, rolled in self._windowed(column, rows, k, of(tables.spreads[column])).items():
+            known = windowed[column] if windowed else \
+                self._windowed(column, rows, k, of(tables.spreads[column]))
+            for name, rolled in known.items():
                 medians, scales = tables.profiles[name]
                 seasonal[name] = (rolled - at(medians)) / at(scales)
             if column == UNMETERED:

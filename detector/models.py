@@ -112,8 +112,8 @@ class SeasonalDetector:
     def fit(self, frame: pd.DataFrame) -> "SeasonalDetector":
         if not 0 < self.alarm_rate < 0.5:
             raise ValueError(f"alarm_rate must be in (0, 0.5), got {self.alarm_rate!r}")
-        self.features_ = ContextFeatures(self.nominal_voltage_v).fit(frame)
-        features = self.features_.transform(frame)
+        self.features_ = ContextFeatures(self.nominal_voltage_v)
+        features = self.features_.fit_transform(frame)
         inputs = np.log1p(features.stats)
         rng = np.random.default_rng(self.random_state)
         rows = rng.permutation(len(inputs))[:self.max_forest_rows]
