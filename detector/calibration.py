@@ -24,10 +24,11 @@ from 80, critical from 90.
 from __future__ import annotations
 
 import numpy as np
-from scipy import optimize, special
+from scipy import special
 from scipy.stats import genpareto
 from scipy.stats._distn_infrastructure import _LOGXMAX
 
+from detector import neldermead
 from wattwatch.vocabulary import SEVERITY_BANDS
 
 TAIL = 0.01
@@ -73,10 +74,11 @@ def _pareto_tail(excess: np.ndarray) -> tuple[float, float]:
 
 def _fit_pareto(excess: np.ndarray) -> tuple[float, float]:
     """(shape, scale) of `genpareto.fit(excess, floc=0.0)`, bit for bit: the same start, the
-    same Nelder-Mead and the same negative log-likelihood (`_pareto_nnlf`), without scipy's
-    generic per-call machinery, which costs most of a training."""
+    same Nelder-Mead (`detector.neldermead`) and the same negative log-likelihood
+    (`_pareto_nnlf`), without scipy's generic per-call machinery, which costs most of a
+    training."""
     start = genpareto._fitstart(excess)
-    shape, scale = optimize.fmin(_pareto_nnlf, [start[0], start[2]], args=(excess,), disp=0)
+    shape, scale = neldermead.fmin(_pareto_nnlf, [start[0], start[2]], args=(excess,))
     return shape, scale
 
 

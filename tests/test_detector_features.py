@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import optimize
 from scipy.stats import genpareto
 
+from detector import neldermead
 from detector.calibration import (StackedCalibration, TailCalibration, _fit_pareto,
                                   score_from_evidence, score_from_p, severities)
 from detector.rolling import SlotGroups, robust_scale, rolling, run_lengths, sum_present
@@ -103,6 +105,16 @@ def test_pareto_tails_are_scipys_fit_bit_for_bit():
     for excess in samples:
         shape, _, scale = genpareto.fit(excess, floc=0.0)
         assert _fit_pareto(excess) == (shape, scale)
+
+
+@pytest.mark.parametrize("func, x0", [
+    (lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2, [-1.2, 1.0]),  # Rosenbrock
+    (lambda x: float(np.floor(abs(x[0] - 3)) + np.floor(abs(x[1]))), [0.0, 5.0]),  # plateaus
+    (lambda x: -abs(x[0]) - abs(x[1]), [1.0, 1.0]),  # unbounded: stops at 400 calls
+    (lambda x: sum((v - k) ** 2 for k, v in enumerate(x)), [0.0, 0.0, 0.0]),
+])
+def test_nelder_mead_steps_as_scipy_does(func, x0):
+    assert neldermead.fmin(func, x0) == tuple(optimize.fmin(func, x0, disp=0))
 
 
 def test_scores_keep_their_meaning_below_90_and_rank_above_it_without_reaching_100():
