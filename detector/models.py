@@ -96,7 +96,7 @@ class SeasonalDetector:
 
     def __init__(self, nominal_voltage_v: float = 230.0, alarm_rate: float = 1e-4,
                  n_estimators: int = 50, max_samples: int = 256,
-                 max_forest_rows: int = 50_000, random_state: int = 0):
+                 max_forest_rows: int = 8192, random_state: int = 0):
         self.nominal_voltage_v = nominal_voltage_v
         self.alarm_rate = alarm_rate
         self.n_estimators = n_estimators
@@ -116,6 +116,9 @@ class SeasonalDetector:
         features = self.features_.fit_transform(frame)
         inputs = np.log1p(features.stats)
         rng = np.random.default_rng(self.random_state)
+        # The forest's trees draw max_samples rows each from a random pool of the window: a
+        # pool of a few thousand serves them as the whole would, and scikit-learn's work per
+        # tree grows with the rows it is handed.
         rows = rng.permutation(len(inputs))[:self.max_forest_rows]
         self.forest_ = FlatForest.of(IsolationForest(
             n_estimators=self.n_estimators, max_samples=min(self.max_samples, len(rows)),
