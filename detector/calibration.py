@@ -94,9 +94,8 @@ def _pareto_nnlf(theta, x: np.ndarray) -> float:
     n_log_scale = len(x) * np.log(scale)
     n_bad = 0
     if c < 0:
-        with np.errstate(invalid="ignore"):
-            inside = (0.0 <= x) & (x <= -1.0 / c)
-        n_bad = np.count_nonzero(~inside)
+        inside = (0.0 <= x) & (x <= -1.0 / c)
+        n_bad = len(x) - np.count_nonzero(inside)
         if n_bad > 0:
             x = x[inside]
     logpdf = -special.xlog1py(c + 1.0, c * x) / c if c != 0 else -x

@@ -89,6 +89,10 @@ def fmin(func: Callable, x0, args: tuple = ()) -> tuple[float, ...]:
 
 
 def _sorted(sim: list, fsim: list) -> tuple[list, list]:
-    """The points by their values, ties (and NaN) placed as numpy's argsort places them."""
-    order = np.argsort(np.array(fsim, dtype=float))
+    """The points by their values; with ties or NaN, in the order numpy's argsort (scipy's
+    sort, not necessarily stable) gives them."""
+    if len(set(fsim)) == len(fsim) and all(value == value for value in fsim):
+        order = sorted(range(len(fsim)), key=fsim.__getitem__)  # distinct: one order
+    else:
+        order = np.argsort(np.array(fsim, dtype=float))
     return [sim[i] for i in order], [fsim[i] for i in order]
