@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from detector.rolling import SlotGroups, robust_scale, rolling, run_lengths, sum_present
+from detector.rolling import Prefixes, SlotGroups, robust_scale, rolling, run_lengths, sum_present
 from detector.seasonality import Season, epoch_ns
 
 ROLLING_WINDOW = 30
@@ -156,13 +156,16 @@ class ContextFeatures:
         self._fit(frame)
         return self
 
-    def fit_transform(self, frame: pd.DataFrame) -> Features:
+    def fit_transform(self, frame: pd.DataFrame, prefixes: Prefixes | None = None) -> Features:
         """`fit`, then `transform` of the same readings: their cycle slots and windowed
-        statistics are computed once for both."""
-        slots, windowed = self._fit(frame)
-        return self._transform(frame, slots, windowed)
+        statistics are computed once for both. `prefixes`: rolling statistics of readings this
+        frame is the first part of (or of this frame, kept for a later fit on its first
+        part)."""
+        slots, windowed = self._fit(frame, prefixes)
+        return self._transform(frame, slots, windowed, prefixes)
 
-    def _fit(self, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:
+    def _fit(self, frame: pd.DataFrame, prefixes: Prefixes | None = None
+             ) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:
         """Learn from frame; its readings' slots and each column's windowed statistics."""
         if len(frame) < 2 * self.rolling_window:
             raise ValueError(f"training needs at least {2 * self.rolling_window} readings, "
@@ -185,7 +188,7 @@ class ContextFeatures:
             floor = 0.1 * spread
             self.spreads_[column] = spread
             self.profiles_[column] = groups.profile(series, floor)
-            rolled[column] = self._windowed(column, rows, n, spread)
+            rolled[column] = self._windowed(column, rows, n, spread, prefixes)
             for name, windowed in rolled[column].items():
                 windowed = windowed[0]
                 # calm is a log: its spreads are in its own unit, not the column's
@@ -248,21 +251,34 @@ class ContextFeatures:
     def _window(self, floor: str) -> int:
         return max(2, round(FLOORS[floor] * self.level_window_))
 
-    def _windowed(self, column: str, values: np.ndarray, k: int, spread) -> dict[str, np.ndarray]:
+    def _windowed(self, column: str, values: np.ndarray, k: int, spread,
+                  prefixes: Prefixes | None = None) -> dict[str, np.ndarray]:
         """Rolling statistics of a column over the level window (and multiples) at the last k
         readings, by name."""
         windowed = {}
         if column != UNMETERED:
-            windowed[f"{column}:level"] = rolling(values, self.level_window_, "mean", k)
+            windowed[f"{column}:level"] = self._rolling(prefixes, column, values,
+                                                        self.level_window_, "mean", k)
         if column == self.primary_:
             # log, so that "ten times calmer" counts as much at a quiet hour as at a busy one
             moves = np.abs(np.diff(values, axis=1, prepend=np.nan))
-            mean_move = rolling(moves, self._window("long_floor"), "mean", k)
+            mean_move = self._rolling(prefixes, f"{column}:moves", moves,
+                                      self._window("long_floor"), "mean", k)
             windowed[f"{column}:calm"] = np.log(mean_move + 0.01 * spread)
         if column in self._floor_columns():
             for name in FLOORS:
-                windowed[f"{column}:{name}"] = rolling(values, self._window(name), "min", k)
+                windowed[f"{column}:{name}"] = self._rolling(prefixes, column, values,
+                                                             self._window(name), "min", k)
         return windowed
+
+    def _rolling(self, prefixes: Prefixes | None, series: str, values: np.ndarray, window: int,
+                 how: str, k: int, **options) -> np.ndarray:
+        """`rolling` of the named series, from `prefixes` when given (training: k is the
+        whole series), whose series are told apart by name and step (the unmetered power is
+        computed with the step)."""
+        if prefixes is None:
+            return rolling(values, window, how, k, **options)
+        return prefixes.rolling((series, self.step_ns_), values, window, how, **options)
 
     @staticmethod
     def _outside_range(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -325,25 +341,27 @@ class ContextFeatures:
         return self._transform(frame, self.season_.slot_of(frame.index), {})
 
     def _transform(self, frame: pd.DataFrame, slots: np.ndarray,
-                   windowed: dict[str, dict[str, np.ndarray]]) -> Features:
+                   windowed: dict[str, dict[str, np.ndarray]],
+                   prefixes: Prefixes | None = None) -> Features:
         missing = [c for c in self.columns_ if c not in frame]
         if missing:
             raise ValueError(f"the model was trained with column(s) {', '.join(missing)} "
                              f"that these readings lack")
         times = epoch_ns(frame.index)[None, :] if self.step_ns_ else None
         return self.compute(Tables.of([self]), np.zeros(1, dtype=np.intp), self._values(frame),
-                            times, slots[None, :], windowed)
+                            times, slots[None, :], windowed, prefixes)
 
     def compute(self, tables: Tables, meters: np.ndarray, values: dict[str, np.ndarray],
                 times: np.ndarray | None, slots: np.ndarray,
-                windowed: dict[str, dict[str, np.ndarray]] | None = None) -> Features:
+                windowed: dict[str, dict[str, np.ndarray]] | None = None,
+                prefixes: Prefixes | None = None) -> Features:
         """The statistics of the last k readings of each row, k being the width of `slots`
         (their cycle slots). `values` are this layout's columns (a row per meter, older
         readings first: the context the windows need, NaN where a meter has fewer), `times`
         their epoch nanoseconds, `meters` each row's place in `tables`, the parameters of the
         models; `windowed`, by column, the windowed statistics of these k readings when they
-        are known already (`fit_transform`). Rows of the result: each meter's k readings in
-        turn."""
+        are known already and `prefixes` (`fit_transform`). Rows of the result: each meter's
+        k readings in turn."""
         k = slots.shape[1]
 
         def at(table: np.ndarray) -> np.ndarray:  # a per-slot table at each reading's slot
@@ -371,9 +389,11 @@ class ContextFeatures:
                 seasonal[name] = (rolled - at(medians)) / at(scales)
             if column == UNMETERED:
                 continue
-            spread = np.maximum(rolling(rows, window, "std", k, min_periods=5, shift=1),
+            spread = np.maximum(self._rolling(prefixes, column, rows, window, "std", k,
+                                              min_periods=5, shift=1),
                                 0.5 * of(tables.spreads[column]))
-            previous = rolling(rows, window, "mean", k, min_periods=5, shift=1)
+            previous = self._rolling(prefixes, column, rows, window, "mean", k, min_periods=5,
+                                     shift=1)
             change = np.diff(rows, axis=1, prepend=np.nan)[:, -k:] / of(tables.diff_scales[column])
             computed = {"seasonal": z, "level": seasonal[f"{column}:level"],
                         "rolling": (now - previous) / spread, "change": change}
@@ -401,7 +421,8 @@ class ContextFeatures:
             energy = values[POWER] * 1000.0 / 60.0 * step_minutes
             excess = sum_present([values[c] for c in self.sub_meters_]) - energy
             # as for the current: the median of a few readings, so one glitch is not a fault
-            stats.append(np.maximum(rolling(excess, PHYSICS_WINDOW, "median", k), 0.0))
+            stats.append(np.maximum(self._rolling(prefixes, "sub_metering:excess", excess,
+                                                  PHYSICS_WINDOW, "median", k), 0.0))
         voltage_delta = None
         if "voltage_v" in self.columns_:
             voltage = values["voltage_v"][:, -k:]

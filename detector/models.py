@@ -25,6 +25,7 @@ from detector.algorithms import DEFAULT_MODEL, RAW, SEASONAL  # noqa: F401 (re-e
 from detector.calibration import TailCalibration, score_from_evidence, score_from_p, severities
 from detector.features import POWER, ContextFeatures, Features
 from detector.forests import FlatForest
+from detector.rolling import Prefixes
 from detector.kinds import classify
 
 ISOLATION = "isolation_forest"
@@ -109,11 +110,13 @@ class SeasonalDetector:
             "nominal_voltage_v", "alarm_rate", "n_estimators", "max_samples",
             "max_forest_rows", "random_state")}
 
-    def fit(self, frame: pd.DataFrame) -> "SeasonalDetector":
+    def fit(self, frame: pd.DataFrame, prefixes: Prefixes | None = None) -> "SeasonalDetector":
+        """Fit on frame; `prefixes`: rolling statistics shared with fits on the first part of
+        the same readings (`detector.rolling.Prefixes`)."""
         if not 0 < self.alarm_rate < 0.5:
             raise ValueError(f"alarm_rate must be in (0, 0.5), got {self.alarm_rate!r}")
         self.features_ = ContextFeatures(self.nominal_voltage_v)
-        features = self.features_.fit_transform(frame)
+        features = self.features_.fit_transform(frame, prefixes)
         inputs = np.log1p(features.stats)
         rng = np.random.default_rng(self.random_state)
         # The forest's trees draw max_samples rows each from a random pool of the window: a
@@ -171,7 +174,8 @@ class RawIForest:
     def _inputs(self, frame: pd.DataFrame) -> np.ndarray:
         return frame[self.columns_].fillna(self.fill_).to_numpy(float)
 
-    def fit(self, frame: pd.DataFrame) -> "RawIForest":
+    def fit(self, frame: pd.DataFrame, prefixes: Prefixes | None = None) -> "RawIForest":
+        """Fit on frame (`prefixes` is for the seasonal detector's windows: none here)."""
         self.columns_ = list(frame.columns)
         self.fill_ = frame.median()
         inputs = self._inputs(frame)

@@ -68,6 +68,29 @@ def rolling(values: np.ndarray, window: int, how: str, k: int, *, min_periods: i
     return np.where(count >= min_periods, out, np.nan)
 
 
+class Prefixes:
+    """Rolling statistics of whole series, kept by what they are, for features computed again
+    over the first readings of the same series: pandas rolls a series from its first value
+    on, so the statistics of its first m readings are those of the whole series cut at m,
+    bit for bit (a model fitted on a training window and the validation model fitted on its
+    first part roll the same windows once). Only for series that begin alike: the caller's
+    to ensure."""
+
+    def __init__(self):
+        self.whole: dict[tuple, np.ndarray] = {}
+
+    def rolling(self, key: tuple, values: np.ndarray, window: int, how: str,
+                **options) -> np.ndarray:
+        """`rolling(values, window, how, k=len(values), **options)` of one series (1 x n)
+        that begins as the one kept under key, when that one is at least as long."""
+        n = values.shape[1]
+        key = (key, window, how, *sorted(options.items()))
+        whole = self.whole.get(key)
+        if whole is None or whole.shape[1] < n:
+            whole = self.whole[key] = rolling(values, window, how, n, **options)
+        return whole[:, :n]
+
+
 class SlotGroups:
     """Readings grouped by their slot of the cycle, once for the many series of one window:
     each series is laid out as a table of a row per slot (its readings there, NaN-padded) and
