@@ -157,16 +157,16 @@ class ContextFeatures:
         return self
 
     def fit_transform(self, frame: pd.DataFrame, prefixes: Prefixes | None = None) -> Features:
-        """`fit`, then `transform` of the same readings: their cycle slots and windowed
+        """`fit`, then `transform` of the same readings: their cycle slots and rolling
         statistics are computed once for both. `prefixes`: rolling statistics of readings this
         frame is the first part of (or of this frame, kept for a later fit on its first
         part)."""
-        slots, windowed = self._fit(frame, prefixes)
-        return self._transform(frame, slots, windowed, prefixes)
+        prefixes = Prefixes() if prefixes is None else prefixes
+        slots = self._fit(frame, prefixes)
+        return self._transform(frame, slots, prefixes)
 
-    def _fit(self, frame: pd.DataFrame, prefixes: Prefixes | None = None
-             ) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:
-        """Learn from frame; its readings' slots and each column's windowed statistics."""
+    def _fit(self, frame: pd.DataFrame, prefixes: Prefixes | None = None) -> np.ndarray:
+        """Learn from frame; its readings' slots."""
         if len(frame) < 2 * self.rolling_window:
             raise ValueError(f"training needs at least {2 * self.rolling_window} readings, "
                              f"got {len(frame)}")
@@ -181,15 +181,13 @@ class ContextFeatures:
         n = len(frame)
         values = self._values(frame)
         self.profiles_, self.diff_scales_, self.flat_caps_, self.spreads_ = {}, {}, {}, {}
-        rolled = {}
         for column, rows in self._series(values).items():
             series = rows[0]
             spread = robust_scale(series)
             floor = 0.1 * spread
             self.spreads_[column] = spread
             self.profiles_[column] = groups.profile(series, floor)
-            rolled[column] = self._windowed(column, rows, n, spread, prefixes)
-            for name, windowed in rolled[column].items():
+            for name, windowed in self._windowed(column, rows, n, spread, prefixes).items():
                 windowed = windowed[0]
                 # calm is a log: its spreads are in its own unit, not the column's
                 own = 0.1 * robust_scale(windowed) if name.endswith(":calm") else floor
@@ -213,10 +211,10 @@ class ContextFeatures:
         self.has_current_ = {POWER, "voltage_v", "current_a"} <= set(frame.columns)
         if self.has_current_:
             self.current_offset_ = 0.1 * float(np.nanmedian(_apparent_current(values)))
-            mismatch = self._current_mismatch(values, n, self.current_offset_)[0]
+            mismatch = self._current_mismatch(values, n, self.current_offset_, prefixes)[0]
             self.current_center_ = float(np.nanmedian(mismatch))
             self.current_scale_ = max(robust_scale(mismatch), 0.01)
-        return slots, rolled
+        return slots
 
     def layout(self) -> tuple:
         """What models must share to be scored together: everything but per-meter numbers."""
@@ -237,13 +235,16 @@ class ContextFeatures:
             series[UNMETERED] = values[POWER] - metered * 60.0 / 1000.0 / step_minutes
         return series
 
-    def _current_mismatch(self, values: dict[str, np.ndarray], k: int, offset) -> np.ndarray:
+    def _current_mismatch(self, values: dict[str, np.ndarray], k: int, offset,
+                          prefixes: Prefixes | None = None) -> np.ndarray:
         """log of measured over computed current, its median over the last few readings: the
         relative error weighs small and large loads alike (a meter's resolution is a larger
         share of a small current), and the median ignores a single reading taken while the
         load changed."""
         ratio = np.log((values["current_a"] + offset) / (_apparent_current(values) + offset))
-        return rolling(ratio, PHYSICS_WINDOW, "median", k)
+        # kept by its offset: the same series only for the same model
+        name = ("current_a:mismatch", np.asarray(offset).item() if prefixes else None)
+        return self._rolling(prefixes, name, ratio, PHYSICS_WINDOW, "median", k)
 
     def _floor_columns(self) -> list[str]:
         return [self.primary_, UNMETERED] if self.sub_meters_ else [self.primary_]
@@ -271,8 +272,8 @@ class ContextFeatures:
                                                              self._window(name), "min", k)
         return windowed
 
-    def _rolling(self, prefixes: Prefixes | None, series: str, values: np.ndarray, window: int,
-                 how: str, k: int, **options) -> np.ndarray:
+    def _rolling(self, prefixes: Prefixes | None, series: str | tuple, values: np.ndarray,
+                 window: int, how: str, k: int, **options) -> np.ndarray:
         """`rolling` of the named series, from `prefixes` when given (training: k is the
         whole series), whose series are told apart by name and step (the unmetered power is
         computed with the step)."""
@@ -338,10 +339,9 @@ class ContextFeatures:
         return names
 
     def transform(self, frame: pd.DataFrame) -> Features:
-        return self._transform(frame, self.season_.slot_of(frame.index), {})
+        return self._transform(frame, self.season_.slot_of(frame.index))
 
     def _transform(self, frame: pd.DataFrame, slots: np.ndarray,
-                   windowed: dict[str, dict[str, np.ndarray]],
                    prefixes: Prefixes | None = None) -> Features:
         missing = [c for c in self.columns_ if c not in frame]
         if missing:
@@ -349,19 +349,17 @@ class ContextFeatures:
                              f"that these readings lack")
         times = epoch_ns(frame.index)[None, :] if self.step_ns_ else None
         return self.compute(Tables.of([self]), np.zeros(1, dtype=np.intp), self._values(frame),
-                            times, slots[None, :], windowed, prefixes)
+                            times, slots[None, :], prefixes)
 
     def compute(self, tables: Tables, meters: np.ndarray, values: dict[str, np.ndarray],
                 times: np.ndarray | None, slots: np.ndarray,
-                windowed: dict[str, dict[str, np.ndarray]] | None = None,
                 prefixes: Prefixes | None = None) -> Features:
         """The statistics of the last k readings of each row, k being the width of `slots`
         (their cycle slots). `values` are this layout's columns (a row per meter, older
         readings first: the context the windows need, NaN where a meter has fewer), `times`
         their epoch nanoseconds, `meters` each row's place in `tables`, the parameters of the
-        models; `windowed`, by column, the windowed statistics of these k readings when they
-        are known already and `prefixes` (`fit_transform`). Rows of the result: each meter's
-        k readings in turn."""
+        models; `prefixes`, the rolling statistics of these readings kept by `fit_transform`
+        (k is then the whole series). Rows of the result: each meter's k readings in turn."""
         k = slots.shape[1]
 
         def at(table: np.ndarray) -> np.ndarray:  # a per-slot table at each reading's slot
@@ -382,9 +380,8 @@ class ContextFeatures:
             medians, scales = tables.profiles[column]
             z = (now - at(medians)) / at(scales)
             seasonal[column] = z
-            known = windowed[column] if windowed else \
-                self._windowed(column, rows, k, of(tables.spreads[column]))
-            for name, rolled in known.items():
+            for name, rolled in self._windowed(column, rows, k, of(tables.spreads[column]),
+                                               prefixes).items():
                 medians, scales = tables.profiles[name]
                 seasonal[name] = (rolled - at(medians)) / at(scales)
             if column == UNMETERED:
@@ -415,7 +412,8 @@ class ContextFeatures:
                 stats.append(np.maximum(z, 0.0) if column == UNMETERED else np.abs(z))
         if self.has_current_:
             offset, center, scale = map(of, tables.current)
-            stats.append(np.abs((self._current_mismatch(values, k, offset) - center) / scale))
+            mismatch = self._current_mismatch(values, k, offset, prefixes)
+            stats.append(np.abs((mismatch - center) / scale))
         if self.sub_meters_:
             step_minutes = self.step_ns_ / 60e9 if self.step_ns_ else 1.0
             energy = values[POWER] * 1000.0 / 60.0 * step_minutes

@@ -70,11 +70,11 @@ def rolling(values: np.ndarray, window: int, how: str, k: int, *, min_periods: i
 
 class Prefixes:
     """Rolling statistics of whole series, kept by what they are, for features computed again
-    over the first readings of the same series: pandas rolls a series from its first value
+    over the same readings or their first part: pandas rolls a series from its first value
     on, so the statistics of its first m readings are those of the whole series cut at m,
-    bit for bit (a model fitted on a training window and the validation model fitted on its
-    first part roll the same windows once). Only for series that begin alike: the caller's
-    to ensure."""
+    bit for bit (a model's fit and its scoring of its training window, and the validation
+    model fitted on the window's first part, roll the same windows once). Only for series
+    that begin alike: the caller's to ensure."""
 
     def __init__(self):
         self.whole: dict[tuple, np.ndarray] = {}
