@@ -25,8 +25,8 @@ from detector.algorithms import DEFAULT_MODEL, RAW, SEASONAL  # noqa: F401 (re-e
 from detector.calibration import TailCalibration, score_from_evidence, score_from_p, severities
 from detector.features import POWER, ContextFeatures, Features
 from detector.forests import FlatForest
-from detector.rolling import Prefixes
 from detector.kinds import classify
+from detector.rolling import Prefixes
 
 ISOLATION = "isolation_forest"
 BAND = "voltage_v:band"
