@@ -24,10 +24,11 @@ from 80, critical from 90.
 from __future__ import annotations
 
 import numpy as np
-from scipy import optimize, special
+from scipy import special
 from scipy.stats import genpareto
 from scipy.stats._distn_infrastructure import _LOGXMAX
 
+from detector import neldermead
 from wattwatch.vocabulary import SEVERITY_BANDS
 
 TAIL = 0.01
@@ -73,31 +74,37 @@ def _pareto_tail(excess: np.ndarray) -> tuple[float, float]:
 
 def _fit_pareto(excess: np.ndarray) -> tuple[float, float]:
     """(shape, scale) of `genpareto.fit(excess, floc=0.0)`, bit for bit: the same start, the
-    same Nelder-Mead and the same negative log-likelihood (`_pareto_nnlf`), without scipy's
-    generic per-call machinery, which costs most of a training."""
+    same Nelder-Mead (`detector.neldermead`) and the same negative log-likelihood
+    (`_pareto_nnlf`), without scipy's generic per-call machinery, which costs most of a
+    training."""
     start = genpareto._fitstart(excess)
-    shape, scale = optimize.fmin(_pareto_nnlf, [start[0], start[2]], args=(excess,), disp=0)
+    shape, scale = neldermead.fmin(_pareto_nnlf, [start[0], start[2]], args=(excess,))
     return shape, scale
 
 
 def _pareto_nnlf(theta, x: np.ndarray) -> float:
     """scipy's penalized negative log-likelihood of genpareto with loc 0 (`rv_continuous.
-    _penalized_nnlf`): the same operations in the same order, so the same floats."""
+    _penalized_nnlf`) of exceedances (x > 0): the same operations in the same order, so the
+    same floats, less the checks that cannot fail on them (the support check when c >= 0 and
+    the support has no upper end, the finite-value filter when every value is finite)."""
     c, scale = theta
     if not np.isfinite(c) or scale <= 0:
         return np.inf
-    x = (x - 0.0) / scale
+    x = x / scale
     n_log_scale = len(x) * np.log(scale)
-    upper = -1.0 / c if c < 0 else np.inf
-    with np.errstate(invalid="ignore"):
-        inside = (0.0 <= x) & (x <= upper)
-    n_bad = np.count_nonzero(~inside)
-    if n_bad > 0:
-        x = x[inside]
+    n_bad = 0
+    if c < 0:
+        inside = (0.0 <= x) & (x <= -1.0 / c)
+        n_bad = len(x) - np.count_nonzero(inside)
+        if n_bad > 0:
+            x = x[inside]
     logpdf = -special.xlog1py(c + 1.0, c * x) / c if c != 0 else -x
     finite = np.isfinite(logpdf)
-    n_bad += finite.size - np.count_nonzero(finite)
-    return -(0 + np.sum(logpdf[finite])) + n_bad * _LOGXMAX * 100 + n_log_scale
+    n_finite = np.count_nonzero(finite)
+    if n_finite < finite.size:
+        n_bad += finite.size - n_finite
+        logpdf = logpdf[finite]
+    return -(0 + np.sum(logpdf)) + n_bad * _LOGXMAX * 100 + n_log_scale
 
 
 class TailCalibration:

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from detector.rolling import per_slot, robust_scale, rolling, run_lengths, sum_present
+from detector.rolling import Prefixes, SlotGroups, robust_scale, rolling, run_lengths, sum_present
 from detector.seasonality import Season, epoch_ns
 
 ROLLING_WINDOW = 30
@@ -154,6 +154,20 @@ class ContextFeatures:
         self.rolling_window = rolling_window
 
     def fit(self, frame: pd.DataFrame) -> "ContextFeatures":
+        self._fit(frame)
+        return self
+
+    def fit_transform(self, frame: pd.DataFrame, prefixes: Prefixes | None = None) -> Features:
+        """`fit`, then `transform` of the same readings: their cycle slots and rolling
+        statistics are computed once for both. `prefixes`: rolling statistics of readings this
+        frame is the first part of (or of this frame, kept for a later fit on its first
+        part)."""
+        prefixes = Prefixes() if prefixes is None else prefixes
+        slots = self._fit(frame, prefixes)
+        return self._transform(frame, slots, prefixes)
+
+    def _fit(self, frame: pd.DataFrame, prefixes: Prefixes | None = None) -> np.ndarray:
+        """Learn from frame; its readings' slots."""
         if len(frame) < 2 * self.rolling_window:
             raise ValueError(f"training needs at least {2 * self.rolling_window} readings, "
                              f"got {len(frame)}")
@@ -164,6 +178,7 @@ class ContextFeatures:
         self.step_ns_ = self._step_ns(frame.index)
         self.level_window_ = self._level_window(frame.index)
         slots = self.season_.slot_of(frame.index)
+        groups = SlotGroups(slots, self.season_.slots)
         n = len(frame)
         values = self._values(frame)
         self.profiles_, self.diff_scales_, self.flat_caps_, self.spreads_ = {}, {}, {}, {}
@@ -172,12 +187,12 @@ class ContextFeatures:
             spread = robust_scale(series)
             floor = 0.1 * spread
             self.spreads_[column] = spread
-            self.profiles_[column] = per_slot(series, slots, self.season_.slots, floor)
-            for name, windowed in self._windowed(column, rows, n, spread).items():
+            self.profiles_[column] = groups.profile(series, floor)
+            for name, windowed in self._windowed(column, rows, n, spread, prefixes).items():
                 windowed = windowed[0]
                 # calm is a log: its spreads are in its own unit, not the column's
                 own = 0.1 * robust_scale(windowed) if name.endswith(":calm") else floor
-                self.profiles_[name] = per_slot(windowed, slots, self.season_.slots, own)
+                self.profiles_[name] = groups.profile(windowed, own)
             # Floors keep columns that rarely move (reactive power at 0.000 for hours) from
             # turning their first small move into an enormous z-score.
             self.diff_scales_[column] = max(robust_scale(np.diff(series)), 0.1 * spread)
@@ -197,10 +212,10 @@ class ContextFeatures:
         self.has_current_ = {POWER, "voltage_v", "current_a"} <= set(frame.columns)
         if self.has_current_:
             self.current_offset_ = 0.1 * float(np.nanmedian(_apparent_current(values)))
-            mismatch = self._current_mismatch(values, n, self.current_offset_)[0]
+            mismatch = self._current_mismatch(values, n, self.current_offset_, prefixes)[0]
             self.current_center_ = float(np.nanmedian(mismatch))
             self.current_scale_ = max(robust_scale(mismatch), 0.01)
-        return self
+        return slots
 
     def layout(self) -> tuple:
         """What models must share to be scored together: everything but per-meter numbers."""
@@ -221,13 +236,16 @@ class ContextFeatures:
             series[UNMETERED] = values[POWER] - metered * 60.0 / 1000.0 / step_minutes
         return series
 
-    def _current_mismatch(self, values: dict[str, np.ndarray], k: int, offset) -> np.ndarray:
+    def _current_mismatch(self, values: dict[str, np.ndarray], k: int, offset,
+                          prefixes: Prefixes | None = None) -> np.ndarray:
         """log of measured over computed current, its median over the last few readings: the
         relative error weighs small and large loads alike (a meter's resolution is a larger
         share of a small current), and the median ignores a single reading taken while the
         load changed."""
         ratio = np.log((values["current_a"] + offset) / (_apparent_current(values) + offset))
-        return rolling(ratio, PHYSICS_WINDOW, "median", k)
+        # kept by its offset: the same series only for the same model
+        name = ("current_a:mismatch", np.asarray(offset).item() if prefixes else None)
+        return self._rolling(prefixes, name, ratio, PHYSICS_WINDOW, "median", k)
 
     def _floor_columns(self) -> list[str]:
         return [self.primary_, UNMETERED] if self.sub_meters_ else [self.primary_]
@@ -235,21 +253,34 @@ class ContextFeatures:
     def _window(self, floor: str) -> int:
         return max(2, round(FLOORS[floor] * self.level_window_))
 
-    def _windowed(self, column: str, values: np.ndarray, k: int, spread) -> dict[str, np.ndarray]:
+    def _windowed(self, column: str, values: np.ndarray, k: int, spread,
+                  prefixes: Prefixes | None = None) -> dict[str, np.ndarray]:
         """Rolling statistics of a column over the level window (and multiples) at the last k
         readings, by name."""
         windowed = {}
         if column != UNMETERED:
-            windowed[f"{column}:level"] = rolling(values, self.level_window_, "mean", k)
+            windowed[f"{column}:level"] = self._rolling(prefixes, column, values,
+                                                        self.level_window_, "mean", k)
         if column == self.primary_:
             # log, so that "ten times calmer" counts as much at a quiet hour as at a busy one
             moves = np.abs(np.diff(values, axis=1, prepend=np.nan))
-            mean_move = rolling(moves, self._window("long_floor"), "mean", k)
+            mean_move = self._rolling(prefixes, f"{column}:moves", moves,
+                                      self._window("long_floor"), "mean", k)
             windowed[f"{column}:calm"] = np.log(mean_move + 0.01 * spread)
         if column in self._floor_columns():
             for name in FLOORS:
-                windowed[f"{column}:{name}"] = rolling(values, self._window(name), "min", k)
+                windowed[f"{column}:{name}"] = self._rolling(prefixes, column, values,
+                                                             self._window(name), "min", k)
         return windowed
+
+    def _rolling(self, prefixes: Prefixes | None, series: str | tuple, values: np.ndarray,
+                 window: int, how: str, k: int, **options) -> np.ndarray:
+        """`rolling` of the named series, from `prefixes` when given (training: k is the
+        whole series), whose series are told apart by name and step (the unmetered power is
+        computed with the step)."""
+        if prefixes is None:
+            return rolling(values, window, how, k, **options)
+        return prefixes.rolling((series, self.step_ns_), values, window, how, **options)
 
     @staticmethod
     def _outside_range(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -313,21 +344,27 @@ class ContextFeatures:
         return names
 
     def transform(self, frame: pd.DataFrame) -> Features:
+        return self._transform(frame, self.season_.slot_of(frame.index))
+
+    def _transform(self, frame: pd.DataFrame, slots: np.ndarray,
+                   prefixes: Prefixes | None = None) -> Features:
         missing = [c for c in self.columns_ if c not in frame]
         if missing:
             raise ValueError(f"the model was trained with column(s) {', '.join(missing)} "
                              f"that these readings lack")
         times = epoch_ns(frame.index)[None, :] if self.step_ns_ else None
         return self.compute(Tables.of([self]), np.zeros(1, dtype=np.intp), self._values(frame),
-                            times, self.season_.slot_of(frame.index)[None, :])
+                            times, slots[None, :], prefixes)
 
     def compute(self, tables: Tables, meters: np.ndarray, values: dict[str, np.ndarray],
-                times: np.ndarray | None, slots: np.ndarray) -> Features:
+                times: np.ndarray | None, slots: np.ndarray,
+                prefixes: Prefixes | None = None) -> Features:
         """The statistics of the last k readings of each row, k being the width of `slots`
         (their cycle slots). `values` are this layout's columns (a row per meter, older
         readings first: the context the windows need, NaN where a meter has fewer), `times`
         their epoch nanoseconds, `meters` each row's place in `tables`, the parameters of the
-        models. Rows of the result: each meter's k readings in turn."""
+        models; `prefixes`, the rolling statistics of these readings kept by `fit_transform`
+        (k is then the whole series). Rows of the result: each meter's k readings in turn."""
         k = slots.shape[1]
 
         def at(table: np.ndarray) -> np.ndarray:  # a per-slot table at each reading's slot
@@ -348,14 +385,17 @@ class ContextFeatures:
             medians, scales = tables.profiles[column]
             z = (now - at(medians)) / at(scales)
             seasonal[column] = z
-            for name, rolled in self._windowed(column, rows, k, of(tables.spreads[column])).items():
+            for name, rolled in self._windowed(column, rows, k, of(tables.spreads[column]),
+                                               prefixes).items():
                 medians, scales = tables.profiles[name]
                 seasonal[name] = (rolled - at(medians)) / at(scales)
             if column == UNMETERED:
                 continue
-            spread = np.maximum(rolling(rows, window, "std", k, min_periods=5, shift=1),
+            spread = np.maximum(self._rolling(prefixes, column, rows, window, "std", k,
+                                              min_periods=5, shift=1),
                                 0.5 * of(tables.spreads[column]))
-            previous = rolling(rows, window, "mean", k, min_periods=5, shift=1)
+            previous = self._rolling(prefixes, column, rows, window, "mean", k, min_periods=5,
+                                     shift=1)
             change = np.diff(rows, axis=1, prepend=np.nan)[:, -k:] / of(tables.diff_scales[column])
             computed = {"seasonal": z, "level": seasonal[f"{column}:level"],
                         "rolling": (now - previous) / spread, "change": change}
@@ -377,13 +417,15 @@ class ContextFeatures:
                 stats.append(np.maximum(z, 0.0) if column == UNMETERED else np.abs(z))
         if self.has_current_:
             offset, center, scale = map(of, tables.current)
-            stats.append(np.abs((self._current_mismatch(values, k, offset) - center) / scale))
+            mismatch = self._current_mismatch(values, k, offset, prefixes)
+            stats.append(np.abs((mismatch - center) / scale))
         if self.sub_meters_:
             step_minutes = self.step_ns_ / 60e9 if self.step_ns_ else 1.0
             energy = values[POWER] * 1000.0 / 60.0 * step_minutes
             excess = sum_present([values[c] for c in self.sub_meters_]) - energy
             # as for the current: the median of a few readings, so one glitch is not a fault
-            stats.append(np.maximum(rolling(excess, PHYSICS_WINDOW, "median", k), 0.0))
+            stats.append(np.maximum(self._rolling(prefixes, "sub_metering:excess", excess,
+                                                  PHYSICS_WINDOW, "median", k), 0.0))
         voltage_delta = None
         if "voltage_v" in self.columns_:
             voltage = values["voltage_v"][:, -k:]

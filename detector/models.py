@@ -26,6 +26,7 @@ from detector.calibration import TailCalibration, score_from_evidence, score_fro
 from detector.features import POWER, ContextFeatures, Features
 from detector.forests import FlatForest
 from detector.kinds import classify
+from detector.rolling import Prefixes
 
 ISOLATION = "isolation_forest"
 BAND = "voltage_v:band"
@@ -96,7 +97,7 @@ class SeasonalDetector:
 
     def __init__(self, nominal_voltage_v: float = 230.0, alarm_rate: float = 1e-4,
                  n_estimators: int = 50, max_samples: int = 256,
-                 max_forest_rows: int = 50_000, random_state: int = 0):
+                 max_forest_rows: int = 8192, random_state: int = 0):
         self.nominal_voltage_v = nominal_voltage_v
         self.alarm_rate = alarm_rate
         self.n_estimators = n_estimators
@@ -109,13 +110,18 @@ class SeasonalDetector:
             "nominal_voltage_v", "alarm_rate", "n_estimators", "max_samples",
             "max_forest_rows", "random_state")}
 
-    def fit(self, frame: pd.DataFrame) -> "SeasonalDetector":
+    def fit(self, frame: pd.DataFrame, prefixes: Prefixes | None = None) -> "SeasonalDetector":
+        """Fit on frame; `prefixes`: rolling statistics shared with fits on the first part of
+        the same readings (`detector.rolling.Prefixes`)."""
         if not 0 < self.alarm_rate < 0.5:
             raise ValueError(f"alarm_rate must be in (0, 0.5), got {self.alarm_rate!r}")
-        self.features_ = ContextFeatures(self.nominal_voltage_v).fit(frame)
-        features = self.features_.transform(frame)
+        self.features_ = ContextFeatures(self.nominal_voltage_v)
+        features = self.features_.fit_transform(frame, prefixes)
         inputs = np.log1p(features.stats)
         rng = np.random.default_rng(self.random_state)
+        # The forest's trees draw max_samples rows each from a random pool of the window: a
+        # pool of a few thousand serves them as the whole would, and scikit-learn's work per
+        # tree grows with the rows it is handed.
         rows = rng.permutation(len(inputs))[:self.max_forest_rows]
         self.forest_ = FlatForest.of(IsolationForest(
             n_estimators=self.n_estimators, max_samples=min(self.max_samples, len(rows)),
@@ -168,7 +174,8 @@ class RawIForest:
     def _inputs(self, frame: pd.DataFrame) -> np.ndarray:
         return frame[self.columns_].fillna(self.fill_).to_numpy(float)
 
-    def fit(self, frame: pd.DataFrame) -> "RawIForest":
+    def fit(self, frame: pd.DataFrame, prefixes: Prefixes | None = None) -> "RawIForest":
+        """Fit on frame (`prefixes` is for the seasonal detector's windows: none here)."""
         self.columns_ = list(frame.columns)
         self.fill_ = frame.median()
         inputs = self._inputs(frame)

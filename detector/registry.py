@@ -16,6 +16,7 @@ from sklearn.ensemble import IsolationForest
 from detector import readings
 from detector.forests import FlatForest
 from detector.models import DEFAULT_MODEL, make_model
+from detector.rolling import Prefixes
 from wattwatch.errors import WattwatchError
 from wattwatch.settings import Settings
 
@@ -99,11 +100,13 @@ def fit(meter: readings.Meter, frame: pd.DataFrame, settings: Settings, start: d
               "alarm_rate": settings.detector_alarm_rate} if algorithm == DEFAULT_MODEL else {}
     data = frame[fields]
     split = int(len(data) * (1 - VALIDATION_SHARE))
-    held_out = make_model(algorithm, **params).fit(data.iloc[:split])
+    # the window first: the validation model's fit on its first part reads the same windows
+    prefixes = Prefixes()
+    detector = make_model(algorithm, **params).fit(data, prefixes)
+    held_out = make_model(algorithm, **params).fit(data.iloc[:split], prefixes)
     # the validation rows after the readings their features need: scored as in the whole window
     first = max(split - held_out.context_rows, 0)
     flagged = held_out.score(data.iloc[first:])["is_anomaly"].to_numpy()[split - first:]
-    detector = make_model(algorithm, **params).fit(data)
     metrics = {key: value for key, value in detector.metrics_.items() if key != "features"}
     metrics["validation_anomaly_ratio"] = float(np.mean(flagged))
     metrics["validation_rows"] = len(data) - split

@@ -45,28 +45,30 @@ def autocorrelation(values: np.ndarray, max_lag: int) -> np.ndarray:
     return acf / acf[0] if acf[0] > 0 else np.zeros(max_lag + 1)
 
 
-def detect_period(values: np.ndarray, max_lag: int | None = None) -> int:
+def detect_period(values: np.ndarray, max_lag: int | None = None,
+                  acf: np.ndarray | None = None) -> int:
     """The lag (in steps) of the strongest autocorrelation peak, preferring a 7x longer one
-    (a week of days) when it is stronger; 1 when there is no clear cycle."""
+    (a week of days) when it is stronger; 1 when there is no clear cycle. `acf`: the values'
+    `autocorrelation` to at least half their length, when it is known already."""
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
     n = len(x)
     max_lag = min(max_lag or n // MIN_CYCLES, n // MIN_CYCLES)
     if max_lag < 4 or np.std(x) == 0:
         return 1
-    acf = autocorrelation(x, max_lag)
+    acf = autocorrelation(x, max_lag) if acf is None else acf[:max_lag + 1]
     # Local maxima after the first zero crossing, so the short-lag decay is not taken for a cycle.
     below = np.flatnonzero(acf < 0)
     first = int(below[0]) if len(below) else max_lag
-    peaks = [lag for lag in range(max(first, 2), max_lag)
-             if acf[lag] >= acf[lag - 1] and acf[lag] >= acf[lag + 1]]
-    if not peaks:
+    lags = np.arange(max(first, 2), max_lag)
+    peaks = lags[(acf[lags] >= acf[lags - 1]) & (acf[lags] >= acf[lags + 1])]
+    if not len(peaks):
         return 1
-    best = max(peaks, key=lambda lag: acf[lag])
+    best = int(peaks[np.argmax(acf[peaks])])  # the first of equally strong ones
     if acf[best] < MIN_AUTOCORRELATION:
         return 1
     # The first peak nearly as strong as the best is the fundamental (not one of its multiples).
-    period = next(lag for lag in peaks if acf[lag] >= 0.9 * acf[best])
+    period = int(peaks[np.argmax(acf[peaks] >= 0.9 * acf[best])])
     weekly = 7 * period
     if weekly <= max_lag and acf[weekly - 2:weekly + 3].max() > acf[period] + 0.05:
         return weekly
@@ -84,7 +86,8 @@ class Season:
 
     @classmethod
     def choose(cls, index: pd.Index, values: np.ndarray) -> "Season":
-        period = detect_period(values)
+        acf = autocorrelation(values, len(values))  # the lags both choices below read
+        period = detect_period(values, acf=acf)
         if isinstance(index, pd.DatetimeIndex) and len(index) > 1:
             step = int(np.median(np.diff(epoch_ns(index))))
             span = index[-1] - index[0]
@@ -93,7 +96,7 @@ class Season:
                 calendar = cls("week", 168)
             elif span >= pd.Timedelta(days=MIN_CYCLES):
                 calendar = cls("day", 24)
-            if calendar is not None and not cls._own_cycle_wins(values, period, step):
+            if calendar is not None and not cls._own_cycle_wins(acf, len(values), period, step):
                 return calendar
         else:
             step = 1
@@ -102,13 +105,13 @@ class Season:
         return cls("steps", period, step)
 
     @staticmethod
-    def _own_cycle_wins(values: np.ndarray, period: int, step_ns: int) -> bool:
+    def _own_cycle_wins(acf: np.ndarray, n: int, period: int, step_ns: int) -> bool:
         """The data's own period repeats clearly better than the day does (a process on a
-        500-minute cycle, say): its slots say more than the hour's."""
+        500-minute cycle, say): its slots say more than the hour's. `acf`: the autocorrelation
+        of the n readings."""
         day = int(round(pd.Timedelta(days=1).value / step_ns))
-        if period == 1 or day < 2 or day > len(values) // MIN_CYCLES:
+        if period == 1 or day < 2 or day > n // MIN_CYCLES:
             return False
-        acf = autocorrelation(values, max(period, day))
         return acf[period] >= acf[day] + OWN_CYCLE_MARGIN
 
     @property

@@ -45,7 +45,7 @@ SEED = 14
 # The stages of a fit, by the functions whose cumulative time they are (profiled in-process
 # on --profile meters: the pool's workers cannot be profiled from here).
 STAGES = {
-    "profiles": ("features.py", "fit"), "forest": ("_iforest.py", "fit"),
+    "profiles": ("features.py", "_fit"), "forest": ("_iforest.py", "fit"),
     "calibration": ("calibration.py", "fit"),
 }
 

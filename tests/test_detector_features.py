@@ -6,11 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import optimize
+from scipy.stats import genpareto
 
-from detector.calibration import (StackedCalibration, TailCalibration, score_from_evidence,
-                                  score_from_p, severities)
+from detector import neldermead
+from detector.calibration import (StackedCalibration, TailCalibration, _fit_pareto,
+                                  score_from_evidence, score_from_p, severities)
 from detector.features import ContextFeatures
-from detector.rolling import per_slot, robust_scale, rolling, run_lengths, sum_present
+from detector.rolling import SlotGroups, robust_scale, rolling, run_lengths, sum_present
 from wattwatch.vocabulary import SEVERITIES
 
 
@@ -24,12 +27,34 @@ def test_run_lengths_count_repeats_and_a_gap_restarts_them():
 def test_robust_spreads_profiles_and_sums_of_small_arrays():
     assert robust_scale(np.array([1.0, 1.0, 1.0, np.nan])) > 0  # never zero
     assert robust_scale(np.array([0.0, 1.0, 2.0, 3.0, 4.0])) == pytest.approx(1.4826)
-    medians, scales = per_slot(np.array([1.0, 3.0, 10.0, 14.0, np.nan]), np.array([0, 0, 1, 1, 2]),
-                               3, floor=0.5)
+    medians, scales = SlotGroups(np.array([0, 0, 1, 1, 2]), 3).profile(
+        np.array([1.0, 3.0, 10.0, 14.0, np.nan]), floor=0.5)
     np.testing.assert_allclose(medians, [2.0, 12.0, 6.5])  # an unseen slot: the overall median
     np.testing.assert_allclose(scales, [1.4826, 2 * 1.4826, 0.5])
     np.testing.assert_array_equal(sum_present([np.array([1.0, np.nan, np.nan]),
                                                np.array([2.0, 3.0, np.nan])]), [3.0, 3.0, np.nan])
+
+
+@pytest.mark.parametrize("n_slots", [1, 24, 168, 500])
+def test_slot_profiles_are_pandas_group_by_medians_bit_for_bit(n_slots):
+    rng = np.random.default_rng(n_slots)
+    slots = rng.integers(0, n_slots, 5000)
+    slots[slots == n_slots // 2] = 0  # a slot never seen
+    values = np.round(rng.gamma(2.0, 1.0, 5000), 2)  # ties, as meters' resolution gives
+    values[rng.random(5000) < 0.05] = np.nan
+    frame = pd.DataFrame({"v": values, "s": slots}).dropna()
+    median = frame.groupby("s")["v"].median()
+    deviation = (frame["v"] - frame["s"].map(median)).abs()
+    mad = deviation.groupby(frame["s"]).median() * 1.4826
+    medians, scales = SlotGroups(slots, n_slots).profile(values, floor=0.05)
+    expected = np.full(n_slots, np.nanmedian(values))
+    expected[median.index] = median
+    assert np.array_equal(medians, expected)
+    expected = np.full(n_slots, 0.05)
+    expected[mad.index] = np.maximum(mad, 0.05)
+    if n_slots == 168:  # the hour of the week's spreads: pooled over the days
+        expected = expected.reshape(7, 24).mean(axis=0)
+    assert np.array_equal(scales, expected)
 
 
 @pytest.mark.parametrize("how", ["mean", "std", "min", "median"])
@@ -71,6 +96,26 @@ def test_calibrated_evidence_grows_with_strangeness_and_stacks_exactly():
     expected = np.array([calibrations[m].evidence(stats[[n]])[0] for n, m in enumerate(meters)])
     np.testing.assert_allclose(StackedCalibration(calibrations).evidence(stats, meters), expected,
                                rtol=1e-12)
+
+
+def test_pareto_tails_are_scipys_fit_bit_for_bit():
+    rng = np.random.default_rng(7)
+    samples = [rng.pareto(2.0, 300), rng.uniform(0.0, 3.0, 200),  # heavy, bounded (shape < 0)
+               np.round(rng.exponential(1.0, 400), 1) + 0.05,     # ties, as meters' resolution
+               rng.beta(0.5, 2.0, 100) * 5, rng.exponential(2.0, 20)]
+    for excess in samples:
+        shape, _, scale = genpareto.fit(excess, floc=0.0)
+        assert _fit_pareto(excess) == (shape, scale)
+
+
+@pytest.mark.parametrize("func, x0", [
+    (lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2, [-1.2, 1.0]),  # Rosenbrock
+    (lambda x: float(np.floor(abs(x[0] - 3)) + np.floor(abs(x[1]))), [0.0, 5.0]),  # plateaus
+    (lambda x: -abs(x[0]) - abs(x[1]), [1.0, 1.0]),  # unbounded: stops at 400 calls
+    (lambda x: sum((v - k) ** 2 for k, v in enumerate(x)), [0.0, 0.0, 0.0]),
+])
+def test_nelder_mead_steps_as_scipy_does(func, x0):
+    assert neldermead.fmin(func, x0) == tuple(optimize.fmin(func, x0, disp=0))
 
 
 def test_scores_keep_their_meaning_below_90_and_rank_above_it_without_reaching_100():

@@ -93,3 +93,50 @@ def test_a_bounded_model_cache_scores_every_meter_and_keeps_its_bound(fleet_db):
         scorer.close()
     assert {meter_id: counts.get(meter_id) for meter_id in SEEDS} == \
         {meter_id: len(frames[meter_id]) for meter_id in SEEDS}
+
+
+def test_retrain_requests_and_old_models_train_together_each_meter_once(
+        fleet_db, db_url, monkeypatch):
+    """Four retrain requests (one meter asked for twice, one meter with too little data) and a
+    model past its age: one batch of the four meters, each trained once, every request
+    answered with its meter's new version (none for the meter that keeps what it has)."""
+    frames, url = fleet_db
+    settings = settings_for(url, detector_model_max_age_days=7)
+    with psycopg.connect(url) as conn:
+        Scorer(conn, settings, DetectorMetrics(CollectorRegistry())).cycle()  # first models
+        models_before = dict(conn.execute("SELECT meter_id, count(*) FROM models"
+                                          " GROUP BY meter_id").fetchall())
+        conn.commit()
+    assert sorted(models_before) == sorted(SEEDS)
+    with psycopg.connect(db_url) as owner:
+        owner.execute("UPDATE models SET trained_at = trained_at - interval '30 days'"
+                      " WHERE meter_id = 'f3'")
+        owner.execute("INSERT INTO retrain_requests (meter_id, reason, requested_by) VALUES"
+                      " ('f1', 'drift on voltage_v', 'drift'), ('f2', 'drift on power', 'drift'),"
+                      " ('f1', 'drift again', 'drift'), ('short', 'drift', 'drift')")
+    batches = []
+    train_many = fleet.train_many
+
+    def spy(conn, meters, *args, **kwargs):  # the real training, its batches recorded
+        batches.append(sorted(meter.meter_id for meter in meters))
+        return train_many(conn, meters, *args, **kwargs)
+
+    monkeypatch.setattr(fleet, "train_many", spy)
+    with psycopg.connect(url) as conn:
+        Scorer(conn, settings, DetectorMetrics(CollectorRegistry())).cycle()
+        active = {meter_id: (version, reason) for meter_id, version, reason in conn.execute(
+            "SELECT meter_id, version, reason FROM models WHERE status = 'active'").fetchall()}
+        models_after = dict(conn.execute("SELECT meter_id, count(*) FROM models"
+                                         " GROUP BY meter_id").fetchall())
+        answered = conn.execute("SELECT meter_id, handled_at IS NOT NULL, model_version"
+                                " FROM retrain_requests ORDER BY request_id").fetchall()
+        conn.commit()
+    assert batches[0] == ["f1", "f2", "f3", "short"]
+    assert all("f1" not in batch and "f3" not in batch for batch in batches[1:])
+    assert {meter_id: models_after[meter_id] - count for meter_id, count in
+            models_before.items()} == {"f1": 1, "f2": 1, "f3": 1}
+    assert {meter_id: reason for meter_id, (_, reason) in active.items()} == {
+        "f1": "retrain request: drift on voltage_v", "f2": "retrain request: drift on power",
+        "f3": "age"}
+    assert answered == [("f1", True, active["f1"][0]), ("f2", True, active["f2"][0]),
+                        ("f1", True, active["f1"][0]), ("short", True, None)]

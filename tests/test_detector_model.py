@@ -3,12 +3,15 @@ calibration, weekly cycles, kinds and explanations, period detection, evaluation
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from detector.calibration import TailCalibration, score_from_p, severities
 from detector.models import RawIForest, SeasonalDetector, make_model
+from detector.rolling import Prefixes
 from detector.seasonality import Season, detect_period
 from ingest.anomalies import inject_many
 from tests.support.detector_evaluation import event_scores, nab_normalised, nab_raw_score, runs
@@ -198,3 +201,15 @@ def test_readings_that_stop_swinging_are_flagged_as_calm():
     assert len(inside) >= 20 and len(flagged) - len(inside) <= 5, (len(inside), len(flagged))
     assert (inside["top_feature"] == "value:calm").mean() > 0.5, inside["top_feature"].value_counts()
     assert (inside["kind"] == "flatline").mean() > 0.5, inside["kind"].value_counts()
+
+
+def test_a_fit_on_the_first_readings_reads_the_windows_the_whole_fit_rolled():
+    """The validation model (fitted on a window's first part) reads the windows the model of
+    the whole window rolled, and is the model a fit of its own gives, bit for bit."""
+    frame = household(days=4, seed=5)
+    prefixes = Prefixes()
+    SeasonalDetector().fit(frame, prefixes)
+    kept = dict(prefixes.whole)
+    shared = SeasonalDetector().fit(frame.iloc[:4000], prefixes)
+    assert kept and all(prefixes.whole[key] is whole for key, whole in kept.items())
+    assert pickle.dumps(shared) == pickle.dumps(SeasonalDetector().fit(frame.iloc[:4000]))
