@@ -93,6 +93,7 @@ class Stacks:
         self.keys: dict[str, tuple | None] = {}
         self.members: dict[tuple, dict[str, SeasonalDetector]] = {}
         self.changed: set[tuple] = set()
+        self.waiting = 0  # models put since the last build, each holding its own arrays
 
     def put(self, meter_id: str, detector) -> None:
         """Stack the meter's new model (once `rebuild` is called)."""
@@ -109,10 +110,12 @@ class Stacks:
         members[meter_id] = detector
         self.keys[meter_id] = key
         self.changed.add(key)
-        if len(members) == BLOCK_METERS:
-            # built as soon as it is full: the memory its models' copies leave is reused by
-            # the next models loaded
-            self._build(key)
+        self.waiting += 1
+        if self.waiting >= BLOCK_METERS:
+            # A block's worth of new models is stacked at once, whatever their layouts: the
+            # memory their own copies leave is reused by the next models loaded, so a cold
+            # start of many layouts never holds every model twice.
+            self.rebuild()
 
     def drop(self, meter_id: str) -> None:
         key = self.keys.pop(meter_id, None)
@@ -125,6 +128,7 @@ class Stacks:
         large arrays (`Stack`), whose old copies go back to the system at the end."""
         for key in sorted(self.changed, key=lambda key: key[1]):
             self._build(key)
+        self.waiting = 0
         _release_freed_memory()
 
     def _build(self, key: tuple) -> None:

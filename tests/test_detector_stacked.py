@@ -14,6 +14,7 @@ from detector.calibration import StackedCalibration, TailCalibration
 from detector.forests import FlatForest, ForestStack
 from detector.models import RawIForest, SeasonalDetector
 from detector.seasonality import epoch_ns
+from detector import stacked
 from detector.stacked import Stack, align, layout
 from ingest.anomalies import inject_many
 from tests.test_detector_synthetic import household
@@ -117,3 +118,23 @@ def test_forest_and_calibration_stacks_equal_their_single_model_versions(meters)
     calibrations: list[TailCalibration] = [model.calibration_ for model in models]
     np.testing.assert_array_equal(StackedCalibration(calibrations).evidence(stats, which),
                                   calibrations[2].evidence(stats))
+
+
+def test_a_block_of_new_models_of_many_layouts_is_stacked_as_it_loads(meters, monkeypatch):
+    # As the model cache loads a cold start's models: whatever their layouts, once a block's
+    # worth is waiting they are stacked, and their arrays become views of the stacks.
+    monkeypatch.setattr(stacked, "BLOCK_METERS", 4)
+    frame, model, _ = meters["m0"]
+    other = SeasonalDetector(random_state=0).fit(frame[["active_power_kw"]].iloc[:TRAIN_DAYS * 1440])
+    assert layout(other) != layout(model)
+    stacks = stacked.Stacks()
+    loaded = [pickle.loads(pickle.dumps(each)) for each in (model, model, other)]
+    for n, each in enumerate(loaded):
+        stacks.put(f"m{n}", each)
+    assert not stacks.stacks  # fewer than a block's worth: waiting for a rebuild
+    loaded.append(pickle.loads(pickle.dumps(other)))
+    stacks.put("m3", loaded[-1])
+    assert len(stacks.stacks) == 2 and not stacks.changed
+    for n, each in enumerate(loaded):
+        stack = stacks.stacks[stacks.keys[f"m{n}"]]
+        assert np.shares_memory(each.forest_.split, stack.forests.split)
