@@ -20,7 +20,9 @@ script measures any version of the code:
   meter of its own.
 - training: `wattwatch detect train` (all meters; WATTWATCH_DETECTOR_TRAIN_DAYS, 28 by
   default, caps the window; the detector needs at least two days, and 14 to learn the weekly
-  cycle).
+  cycle). With --train-distinct only the distinct meters are trained, before the copies are
+  made, and each copy gets its meter's model: live scoring costs the same whichever way a
+  model was made, so the live figures of a large fleet come without its hour of training.
 - the history counts as scored (each meter's detector watermark is set at its end, as after a
   backfill), so that live starts as a restarted fleet would; --backfill scores it instead with
   `wattwatch detect run --once` (timed).
@@ -140,10 +142,8 @@ class Children:
             self.finish(name, stop=True, timeout=60)
 
 
-def load_history(children: Children, env: dict, url: str, meters: int, distinct: int,
-                 days: float, jobs: int) -> dict:
-    """`ingest simulate` for the distinct meters, server-side copies for the others; returns
-    the figures and the history's bounds (and each meter's template)."""
+def simulate(children: Children, env: dict, url: str, distinct: int, days: float) -> dict:
+    """`ingest simulate` for the distinct meters; their names, the history's bounds, figures."""
     end = datetime.now(timezone.utc).replace(second=0, microsecond=0)
     start = end - timedelta(days=days)
     seconds, _ = children.run("simulate", [
@@ -154,6 +154,14 @@ def load_history(children: Children, env: dict, url: str, meters: int, distinct:
             "SELECT meter_id FROM meters ORDER BY meter_id").fetchall()]
         simulated = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
     log(f"simulated {len(templates)} meters, {simulated:,} readings in {seconds:.0f} s")
+    return {"start": start, "end": end, "templates": templates, "simulate_s": seconds,
+            "simulate_rows": simulated}
+
+
+def copy_fleet(url: str, simulated: dict, meters: int, jobs: int, models: bool) -> dict:
+    """Server-side copies of the simulated meters up to `meters` (with their active models
+    when `models`); returns the history's figures (and each meter's template)."""
+    templates = simulated["templates"]
     copies = {template: [] for template in templates}
     for number in range(len(templates), meters):
         template = templates[number % len(templates)]
@@ -173,6 +181,13 @@ def load_history(children: Children, env: dict, url: str, meters: int, distinct:
                 f"INSERT INTO readings (time, meter_id, {VALUES}) SELECT time, c, {VALUES}"
                 " FROM readings, unnest(%s::text[]) AS c WHERE meter_id = %s",
                 (names, template))
+            if models:
+                conn.execute(
+                    "INSERT INTO models (meter_id, algorithm, parameters, train_from, train_to,"
+                    " threshold, metrics, model, reason) SELECT c, algorithm, parameters,"
+                    " train_from, train_to, threshold, metrics, model, reason FROM models,"
+                    " unnest(%s::text[]) AS c WHERE meter_id = %s AND status = 'active'",
+                    (names, template))
 
     copy_started = time.monotonic()
     with ThreadPoolExecutor(jobs) as pool:
@@ -181,12 +196,15 @@ def load_history(children: Children, env: dict, url: str, meters: int, distinct:
         conn.execute("ANALYZE")  # as autovacuum would have by the time a fleet goes live
         rows = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
     copied = time.monotonic() - copy_started
-    log(f"copied to {meters} meters ({rows - simulated:,} readings) in {copied:.0f} s")
+    log(f"copied to {meters} meters ({rows - simulated['simulate_rows']:,} readings"
+        f"{', models' if models else ''}) in {copied:.0f} s")
     template_of = {template: template for template in templates}
     template_of.update({name: template for template, names in copies.items() for name in names})
-    return {"start": start, "end": end, "template_of": template_of, "rows": rows,
-            "simulate_s": seconds, "simulate_rows": simulated, "copy_s": copied,
-            "seconds": seconds + copied, "rows_per_s": rows / (seconds + copied)}
+    seconds = simulated["simulate_s"] + copied
+    return {"start": simulated["start"], "end": simulated["end"], "template_of": template_of,
+            "rows": rows, "simulate_s": simulated["simulate_s"],
+            "simulate_rows": simulated["simulate_rows"], "copy_s": copied,
+            "seconds": seconds, "rows_per_s": rows / seconds}
 
 
 def source_time(moment: datetime, start: datetime, end: datetime) -> datetime:
@@ -321,8 +339,9 @@ def table(result: dict) -> str:
                     f"{result['days']:g} days) in {load['seconds']:.0f} s, "
                     f"{load['rows_per_s']:,.0f} readings/s (simulate {load['simulate_s']:.0f} s "
                     f"for {result['distinct']} meters, copies {load['copy_s']:.0f} s)"),
-        ("`detect train`", f"{train['seconds']:.0f} s, {train['seconds_per_meter']:.2f} s per "
-                           f"meter, peak RSS {mib(train['peak_rss_bytes'])}"),
+        ("`detect train`", f"{train['meters']:,} meters in {train['seconds']:.0f} s, "
+                           f"{train['seconds_per_meter']:.2f} s per meter, peak RSS "
+                           f"{mib(train['peak_rss_bytes'])}"),
     ]
     if "backfill" in result:
         backfill = result["backfill"]
@@ -375,15 +394,19 @@ def benchmark(args: argparse.Namespace, admin: str, url: str, children: Children
                                                              password)}
     children.run("migrate", ["db", "migrate"], owner)
     distinct = min(args.distinct, args.meters)
-    history = load_history(children, owner, url, args.meters, distinct, args.days,
-                           args.load_jobs)
-    seconds, rss = children.run("train", ["detect", "train", "--reason", "benchmark"], jobs)
-    log(f"trained {args.meters} meters in {seconds:.0f} s")
+    simulated = simulate(children, owner, url, distinct, args.days)
+    if args.train_distinct:
+        seconds, rss = children.run("train", ["detect", "train", "--reason", "benchmark"], jobs)
+    history = copy_fleet(url, simulated, args.meters, args.load_jobs, args.train_distinct)
+    if not args.train_distinct:
+        seconds, rss = children.run("train", ["detect", "train", "--reason", "benchmark"], jobs)
+    trained = distinct if args.train_distinct else args.meters
+    log(f"trained {trained} meters in {seconds:.0f} s")
     result = {"meters": args.meters, "distinct": distinct, "days": args.days,
               "load": {key: value for key, value in history.items()
                        if key not in ("start", "end", "template_of")},
-              "train": {"seconds": seconds, "seconds_per_meter": seconds / args.meters,
-                        "peak_rss_bytes": rss}}
+              "train": {"meters": trained, "seconds": seconds,
+                        "seconds_per_meter": seconds / trained, "peak_rss_bytes": rss}}
     if args.backfill:
         seconds, rss = children.run("backfill", ["detect", "run", "--once"], jobs)
         result["backfill"] = {"seconds": seconds, "readings_per_s": history["rows"] / seconds,
@@ -415,6 +438,10 @@ def main() -> None:
     parser.add_argument("--backfill", action="store_true",
                         help="score the history with `detect run --once` (timed) instead of "
                         "counting it as scored")
+    parser.add_argument("--train-distinct", action="store_true",
+                        help="train the --distinct meters only, each copy getting a copy of its "
+                        "meter's model (for the live figures alone: training is timed on the "
+                        "distinct meters)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     if args.minutes < 2:
