@@ -395,13 +395,18 @@ def benchmark(args: argparse.Namespace, admin: str, url: str, children: Children
     children.run("migrate", ["db", "migrate"], owner)
     distinct = min(args.distinct, args.meters)
     simulated = simulate(children, owner, url, distinct, args.days)
-    if args.train_distinct:
+    trained = distinct if args.train_distinct else args.meters
+
+    def train() -> tuple[float, int]:
         seconds, rss = children.run("train", ["detect", "train", "--reason", "benchmark"], jobs)
+        log(f"trained {trained} meters in {seconds:.0f} s")
+        return seconds, rss
+
+    if args.train_distinct:
+        seconds, rss = train()
     history = copy_fleet(url, simulated, args.meters, args.load_jobs, args.train_distinct)
     if not args.train_distinct:
-        seconds, rss = children.run("train", ["detect", "train", "--reason", "benchmark"], jobs)
-    trained = distinct if args.train_distinct else args.meters
-    log(f"trained {trained} meters in {seconds:.0f} s")
+        seconds, rss = train()
     result = {"meters": args.meters, "distinct": distinct, "days": args.days,
               "load": {key: value for key, value in history.items()
                        if key not in ("start", "end", "template_of")},
