@@ -14,6 +14,7 @@ order, and written back in the file's order, with one warning that counts them.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +34,21 @@ def _line(position: int) -> int:
     return position + 2  # 1-based, after the header
 
 
+# A timestamp's trailing UTC offset ('Z', '+02:00', '-0500', ' UTC'), after a time of day.
+UTC_OFFSET = re.compile(r"^(.*\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|UTC|[+-]\d\d(?::?\d\d)?)$")
+
+
 def _time_index(values: pd.Series, path: Path, column: str) -> pd.Index:
-    """A step index when the column is all integers, else timestamps; one clear error if not."""
+    """A step index when the column is all integers, else timestamps read as the wall-clock
+    times they write (a UTC offset is dropped); one clear error if not."""
     numbers = pd.to_numeric(values, errors="coerce")
     if numbers.notna().all() and (numbers == np.floor(numbers)).all():
         index = pd.Index(numbers.astype(np.int64), name=column)
     else:
-        times = pd.to_datetime(values, errors="coerce", format="mixed")
+        # The cycles are the clock's: across a change of offset (daylight saving) the hours
+        # keep their slots, and an hour written twice is a time that goes back (time_order).
+        local = values.str.strip().str.replace(UTC_OFFSET, r"\1", regex=True)
+        times = pd.to_datetime(local, errors="coerce", format="mixed")
         bad = np.flatnonzero(times.isna().to_numpy())
         if len(bad):
             raise WattwatchError(

@@ -102,6 +102,34 @@ def test_a_clock_put_back_and_a_repeated_time_are_scored_with_one_warning(tmp_pa
     assert out["anomaly_score"].idxmax() in range(4500, 4510)
 
 
+def test_timestamps_with_utc_offsets_are_read_on_the_clock(tmp_path):
+    """Local times with their offsets across a daylight-saving change are scored as the clock
+    wrote them (the repeated hour by the time-order rule), and a file in UTC with 'Z' scores as
+    the same file without it."""
+    rng = np.random.default_rng(5)
+    times = pd.date_range("2024-10-15", periods=5000, freq="5min", tz="Europe/Paris")
+    value = 10 + 5 * np.sin(np.arange(5000) * 2 * np.pi / 288) + rng.normal(0, 0.3, 5000)
+    value[4500:4510] += 40
+    stamps = [t.isoformat() for t in times]
+    assert stamps[0].endswith("+02:00") and stamps[-1].endswith("+01:00")
+    scored, warned = {}, {}
+    for name, column in (("local", stamps),
+                         ("utc", [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in times.tz_convert("UTC")]),
+                         ("naive", [t.strftime("%Y-%m-%d %H:%M:%S") for t in times.tz_convert("UTC")])):
+        pd.DataFrame({"time": column, "load": value}).to_csv(tmp_path / f"{name}.csv", index=False)
+        result = run_cli(["detect", "score-csv", str(tmp_path / f"{name}.csv"), "--time-column",
+                          "time", "--columns", "load", "-o", str(tmp_path / f"{name}.out.csv")])
+        assert result.returncode == 0, result.stderr
+        scored[name] = pd.read_csv(tmp_path / f"{name}.out.csv")
+        warned[name] = [line for line in result.stderr.splitlines() if "WARNING" in line]
+    assert not warned["utc"] and not warned["naive"]
+    assert len(warned["local"]) == 1 and "1 row(s) whose time goes backwards" in warned["local"][0]
+    local = scored["local"]
+    assert list(local["time"]) == stamps
+    assert local.loc[4500:4509, "is_anomaly"].all()
+    pd.testing.assert_series_equal(scored["utc"]["anomaly_score"], scored["naive"]["anomaly_score"])
+
+
 @pytest.mark.parametrize("content, args, message", [
     ("t,v\n0,1\n1,x\n", ["--columns", "v"], "in.csv:3: column 'v' has 'x'; expected a number"),
     ("t,v\n0,1\n", ["--columns", "w"], "no column 'w'; the header has t, v"),
