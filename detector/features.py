@@ -14,8 +14,9 @@ turns each into a tail probability. Per series column c:
   minimum: a load that stays on lifts it (an hour's use at an unusual time lifts the short
   one, a new always-on load all three), a tripped breaker sinks it (drop);
 - `c:pattern`   (primary column) the mean over the pattern window (an eighth of the cycle's
-  day) against the profile of that mean, lower side: a stretch shaped unlike the meter's own
-  history at that phase (a peak that did not come, a working day shaped like a holiday);
+  day) against the profile of that mean (its spread at least half the column's), lower side:
+  a stretch shaped unlike the meter's own history at that phase (a peak that did not come, a
+  working day shaped like a holiday);
 - `c:calm`      (primary column only) the log of the mean step-to-step move over the long
   floor's window against its profile, counted only when calmer than usual: readings that stopped
   swinging as they do at that time (estimated or smoothed readings, a stalled process)
@@ -79,6 +80,8 @@ RAISED_FLOOR = 3.0
 # The pattern window: this share of the cycle's day (of the detected period without one).
 PATTERN_SHARE = 1 / 8
 MAX_PATTERN_WINDOW = 360
+# The pattern profile's smallest spread, as a share of the column's robust spread.
+PATTERN_FLOOR = 0.5
 
 
 @dataclass
@@ -201,6 +204,10 @@ class ContextFeatures:
                 windowed = windowed[0]
                 # calm is a log: its spreads are in its own unit, not the column's
                 own = 0.1 * robust_scale(windowed) if name.endswith(":calm") else floor
+                if name.endswith(":pattern"):
+                    # a slot whose few training days agreed (a load every Sunday night) would
+                    # otherwise make the first day without it as rare as a missing daily peak
+                    own = PATTERN_FLOOR * spread
                 self.profiles_[name] = groups.profile(windowed, own)
             # Floors keep columns that rarely move (reactive power at 0.000 for hours) from
             # turning their first small move into an enormous z-score.
