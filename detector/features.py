@@ -77,7 +77,8 @@ POWER = "active_power_kw"
 FLOORS = {"floor": 1.0, "short_floor": 0.5, "long_floor": LONG_FLOOR}
 # A window minimum this many spreads above its profile means a load has stayed on.
 RAISED_FLOOR = 3.0
-# The pattern window: this share of the cycle's day (of the detected period without one).
+# The pattern window: this share of the cycle's day (of the detected period without one), at
+# most MAX_PATTERN_WINDOW readings (the history a live meter's features keep grows with it).
 PATTERN_SHARE = 1 / 8
 MAX_PATTERN_WINDOW = 360
 # The pattern profile's smallest spread, as a share of the column's robust spread.
