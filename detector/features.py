@@ -13,6 +13,10 @@ turns each into a tail probability. Per series column c:
   over the last hour-ish window, half of it and three times it, against the profile of that
   minimum: a load that stays on lifts it (an hour's use at an unusual time lifts the short
   one, a new always-on load all three), a tripped breaker sinks it (drop);
+- `c:pattern`   (primary column) the mean over the pattern window (an eighth of the cycle's
+  day) against the profile of that mean (its spread at least half the column's), lower side:
+  a stretch shaped unlike the meter's own history at that phase (a peak that did not come, a
+  working day shaped like a holiday);
 - `c:calm`      (primary column only) the log of the mean step-to-step move over the long
   floor's window against its profile, counted only when calmer than usual: readings that stopped
   swinging as they do at that time (estimated or smoothed readings, a stalled process)
@@ -73,6 +77,12 @@ POWER = "active_power_kw"
 FLOORS = {"floor": 1.0, "short_floor": 0.5, "long_floor": LONG_FLOOR}
 # A window minimum this many spreads above its profile means a load has stayed on.
 RAISED_FLOOR = 3.0
+# The pattern window: this share of the cycle's day (of the detected period without one), at
+# most MAX_PATTERN_WINDOW readings (the history a live meter's features keep grows with it).
+PATTERN_SHARE = 1 / 8
+MAX_PATTERN_WINDOW = 360
+# The pattern profile's smallest spread, as a share of the column's robust spread.
+PATTERN_FLOOR = 0.5
 
 
 @dataclass
@@ -149,6 +159,8 @@ class Tables:
 class ContextFeatures:
     """Learns each column's seasonal profile and typical spreads; computes the statistics."""
 
+    pattern_window_ = 0  # none: a model stored before the pattern statistic scores without it
+
     def __init__(self, nominal_voltage_v: float = 230.0, rolling_window: int = ROLLING_WINDOW):
         self.nominal_voltage_v = nominal_voltage_v
         self.rolling_window = rolling_window
@@ -177,6 +189,7 @@ class ContextFeatures:
         self.season_ = Season.choose(frame.index, frame[self.primary_].to_numpy(float))
         self.step_ns_ = self._step_ns(frame.index)
         self.level_window_ = self._level_window(frame.index)
+        self.pattern_window_ = self._pattern_window()
         slots = self.season_.slot_of(frame.index)
         groups = SlotGroups(slots, self.season_.slots)
         n = len(frame)
@@ -192,6 +205,10 @@ class ContextFeatures:
                 windowed = windowed[0]
                 # calm is a log: its spreads are in its own unit, not the column's
                 own = 0.1 * robust_scale(windowed) if name.endswith(":calm") else floor
+                if name.endswith(":pattern"):
+                    # a slot whose few training days agreed (a load every Sunday night) would
+                    # otherwise make the first day without it as rare as a missing daily peak
+                    own = PATTERN_FLOOR * spread
                 self.profiles_[name] = groups.profile(windowed, own)
             # Floors keep columns that rarely move (reactive power at 0.000 for hours) from
             # turning their first small move into an enormous z-score.
@@ -267,6 +284,9 @@ class ContextFeatures:
             mean_move = self._rolling(prefixes, f"{column}:moves", moves,
                                       self._window("long_floor"), "mean", k)
             windowed[f"{column}:calm"] = np.log(mean_move + 0.01 * spread)
+            if self.pattern_window_:
+                windowed[f"{column}:pattern"] = self._rolling(prefixes, column, values,
+                                                              self.pattern_window_, "mean", k)
         if column in self._floor_columns():
             for name in FLOORS:
                 windowed[f"{column}:{name}"] = self._rolling(prefixes, column, values,
@@ -312,12 +332,24 @@ class ContextFeatures:
             per_hour = self.season_.period / 24
         return int(np.clip(round(per_hour), 6, 120))
 
+    def _pattern_window(self) -> int:
+        """A share of the cycle's day (of the detected period for step-indexed data), at least
+        twice the level window."""
+        if self.step_ns_ and self.season_.kind in ("day", "week"):
+            cycle = pd.Timedelta(days=1).value / self.step_ns_
+        elif self.season_.kind == "steps":
+            cycle = self.season_.period
+        else:
+            cycle = 0
+        return int(np.clip(round(PATTERN_SHARE * cycle), 2 * self.level_window_,
+                           max(MAX_PATTERN_WINDOW, 2 * self.level_window_)))
+
     @property
     def context_rows(self) -> int:
         """Readings before the first one to score that the features need to be exact."""
         longest_flat = max((self.flat_caps_[c] for c in self.columns_
                             if "flat" in self._statistics(c)), default=0.0)
-        longest_window = max(self._window(name) for name in FLOORS)
+        longest_window = max(self.pattern_window_, *(self._window(name) for name in FLOORS))
         return int(max(self.rolling_window, longest_window + 1, longest_flat)) + 1
 
     def _statistics(self, column: str) -> list[str]:
@@ -331,6 +363,8 @@ class ContextFeatures:
             names += [f"{column}:{stat}" for stat in self._statistics(column)]
             if column == self.primary_:
                 names += [f"{column}:range", f"{column}:calm"]
+                if self.pattern_window_:
+                    names.append(f"{column}:pattern")
         names += [f"{column}:{name}" for column in self._floor_columns() for name in FLOORS]
         if self.has_current_:
             names.append("current_a:physics")
@@ -409,6 +443,10 @@ class ContextFeatures:
                 # only calmer than usual counts: busier shows in the other statistics
                 stats += [self._outside_range(now, of(tables.q001), of(tables.q999)),
                           np.maximum(-seasonal[f"{column}:calm"], 0.0)]
+                if self.pattern_window_:
+                    # only lower than usual counts: a stretch above it is a load, which the
+                    # floors see
+                    stats.append(np.maximum(-seasonal[f"{column}:pattern"], 0.0))
         for column in self._floor_columns():
             for name in FLOORS:
                 z = seasonal[f"{column}:{name}"]

@@ -9,7 +9,7 @@ import pandas as pd
 from detector.scoring import Scored
 from detector.seasonality import epoch_ns
 from timescale.binary_copy import HEADER, POSTGRES_EPOCH, TRAILER
-from wattwatch.vocabulary import KINDS, SEVERITIES
+from wattwatch.vocabulary import DETECTED_KINDS, SEVERITIES
 
 # part: the meter's place in the batch, an integer: a live cycle may hold more meters than a
 # smallint counts.
@@ -50,7 +50,7 @@ def payload(batch: list[Scored], names: list[str]) -> bytes:
     rows["evidence"] = column("evidence")
     rows["anomaly"] = column("is_anomaly")
     rows["severity"] = codes("severity", SEVERITIES)
-    rows["kind"] = codes("kind", KINDS)
+    rows["kind"] = codes("kind", DETECTED_KINDS)
     rows["top"] = codes("top_feature", names)
     rows["expected"] = column("expected").astype(float)
     rows["recheck"] = np.concatenate([scored.recheck for scored in batch])

@@ -15,7 +15,7 @@ from detector.metrics import DetectorMetrics
 from detector.score_copy import STAGING, payload
 from detector.scoring import Scored
 from detector.seasonality import epoch_ns, micros
-from wattwatch.vocabulary import KINDS, SEVERITIES
+from wattwatch.vocabulary import DETECTED_KINDS, SEVERITIES
 
 # Texts travel as codes into the arrays passed along (see score_copy).
 INSERT_SCORES = ("INSERT INTO anomaly_scores (time, meter_id, model_version, score, evidence,"
@@ -53,7 +53,7 @@ class ScoreStore:
             copy.write(payload(batch, names))
         params = {"meters": [meter.meter_id for scored in batch for meter in scored.meters],
                   "versions": [model.version for scored in batch for model in scored.models],
-                  "severities": list(SEVERITIES), "kinds": list(KINDS), "names": names}
+                  "severities": list(SEVERITIES), "kinds": list(DETECTED_KINDS), "names": names}
         inserted = None
         if len(params["meters"]) == 1 and _span_is_free(conn, batch[0]):
             try:

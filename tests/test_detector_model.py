@@ -213,3 +213,65 @@ def test_a_fit_on_the_first_readings_reads_the_windows_the_whole_fit_rolled():
     shared = SeasonalDetector().fit(frame.iloc[:4000], prefixes)
     assert kept and all(prefixes.whole[key] is whole for key, whole in kept.items())
     assert pickle.dumps(shared) == pickle.dumps(SeasonalDetector().fit(frame.iloc[:4000]))
+
+
+@pytest.fixture(scope="module")
+def weeks():
+    """Five weeks of a house (weekday and weekend profiles): a model of its first four, and a
+    copy of its last week for each test to change."""
+    frame = household(days=35, seed=4)[["active_power_kw"]]
+    detector = SeasonalDetector().fit(frame.iloc[:28 * 1440])
+    return lambda: (detector, frame.iloc[28 * 1440:].copy())
+
+
+def _pattern_flags(result: pd.DataFrame, where: np.ndarray) -> pd.DataFrame:
+    flagged = result.loc[where & result["is_anomaly"].to_numpy()]
+    return flagged[flagged["kind"] == "pattern"]
+
+
+def test_a_day_without_its_evening_peak_is_a_pattern_anomaly(weeks):
+    """Thursday evening's peak does not come (the hours hold night-time readings, every one
+    in range): flagged as a pattern, explained by the stretch's mean."""
+    detector, week = weeks()
+    hour = week.index.hour
+    thursday = week.index.day_of_week == 3
+    evening = thursday & (hour >= 17) & (hour < 23)
+    night = thursday & (hour >= 1) & (hour < 7)
+    week.loc[evening, "active_power_kw"] = week.loc[night, "active_power_kw"].to_numpy()
+    result = detector.score(week)
+    found = _pattern_flags(result, thursday)
+    assert len(found) >= 60, result.loc[thursday & result["is_anomaly"], "kind"].value_counts()
+    assert (found["top_feature"] == "active_power_kw:pattern").all()
+    assert not _pattern_flags(result, ~thursday).any().any()
+
+
+def test_a_working_day_shaped_like_a_holiday_is_a_pattern_anomaly(weeks):
+    """A Wednesday with Saturday's readings: its morning and evening peaks missing are a
+    pattern (the midday load of a day at home, a level shift)."""
+    detector, week = weeks()
+    wednesday = week.index.day_of_week == 2
+    saturday = week.index.day_of_week == 5
+    week.loc[wednesday, "active_power_kw"] = week.loc[saturday, "active_power_kw"].to_numpy()
+    found = _pattern_flags(detector.score(week), wednesday)
+    assert len(found) >= 30
+    assert (found["top_feature"] == "active_power_kw:pattern").all()
+
+
+def test_an_hour_of_1_5_kw_at_a_quiet_hour_is_flagged(weeks):
+    detector, week = weeks()
+    tuesday_3am = (week.index.day_of_week == 1) & (week.index.hour == 3)
+    week.loc[tuesday_3am, "active_power_kw"] += 1.5
+    result = detector.score(week)
+    flagged = result.loc[tuesday_3am & result["is_anomaly"].to_numpy()]
+    assert len(flagged) >= 20
+    assert flagged["kind"].value_counts().index[0] == "unusual_time", flagged["kind"].value_counts()
+
+
+def test_a_model_stored_before_the_pattern_statistic_scores_without_it(weeks):
+    detector, week = weeks()
+    features = pickle.loads(pickle.dumps(detector.features_))
+    del features.pattern_window_  # as unpickled from a model that never had one
+    names = features.names()
+    assert "active_power_kw:pattern" in detector.features_.names()
+    assert "active_power_kw:pattern" not in names
+    assert features.transform(week.iloc[:500]).stats.shape == (500, len(names))

@@ -86,6 +86,22 @@ def test_stack_scores_every_anomaly_as_its_own_model(meters):
     _same(stacked, expected)
 
 
+def test_stack_scores_a_missing_peak_as_its_own_model():
+    """A Thursday evening whose peak does not come (night-time readings instead): the stack
+    names it a pattern, with the model's own scores."""
+    frame = household(days=35, seed=4)[["active_power_kw"]]
+    model = SeasonalDetector().fit(frame.iloc[:28 * 1440])
+    thursday = frame.index.normalize() == pd.Timestamp("2026-02-05", tz="UTC")
+    hour = frame.index.hour
+    frame.loc[thursday & (hour >= 17) & (hour < 23)] = \
+        frame.loc[thursday & (hour >= 1) & (hour < 7)].to_numpy()
+    own = model.score(frame)
+    ends = np.flatnonzero(own["kind"].to_numpy() == "pattern") + 1
+    assert len(ends) >= 60
+    _same(_stacked({"m": (frame, model, own)}, [("m", int(end)) for end in ends], 1),
+          pd.concat([own.iloc[[end - 1]] for end in ends]))
+
+
 def test_stack_scores_several_readings_and_short_histories_as_their_own_models(meters):
     rng = np.random.default_rng(0)
     ends = rng.integers(TRAIN_DAYS * 1440, (TRAIN_DAYS + 5) * 1440, size=30)

@@ -9,8 +9,8 @@ import numpy as np
 
 from detector.calibration import severities
 from wattwatch.fields import FIELDS
-from wattwatch.vocabulary import (ANOMALY_SEVERITIES, DRIFT_MODES, DRIFT_STATUSES, KINDS,
-                                  SEVERITIES, SEVERITY_BANDS)
+from wattwatch.vocabulary import (ANOMALY_SEVERITIES, DETECTED_KINDS, DRIFT_MODES,
+                                  DRIFT_STATUSES, KINDS, SEVERITIES, SEVERITY_BANDS)
 
 
 def allowed(conn, table: str, column: str) -> list[str]:
@@ -40,9 +40,12 @@ def test_drift_statuses_and_modes_are_the_core_lists(conn):
     assert allowed(conn, "drift_reports", "mode") == list(DRIFT_MODES)
 
 
-def test_kinds_are_the_ones_the_scores_table_documents(conn):
-    documented = comment(conn, "anomaly_scores", "kind").split(":", 1)[1]
-    assert [kind.strip() for kind in documented.split(",")] == list(KINDS)
+def test_kinds_are_the_ones_the_scores_and_injections_tables_document(conn):
+    def documented(table: str) -> list[str]:
+        return [kind.strip() for kind in comment(conn, table, "kind").split(":", 1)[1].split(",")]
+
+    assert documented("anomaly_scores") == list(DETECTED_KINDS)
+    assert documented("injected_anomalies") == list(KINDS)
 
 
 def test_fields_are_the_readings_columns_in_order_with_their_units(conn):

@@ -16,6 +16,9 @@ SEVERITIES = ("none", *ANOMALY_SEVERITIES)
 # What an anomalous reading looks like; the simulator injects the same kinds.
 KINDS = ("spike", "drop", "outage", "flatline", "voltage_sag", "voltage_swell",
          "inconsistency", "level_shift", "unusual_time")
+# What the detector names: those, and a cycle shaped wrong while its values are in range (a
+# missing or extra peak, a working day shaped like a holiday), which nothing injects.
+DETECTED_KINDS = (*KINDS, "pattern")
 
 # Drift statuses from best to worst; insufficient_data is outside the order (no number to judge).
 DRIFT_ORDER = ("stable", "warning", "alert", "critical")
