@@ -90,9 +90,7 @@ class Season:
         period = detect_period(values, acf=acf)
         if isinstance(index, pd.DatetimeIndex) and len(index) > 1:
             step = int(np.median(np.diff(epoch_ns(index))))
-            # the time the readings cover, each standing for one step: two days of minute
-            # readings are two days, not one minute short of them
-            span = index[-1] - index[0] + pd.Timedelta(step, unit="ns")
+            span = index[-1] - index[0]
             calendar = None
             if span >= pd.Timedelta(days=7 * MIN_CYCLES):
                 calendar = cls("week", 168)

@@ -187,16 +187,6 @@ def test_a_cycle_of_its_own_beats_the_calendar():
     assert Season.choose(index, daily).kind == "week"
 
 
-@pytest.mark.parametrize("days, kind", [(2, "day"), (14, "week")])
-def test_whole_days_of_readings_are_enough_for_the_calendar(days, kind):
-    """Two (fourteen) whole days of minute readings learn the hour of the day (week): the
-    last reading's minute counts."""
-    index = pd.date_range("2026-01-05", periods=days * 1440, freq="min", tz="UTC")
-    steps = np.arange(len(index))
-    daily = 10 + 5 * np.sin(2 * np.pi * steps / 1440) + np.random.default_rng(6).normal(0, 0.5, len(steps))
-    assert Season.choose(index, daily).kind == kind
-
-
 def test_readings_that_stop_swinging_are_flagged_as_calm():
     """A cycle whose swings vanish for two periods (values still moving a little, never
     repeating exactly): flagged, explained by the calm statistic, kind flatline."""
