@@ -224,6 +224,13 @@ def weeks():
     return lambda: (detector, frame.iloc[28 * 1440:].copy())
 
 
+def without_evening_peak(frame: pd.DataFrame, day: np.ndarray) -> None:
+    """The day's evening hours (17-23) take its night's readings (1-7): every one in range."""
+    hour = frame.index.hour
+    frame.loc[day & (hour >= 17) & (hour < 23), "active_power_kw"] = \
+        frame.loc[day & (hour >= 1) & (hour < 7), "active_power_kw"].to_numpy()
+
+
 def _pattern_flags(result: pd.DataFrame, where: np.ndarray) -> pd.DataFrame:
     flagged = result.loc[where & result["is_anomaly"].to_numpy()]
     return flagged[flagged["kind"] == "pattern"]
@@ -233,11 +240,8 @@ def test_a_day_without_its_evening_peak_is_a_pattern_anomaly(weeks):
     """Thursday evening's peak does not come (the hours hold night-time readings, every one
     in range): flagged as a pattern, explained by the stretch's mean."""
     detector, week = weeks()
-    hour = week.index.hour
     thursday = week.index.day_of_week == 3
-    evening = thursday & (hour >= 17) & (hour < 23)
-    night = thursday & (hour >= 1) & (hour < 7)
-    week.loc[evening, "active_power_kw"] = week.loc[night, "active_power_kw"].to_numpy()
+    without_evening_peak(week, thursday)
     result = detector.score(week)
     found = _pattern_flags(result, thursday)
     assert len(found) >= 60, result.loc[thursday & result["is_anomaly"], "kind"].value_counts()

@@ -10,13 +10,14 @@ import pandas as pd
 import pytest
 from sklearn.ensemble import IsolationForest
 
+from detector import stacked
 from detector.calibration import StackedCalibration, TailCalibration
 from detector.forests import FlatForest, ForestStack
 from detector.models import RawIForest, SeasonalDetector
 from detector.seasonality import epoch_ns
-from detector import stacked
 from detector.stacked import Stack, align, layout
 from ingest.anomalies import inject_many
+from tests.test_detector_model import without_evening_peak
 from tests.test_detector_synthetic import household
 
 TRAIN_DAYS = 7
@@ -91,10 +92,7 @@ def test_stack_scores_a_missing_peak_as_its_own_model():
     names it a pattern, with the model's own scores."""
     frame = household(days=35, seed=4)[["active_power_kw"]]
     model = SeasonalDetector().fit(frame.iloc[:28 * 1440])
-    thursday = frame.index.normalize() == pd.Timestamp("2026-02-05", tz="UTC")
-    hour = frame.index.hour
-    frame.loc[thursday & (hour >= 17) & (hour < 23)] = \
-        frame.loc[thursday & (hour >= 1) & (hour < 7)].to_numpy()
+    without_evening_peak(frame, frame.index.normalize() == pd.Timestamp("2026-02-05", tz="UTC"))
     own = model.score(frame)
     ends = np.flatnonzero(own["kind"].to_numpy() == "pattern") + 1
     assert len(ends) >= 60
