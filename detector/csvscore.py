@@ -45,10 +45,7 @@ def _time_index(values: pd.Series, path: Path, column: str) -> pd.Index:
     if numbers.notna().all() and (numbers == np.floor(numbers)).all():
         index = pd.Index(numbers.astype(np.int64), name=column)
     else:
-        # The cycles are the clock's: across a change of offset (daylight saving) the hours
-        # keep their slots, and an hour written twice is a time that goes back (time_order).
-        local = values.str.strip().str.replace(UTC_OFFSET, r"\1", regex=True)
-        times = pd.to_datetime(local, errors="coerce", format="mixed")
+        times = _clock_times(values)
         bad = np.flatnonzero(times.isna().to_numpy())
         if len(bad):
             raise WattwatchError(
@@ -56,6 +53,20 @@ def _time_index(values: pd.Series, path: Path, column: str) -> pd.Index:
                 f"expected a timestamp (e.g. 2026-01-31 00:00:00) or an integer step")
         index = pd.DatetimeIndex(times, name=column)
     return index
+
+
+def _clock_times(values: pd.Series) -> pd.Series:
+    """The timestamps as the clock wrote them (NaT where one does not read). The cycles are the
+    clock's: across a change of offset (daylight saving) the hours keep their slots, and an
+    hour written twice is a time that goes back (time_order)."""
+    try:
+        times = pd.to_datetime(values, errors="coerce", format="mixed")
+        if times.dt.tz is None:
+            return times  # no offsets: nothing to strip (the strip costs more than the parse)
+    except ValueError:  # offsets that differ within the file
+        pass
+    local = values.str.strip().str.replace(UTC_OFFSET, r"\1", regex=True)
+    return pd.to_datetime(local, errors="coerce", format="mixed")
 
 
 def time_order(index: pd.Index, path: Path, column: str) -> np.ndarray:
