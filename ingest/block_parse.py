@@ -1,31 +1,41 @@
 """Many lines of one file to Columns at once, with exactly the rows and rejects that LineParser
 gives line by line.
 
-The block is split and converted as whole columns: numbers by numpy (the same conversion as
-float()), a cell that is exactly `?` or empty as a gap, timestamps once per distinct text. A
-line that anything here cannot vouch for (a quote, a wrong number of fields, any other cell
-that is not a number, a value out of range, a time that is empty, unreadable or in the
-future, a meter id that is empty or too long) goes through LineParser, which gives its row or
-its reject; so does every line when naive times are not UTC, since the daylight-saving rule
-depends on the order of the lines.
+The lines a block read can vouch for the shape of (the right number of fields, no quote) are
+read by pyarrow's CSV reader, in C: numbers as float64 (correctly rounded, as float() reads
+them), a cell that is exactly `?` or empty as a gap, the time and meter columns as distinct
+texts with codes, so that each distinct time is parsed once. A block where some number does not
+read is read again with the numbers as text, and only its plain decimals are converted. A line
+that anything here cannot vouch for (a quote, a wrong number of fields, any other cell that is
+not a number, a value out of range, a time that is empty, unreadable or in the future, a meter
+id that is empty or too long) goes through LineParser, which gives its row or its reject; so
+does every line when naive times are not UTC, since the daylight-saving rule depends on the
+order of the lines.
 """
 
 from __future__ import annotations
 
+import io
 from datetime import datetime
-from typing import Callable
 from itertools import repeat
+from typing import Callable
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 
 from ingest.columns import N_FIELDS, Columns, micros
 from ingest.parse import METER_ID_MAX_LENGTH, LineParser, Reject
 from ingest.timestamps import parse_dayfirst, parse_iso
 
-SAMPLE = 2048  # cells looked at to tell whether a column repeats its values
 CACHE = 100_000  # distinct dates or times of day remembered
 INVALID = np.iinfo(np.int64).min  # a time that did not parse
 MIDNIGHT = "00:00:00"
+TEXT = pa.dictionary(pa.int32(), pa.string())
+GAPS = ["?", ""]
+# Cells float() and pyarrow read alike; any other is left to the line parser.
+DECIMAL = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 
 
 class BlockParser:
@@ -34,7 +44,12 @@ class BlockParser:
         layout = parser.layout
         self.enabled = naive_is_utc
         self.separator = layout.separator
-        self.n_columns = layout.n_columns
+        self.names = [str(column) for column in range(layout.n_columns)]
+        texts = [*layout.time_columns, *([] if layout.meter_column is None else [layout.meter_column])]
+        self.text_columns = [self.names[column] for column in texts]
+        self.number_columns = [self.names[column] for column, *_ in parser.targets]
+        self.parse_options = pcsv.ParseOptions(delimiter=self.separator, quote_char=False,
+                                               double_quote=False, ignore_empty_lines=False)
         # Date and time of day in two columns: a parser that reads the date and the time of day
         # apart gives date + time of day, so each distinct date and time of day is read once.
         self.split_time = (len(layout.time_columns) == 2
@@ -74,29 +89,32 @@ class BlockParser:
     def _columns(self, texts: list[str], latest: datetime, meters: dict[str, int],
                  codes: np.ndarray, times: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Fill the rows of the lines it can vouch for; returns which those are."""
-        separator, width = self.separator, self.n_columns
-        blob = separator.join(texts)
+        separator = self.separator
         # map() over str's own methods: no Python frame per line
-        vouched = np.fromiter(map(str.count, texts, repeat(separator)), np.int64, len(texts)) == width - 1
-        if '"' in blob:  # quoted fields: split_line's csv reading decides
-            vouched &= ~np.fromiter(map(str.__contains__, texts, repeat('"')), bool, len(texts))
+        vouched = np.fromiter(map(str.count, texts, repeat(separator)), np.int64,
+                              len(texts)) == len(self.names) - 1
+        # quoted fields: split_line's csv reading decides
+        vouched &= ~np.fromiter(map(str.__contains__, texts, repeat('"')), bool, len(texts))
         rows = np.flatnonzero(vouched)
-        if len(rows) < len(texts):
-            blob = separator.join([texts[i] for i in rows.tolist()])
-        cells = blob.split(separator) if len(rows) else []
+        if not len(rows):
+            return vouched
+        blob = "\n".join(texts if len(rows) == len(texts) else [texts[i] for i in rows.tolist()])
+        table = self._read(blob.encode(), pa.float64())
+        if table is None:  # some number did not read: again, with the numbers as text
+            table = self._read(blob.encode(), pa.string())
         ok = np.ones(len(rows), bool)
         for column, position, _name, low, high in self.parser.targets:
-            numbers, readable, gaps = _floats(cells[column::width])
+            numbers, readable, gaps = _floats(table.column(self.names[column]).combine_chunks())
             ok &= (readable & (low <= numbers) & (numbers <= high)) | gaps  # NaN is out of range
             values[rows, position - 2] = numbers
-        stamps = self._times(cells, width)
+        stamps = self._times(table)
         ok &= (stamps != INVALID) & (stamps <= micros(latest))
         times[rows] = stamps
         meter_column = self.parser.layout.meter_column
         if meter_column is None:
             meters[self.parser.meter] = 0
         else:
-            found, distinct = _factorize(cells[meter_column::width])
+            found, distinct = self._distinct(table, meter_column)
             recode = np.full(len(distinct), -1, np.int32)
             for index, text in enumerate(distinct):
                 meter = text.strip()
@@ -108,7 +126,28 @@ class BlockParser:
         vouched[rows] = ok
         return vouched
 
-    def _times(self, cells: list[str], width: int) -> np.ndarray:
+    def _read(self, blob: bytes, numbers: pa.DataType) -> pa.Table | None:
+        """The vouched lines' used columns, or None where a number cell does not read as
+        `numbers`. One block of pyarrow's, so that each text column has one dictionary."""
+        types = {name: TEXT for name in self.text_columns} | {name: numbers for name in self.number_columns}
+        try:
+            return pcsv.read_csv(
+                io.BytesIO(blob),
+                read_options=pcsv.ReadOptions(column_names=self.names, block_size=len(blob) + 1),
+                parse_options=self.parse_options,
+                convert_options=pcsv.ConvertOptions(column_types=types, include_columns=list(types),
+                                                    null_values=GAPS, strings_can_be_null=False))
+        except pa.ArrowInvalid:
+            if numbers == pa.string():
+                raise
+            return None
+
+    def _distinct(self, table: pa.Table, column: int) -> tuple[np.ndarray, list[str]]:
+        """Each row's code in a text column, and the distinct texts the codes stand for."""
+        cells = table.column(self.names[column]).combine_chunks()
+        return cells.indices.to_numpy(), cells.dictionary.to_pylist()
+
+    def _times(self, table: pa.Table) -> np.ndarray:
         """Microseconds since 1970 UTC of each row's time cells, INVALID where they do not read."""
         columns = self.parser.layout.time_columns
         to_utc = self.parser.to_utc
@@ -121,10 +160,10 @@ class BlockParser:
                 return INVALID
 
         if len(columns) == 1:
-            found, distinct = _factorize(cells[columns[0]::width])
+            found, distinct = self._distinct(table, columns[0])
             return np.array([read(text.strip()) for text in distinct], np.int64)[found]
-        date_codes, dates = _factorize(cells[columns[0]::width])
-        clock_codes, clocks = _factorize(cells[columns[1]::width])
+        date_codes, dates = self._distinct(table, columns[0])
+        clock_codes, clocks = self._distinct(table, columns[1])
         if not self.split_time:
             pairs, first = np.unique(date_codes.astype(np.int64) * len(clocks) + clock_codes,
                                      return_inverse=True)
@@ -160,45 +199,17 @@ class BlockParser:
         return offset
 
 
-def _factorize(texts: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Each text's place among the distinct texts, and those in order of first appearance."""
-    distinct = list(dict.fromkeys(texts))
-    place = {text: code for code, text in enumerate(distinct)}
-    return np.fromiter(map(place.__getitem__, texts), np.intp, len(texts)), distinct
-
-
 def _one_word(text: str) -> bool:
     return bool(text) and len(text.split()) == 1
 
 
-def _floats(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The numbers float() reads from `texts`, which cells it read, and which are gaps (exactly
-    `?` or empty: NaN, stored as NULL); any other cell is NaN and left to the line parser. A
-    column that repeats its values (a meter's readings mostly do) is converted once per
-    distinct text."""
-    if len(set(texts[:SAMPLE])) * 2 < min(len(texts), SAMPLE):
-        found, distinct = _factorize(texts)
-        return tuple(array[found] for array in _distinct_floats(distinct))
-    return _distinct_floats(texts)
-
-
-def _distinct_floats(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    try:
-        return np.array(texts, np.float64), np.ones(len(texts), bool), np.zeros(len(texts), bool)
-    except ValueError:
-        pass
-    cells = np.array(texts, object)
-    gaps = (cells == "?") | (cells == "")
-    cells[gaps] = "nan"
-    try:
-        return cells.astype(np.float64), ~gaps, gaps
-    except ValueError:
-        pass
-    numbers, readable = np.full(len(texts), np.nan), np.zeros(len(texts), bool)
-    for index, text in enumerate(texts):
-        try:
-            numbers[index] = float(text)
-            readable[index] = True
-        except ValueError:
-            pass
-    return numbers, readable, gaps
+def _floats(cells: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The numbers float() reads from a column read as float64 or as text, which cells it read,
+    and which are gaps (NaN, stored as NULL); any other cell is NaN and left to the line parser."""
+    if cells.type == pa.float64():
+        gaps = cells.is_null().to_numpy(zero_copy_only=False)
+        return cells.fill_null(np.nan).to_numpy(), ~gaps, gaps
+    gaps = pc.or_(pc.equal(cells, GAPS[0]), pc.equal(cells, GAPS[1])).to_numpy(zero_copy_only=False)
+    plain = pc.match_substring_regex(cells, DECIMAL)
+    numbers = pc.cast(pc.if_else(plain, cells, "nan"), pa.float64()).to_numpy()
+    return numbers, plain.to_numpy(zero_copy_only=False), gaps

@@ -45,6 +45,20 @@ UCI = """Date;Time;Global_active_power;Global_reactive_power;Voltage;Global_inte
 28/4/2007;00:43:00;1e-3;0.1;240;1;0;0;0
 28/4/2007;00:44:00;0.30000000000000004;0.1;240;1;0;0;0
 28/4/2007;00:45:00;1;0.1;240;1;0;0;0
+28/4/2007;00:46:00;1e400;0.1;240;1;0;0;0
+"""
+# Every number reads as a float in C, though some are out of range or not numbers at all.
+READABLE = """time;active_power_kw;voltage_v
+2026-01-05T00:00:00Z;+1.5;230
+2026-01-05T00:01:00Z;.5;1E+2
+2026-01-05T00:02:00Z;5.;-0
+2026-01-05T00:03:00Z;nan;230
+2026-01-05T00:04:00Z;-NaN;230
+2026-01-05T00:05:00Z;Infinity;230
+2026-01-05T00:06:00Z;1e400;230
+2026-01-05T00:07:00Z;1\t;\t230
+2026-01-05T00:08:00Z;1;-230
+2026-01-05T00:09:00Z;?;
 """
 FLEET = """time,meter_id,active_power_kw,voltage_v
 2026-01-05T00:00:00Z,m1,1.5,230.1
@@ -101,8 +115,8 @@ def by_line(text: str, meter: str | None, options: LayoutOptions | None = None):
 
 @pytest.mark.parametrize("text, meter, options", [
     (UCI, "uci", None), (FLEET, None, None), (ISO_SPLIT, "m", None),
-    (DOTTED, "m", LayoutOptions(time_format="%d.%m.%Y %H:%M")),
-], ids=["uci-published", "meter-column", "iso-date-and-time", "a-format-of-its-own"])
+    (DOTTED, "m", LayoutOptions(time_format="%d.%m.%Y %H:%M")), (READABLE, "m", None),
+], ids=["uci-published", "meter-column", "iso-date-and-time", "a-format-of-its-own", "numbers-read-in-c"])
 def test_the_block_parser_gives_the_line_parsers_rows_and_rejects(text, meter, options):
     expected, columns, rejects = by_line(text, meter, options)
     rows, lines, _ = columns.rows()
