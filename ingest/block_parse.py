@@ -54,6 +54,10 @@ class BlockParser:
         # apart gives date + time of day, so each distinct date and time of day is read once.
         self.split_time = (len(layout.time_columns) == 2
                            and layout.parse_time in (parse_dayfirst, parse_iso))
+        # One time column: each stamp read as the date and time of day it splits into (at the
+        # first space, or T for ISO), since a file's stamps are mostly distinct and those parts
+        # are not; a parser that reads them apart reads the two joined by a space alike.
+        self.stamp_separator = {parse_iso: "[ T]", parse_dayfirst: " "}.get(layout.parse_time)
         self._days: dict[str, int] = {}
         self._offsets: dict[str, int] = {}
         self._reference: tuple[str, int] | None = None  # the first valid date and its midnight
@@ -160,8 +164,11 @@ class BlockParser:
                 return INVALID
 
         if len(columns) == 1:
-            found, distinct = self._distinct(table, columns[0])
-            return np.array([read(text.strip()) for text in distinct], np.int64)[found]
+            cells = table.column(self.names[columns[0]]).combine_chunks()
+            if self.stamp_separator is None:
+                return np.array([read(text.strip()) for text in cells.dictionary.to_pylist()],
+                                np.int64)[cells.indices.to_numpy()]
+            return self._split_stamps(cells.dictionary, read)[cells.indices.to_numpy()]
         date_codes, dates = self._distinct(table, columns[0])
         clock_codes, clocks = self._distinct(table, columns[1])
         if not self.split_time:
@@ -173,6 +180,24 @@ class BlockParser:
         offsets = np.array([self._offset(text.strip(), read) for text in clocks], np.int64)
         day, offset = days[date_codes], offsets[clock_codes]
         return np.where((day == INVALID) | (offset == INVALID), INVALID, day + offset)
+
+    def _split_stamps(self, stamps: pa.Array, read: Callable[[str], int]) -> np.ndarray:
+        """The times of distinct stamps, each as date plus time of day where it splits in two
+        and both read, else read whole."""
+        parts = pc.split_pattern_regex(stamps, self.stamp_separator, max_splits=1)
+        two = pc.equal(pc.list_value_length(parts), 2).to_numpy(zero_copy_only=False)
+        times = np.full(len(stamps), INVALID, np.int64)
+        if two.any():
+            split = parts.filter(pa.array(two))
+            date_codes, dates = _encoded(pc.list_element(split, 0))
+            clock_codes, clocks = _encoded(pc.list_element(split, 1))
+            days = np.array([self._day(text.strip(), read) for text in dates], np.int64)
+            offsets = np.array([self._offset(text.strip(), read) for text in clocks], np.int64)
+            day, offset = days[date_codes], offsets[clock_codes]
+            times[two] = np.where((day == INVALID) | (offset == INVALID), INVALID, day + offset)
+        for index in np.flatnonzero(times == INVALID).tolist():
+            times[index] = read(stamps[index].as_py().strip())
+        return times
 
     # A date or time of day holding a space would be cut elsewhere by the joined text's parse:
     # those rows go line by line. Both are remembered across blocks (a file repeats them).
@@ -197,6 +222,12 @@ class BlockParser:
             moment = read(f"{date} {clock}")
             offset = self._offsets[clock] = INVALID if moment == INVALID else moment - midnight
         return offset
+
+
+def _encoded(texts: pa.Array) -> tuple[np.ndarray, list[str]]:
+    """Each text's code among the distinct texts, and those."""
+    encoded = pc.dictionary_encode(texts)
+    return encoded.indices.to_numpy(), encoded.dictionary.to_pylist()
 
 
 def _one_word(text: str) -> bool:

@@ -150,10 +150,12 @@ def numbered_lines(blocks: Iterable[tuple[int, list[str]]]) -> Iterator[tuple[in
 def _split_lines(text: str) -> list[str]:
     """The lines of `text`, split as universal newlines split them (not at the other line
     boundaries of str.splitlines); the last line may lack its newline."""
-    if "\r" not in text:
-        lines = text.split("\n")
-        return lines[:-1] if text.endswith("\n") else lines
-    return [line.rstrip("\r\n") for line in io.StringIO(text, newline="")]
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")  # Windows line ends, at C speed
+        if "\r" in text:
+            return [line.rstrip("\r\n") for line in io.StringIO(text, newline="")]
+    lines = text.split("\n")
+    return lines[:-1] if text.endswith("\n") else lines
 
 
 def _describe(exc: BaseException) -> str:
