@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from detector import incidents, pipeline, readings, registry
+from detector.habituation import score_series
 from detector.metrics import DetectorMetrics
 from detector.patterns import store_patterns
 from detector.readings import meters
@@ -427,7 +428,7 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
         model = registry.load(conn, registry.active_versions(conn, [meter_id])[meter_id])
         stored_readings = readings.window(conn, _meter(conn, meter_id), None, None)
         assert len(stored_readings) == history + 30
-        expected = model.detector.score(stored_readings[model.fields])
+        expected = score_series(model.detector, stored_readings[model.fields])
         rows = conn.execute(
             "SELECT score, is_anomaly, severity, kind, top_feature, expected_active_power_kw,"
             " evidence FROM anomaly_scores WHERE meter_id = %s ORDER BY time", (meter_id,)).fetchall()
@@ -454,7 +455,7 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
     assert scorer.cycle() == 1
     assert reads[-2:] == [("new", ["s1", "s2"]), ("context", contexts[:1])], reads
     model = scorer.cache.models["s1"]
-    expected = model.detector.score(s1.iloc[:live + 2][model.fields]).iloc[-1]
+    expected = score_series(model.detector, s1.iloc[:live + 2][model.fields]).iloc[-1]
     score, anomalous = conn.execute("SELECT score, is_anomaly FROM anomaly_scores"
                                     " WHERE meter_id = 's1' AND time = %s",
                                     (s1.index[live + 1],)).fetchone()
@@ -487,7 +488,7 @@ def test_live_cycle_scores_a_baseline_meter_beside_stacked_ones(db_url, jobs):
         model = scorer.cache.models[meter_id]
         stored_readings = readings.window(conn, _meter(conn, meter_id), None, None)
         assert len(stored_readings) == history + 6
-        expected = model.detector.score(stored_readings[model.fields])
+        expected = score_series(model.detector, stored_readings[model.fields])
         stored = conn.execute("SELECT score FROM anomaly_scores WHERE meter_id = %s"
                               " ORDER BY time", (meter_id,)).fetchall()
         conn.commit()
