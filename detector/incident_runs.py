@@ -43,7 +43,8 @@ class Runs:
 
 
 def find_runs(at: np.ndarray, times: np.ndarray, scores: np.ndarray, evidence: np.ndarray,
-              kinds: np.ndarray, tops: np.ndarray, excess_kw: np.ndarray, steps: np.ndarray) -> Runs:
+              kinds: np.ndarray, tops: np.ndarray, excess_kw: np.ndarray,
+              steps: np.ndarray) -> Runs:
     """The runs of anomalous readings, given per reading its owner's position (`at`), time
     (epoch microseconds), score and evidence (the model's, before habituation), kind, top
     feature and power above the expected profile (kW,

@@ -55,8 +55,8 @@ def test_a_run_scored_in_parts_is_habituated_as_in_one_pass():
     assert open_run == last
 
 
-def test_a_stuck_meter_is_habituated_alike_in_batches_live_cycles_and_one_pass(db_url, jobs,  # noqa: F811
-                                                                               role_url):
+def test_a_stuck_meter_is_habituated_alike_in_batches_live_cycles_and_one_pass(
+        db_url, jobs, role_url):  # noqa: F811 (jobs: the fixture imported above)
     """A meter stuck from the middle of its backfill through its live readings: the batches
     (each carrying the open run to the next), then the live cycles (reading it from
     anomaly_incidents each time) store the scores of one pass over the series; the onset keeps

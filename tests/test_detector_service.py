@@ -586,9 +586,9 @@ def test_incidents_of_many_meters_are_merged_in_one_call(db_url, jobs):
 
     def readings_at(positions, score, at):
         index = frame.index[positions]
-        return pd.DataFrame({"at": at, "score": score, "kind": "spike", "expected": 0.5,
-                             "actual": 1.5, "top_feature": "active_power_kw:seasonal"},
-                            index=index)
+        return pd.DataFrame({"at": at, "raw_score": score, "raw_evidence": score / 12.5,
+                             "kind": "spike", "expected": 0.5, "actual": 1.5,
+                             "top_feature": "active_power_kw:seasonal"}, index=index)
 
     with psycopg.connect(db_url) as owner:  # the scores an incident's kind is counted from
         owner.execute("INSERT INTO anomaly_scores (time, meter_id, model_version, score,"
@@ -634,8 +634,10 @@ def test_two_runs_extending_one_incident_both_count(db_url, jobs):
     owners = [incidents.Owner(_meter(conn, "inc3"), version, timedelta(minutes=1))]
 
     def readings_at(positions, scores):
-        return pd.DataFrame({"at": 0, "score": scores, "kind": "spike", "expected": 0.5,
-                             "actual": 1.5, "top_feature": "active_power_kw:seasonal"},
+        return pd.DataFrame({"at": 0, "raw_score": scores,
+                             "raw_evidence": np.divide(scores, 12.5), "kind": "spike",
+                             "expected": 0.5, "actual": 1.5,
+                             "top_feature": "active_power_kw:seasonal"},
                             index=frame.index[positions])
 
     with conn.transaction():
@@ -643,12 +645,12 @@ def test_two_runs_extending_one_incident_both_count(db_url, jobs):
     with conn.transaction():
         touched, opened = incidents.record(conn, owners, readings_at([45, 255], [95.0, 85.0]))
     assert touched.tolist() == [2] and opened == 0
-    rows = conn.execute("SELECT start_time, end_time, n_readings, peak_score, severity,"
-                        " excess_energy_kwh, estimated_cost FROM anomaly_incidents"
+    rows = conn.execute("SELECT start_time, end_time, n_readings, peak_score, peak_evidence,"
+                        " severity, excess_energy_kwh, estimated_cost FROM anomaly_incidents"
                         " WHERE meter_id = 'inc3'").fetchall()
     conn.commit()
-    assert rows == [(frame.index[45], frame.index[255], 5, 95.0, "critical", 5 / 60,
-                     5 / 60 * TARIFF)]
+    assert rows == [(frame.index[45], frame.index[255], 5, 95.0, np.float32(95.0 / 12.5),
+                     "critical", 5 / 60, 5 / 60 * TARIFF)]
 
 
 def test_a_first_model_holds_out_the_newest_days_when_enough_are_older(db_url, jobs):
