@@ -130,14 +130,15 @@ def open_runs(conn: psycopg.Connection, owners: list[Owner],
     its newest incident of the same model version, if it ended at most INCIDENT_GAP reading
     steps before (times in epoch microseconds, as `habituation` counts them)."""
     found: list[OpenRun | None] = [None] * len(owners)
+    # a meter's incidents do not overlap: only its newest can be open (one index probe each)
     for n, start, end, peak in conn.execute(
             "SELECT q.n - 1, a.start_time, a.end_time, coalesce(a.peak_evidence, 0)"
             " FROM unnest(%s::text[], %s::int[], %s::timestamptz[])"
             " WITH ORDINALITY AS q(meter_id, version, low, n)"
             " CROSS JOIN LATERAL (SELECT start_time, end_time, peak_evidence"
             " FROM anomaly_incidents a WHERE a.meter_id = q.meter_id"
-            " AND a.model_version = q.version AND a.end_time >= q.low"
-            " ORDER BY a.start_time DESC LIMIT 1) a",
+            " AND a.model_version = q.version ORDER BY a.start_time DESC LIMIT 1) a"
+            " WHERE a.end_time >= q.low",
             ([owner.meter.meter_id for owner in owners], [owner.version for owner in owners],
              [first - INCIDENT_GAP * owner.step for owner, first in zip(owners, firsts)])):
         found[n] = OpenRun(micros(start), micros(end), float(np.float32(peak)))
