@@ -47,9 +47,9 @@ def find_runs(at: np.ndarray, times: np.ndarray, scores: np.ndarray, evidence: n
               steps: np.ndarray) -> Runs:
     """The runs of anomalous readings, given per reading its owner's position (`at`), time
     (epoch microseconds), score and evidence (the model's, before habituation), kind, top
-    feature and power above the expected profile (kW,
-    NaN counting as none), and per owner its reading step (microseconds), which sets both the
-    gap that ends a run and each reading's share of energy."""
+    feature and power above the expected profile (kW, NaN counting as none), and per owner its
+    reading step (microseconds), which sets both the gap that ends a run and each reading's
+    share of energy."""
     order = np.lexsort((times, at))
     at, times, scores = at[order], times[order], scores[order]
     breaks = np.r_[True, (at[1:] != at[:-1]) | (np.diff(times) > INCIDENT_GAP * steps[at[1:]])]
@@ -60,8 +60,8 @@ def find_runs(at: np.ndarray, times: np.ndarray, scores: np.ndarray, evidence: n
     peak = np.lexsort((-scores, group))[starts]
     excess = np.add.reduceat(np.nan_to_num(excess_kw[order]), starts) * (steps[who] / MICROS_PER_HOUR)
     return Runs(who, times[starts], times[ends - 1], ends - starts, scores[peak],
-                evidence[order][peak], severities(scores[peak], np.ones(len(starts), dtype=bool)), tops[order][peak],
-                _most_frequent(kinds[order], group, len(starts)), excess)
+                evidence[order][peak], severities(scores[peak], np.ones(len(starts), dtype=bool)),
+                tops[order][peak], _most_frequent(kinds[order], group, len(starts)), excess)
 
 
 def _most_frequent(kinds: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:

@@ -85,9 +85,9 @@ def judge(features: Features, isolation: np.ndarray, evidence_of: Callable, thre
 def _result(index: pd.Index, score, evidence, anomalous, kind, top, expected) -> pd.DataFrame:
     """The scored readings; raw_score and raw_evidence stay the model's when habituation
     (detector.habituation) discounts score and evidence."""
-    score, evidence = score.astype(np.float32), evidence.astype(np.float32)
+    stored, strength = score.astype(np.float32), evidence.astype(np.float32)
     return pd.DataFrame({
-        "score": score, "evidence": evidence, "raw_score": score, "raw_evidence": evidence,
+        "score": stored, "evidence": strength, "raw_score": stored, "raw_evidence": strength,
         "is_anomaly": anomalous, "severity": severities(score, anomalous), "kind": kind,
         "top_feature": top, "expected": expected,
     }, index=index)

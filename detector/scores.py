@@ -120,4 +120,3 @@ def _span_is_free(conn: psycopg.Connection, scored: Scored) -> bool:
         "SELECT EXISTS (SELECT FROM anomaly_scores WHERE meter_id = %s AND time BETWEEN %s"
         " AND %s)", (scored.meters[0].meter_id, scored.result.index[0],
                      scored.result.index[-1])).fetchone()[0]
-
