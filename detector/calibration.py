@@ -47,6 +47,14 @@ def score_from_evidence(evidence: np.ndarray) -> np.ndarray:
     return np.where(s <= KNEE, s, bent)
 
 
+def evidence_from_score(score: float) -> float:
+    """The evidence whose score is `score` (the inverse of score_from_evidence, below 100)."""
+    if score <= KNEE:
+        return score / POINTS_PER_DECADE
+    room = 100.0 - KNEE
+    return (KNEE + room * np.expm1(room / (100.0 - score) - 1.0)) / POINTS_PER_DECADE
+
+
 def score_from_p(p: np.ndarray) -> np.ndarray:
     return score_from_evidence(-np.log10(np.asarray(p, dtype=float)))
 

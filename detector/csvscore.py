@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from detector.habituation import score_series
 from detector.models import DEFAULT_MODEL, make_model
 from wattwatch import logs
 from wattwatch.errors import WattwatchError
@@ -136,7 +137,7 @@ def score_csv(source: Path, target: Path, time_column: str, columns: list[str],
         detector = make_model(model, **params).fit(training)
     except ValueError as exc:
         raise WattwatchError(f"{origin}: cannot train on {what}: {exc}") from None
-    result = detector.score(frame).iloc[np.argsort(order)]  # back to the file's order
+    result = score_series(detector, frame).iloc[np.argsort(order)]  # back to the file's order
     # An input column with one of our output names (a label column, say) is kept, renamed.
     table = table.rename(columns={c: f"{c}_original" for c in OUTPUT_COLUMNS if c in table})
     # Four decimals: above 90 the score bends towards 100, and two would tie strong evidence.

@@ -17,6 +17,12 @@ INCIDENT_GAP = 60
 MICROS_PER_HOUR = 3.6e9
 
 
+def step_micros(detector) -> int:
+    """A model's reading step in microseconds (a minute when it has none)."""
+    step_ns = getattr(getattr(detector, "features_", None), "step_ns_", None)
+    return round(step_ns / 1000) if step_ns else 60_000_000
+
+
 @dataclass(frozen=True)
 class Runs:
     """One entry per run, ordered by owner then time."""
@@ -26,6 +32,7 @@ class Runs:
     last: np.ndarray
     sizes: np.ndarray     # readings in it
     peak: np.ndarray      # its highest score (the first if tied)
+    peak_evidence: np.ndarray  # the evidence of that score
     severity: np.ndarray  # of the peak
     top: np.ndarray       # the peak's top feature
     kind: np.ndarray      # the most frequent kind (ties: the first by name)
@@ -35,12 +42,14 @@ class Runs:
         return len(self.who)
 
 
-def find_runs(at: np.ndarray, times: np.ndarray, scores: np.ndarray, kinds: np.ndarray,
-              tops: np.ndarray, excess_kw: np.ndarray, steps: np.ndarray) -> Runs:
+def find_runs(at: np.ndarray, times: np.ndarray, scores: np.ndarray, evidence: np.ndarray,
+              kinds: np.ndarray, tops: np.ndarray, excess_kw: np.ndarray,
+              steps: np.ndarray) -> Runs:
     """The runs of anomalous readings, given per reading its owner's position (`at`), time
-    (epoch microseconds), score, kind, top feature and power above the expected profile (kW,
-    NaN counting as none), and per owner its reading step (microseconds), which sets both the
-    gap that ends a run and each reading's share of energy."""
+    (epoch microseconds), score and evidence (the model's, before habituation), kind, top
+    feature and power above the expected profile (kW, NaN counting as none), and per owner its
+    reading step (microseconds), which sets both the gap that ends a run and each reading's
+    share of energy."""
     order = np.lexsort((times, at))
     at, times, scores = at[order], times[order], scores[order]
     breaks = np.r_[True, (at[1:] != at[:-1]) | (np.diff(times) > INCIDENT_GAP * steps[at[1:]])]
@@ -51,8 +60,8 @@ def find_runs(at: np.ndarray, times: np.ndarray, scores: np.ndarray, kinds: np.n
     peak = np.lexsort((-scores, group))[starts]
     excess = np.add.reduceat(np.nan_to_num(excess_kw[order]), starts) * (steps[who] / MICROS_PER_HOUR)
     return Runs(who, times[starts], times[ends - 1], ends - starts, scores[peak],
-                severities(scores[peak], np.ones(len(starts), dtype=bool)), tops[order][peak],
-                _most_frequent(kinds[order], group, len(starts)), excess)
+                evidence[order][peak], severities(scores[peak], np.ones(len(starts), dtype=bool)),
+                tops[order][peak], _most_frequent(kinds[order], group, len(starts)), excess)
 
 
 def _most_frequent(kinds: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:

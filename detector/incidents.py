@@ -10,16 +10,18 @@ extends it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import psycopg
 
-from detector.incident_runs import INCIDENT_GAP, find_runs
+from detector.habituation import OpenRun
+from detector.incident_runs import INCIDENT_GAP, find_runs, step_micros
 from detector.readings import Meter
-from detector.seasonality import epoch_ns, moment_of
+from detector.registry import ActiveModel
+from detector.seasonality import epoch_ns, micros, moment_of
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,11 @@ class Owner:
     meter: Meter
     version: int
     step: timedelta
+
+
+def owner(meter: Meter, model: ActiveModel) -> Owner:
+    """The owner of a meter's anomalies scored by its active model."""
+    return Owner(meter, model.version, timedelta(microseconds=step_micros(model.detector)))
 
 
 class Recorded(NamedTuple):
@@ -44,6 +51,7 @@ class Recorded(NamedTuple):
 # so that two runs of the same cycle extending one incident add up.
 SET = (" start_time = least(a.start_time, u.first), end_time = greatest(a.end_time, u.last),"
        " n_readings = a.n_readings + u.n, peak_score = greatest(a.peak_score, u.peak),"
+       " peak_evidence = greatest(a.peak_evidence, u.peak_evidence),"
        " severity = CASE WHEN u.peak > a.peak_score THEN u.severity ELSE a.severity END,"
        " top_feature = CASE WHEN u.peak > a.peak_score THEN u.top ELSE a.top_feature END,"
        " kind = (SELECT kind FROM anomaly_scores s WHERE s.meter_id = a.meter_id"
@@ -53,9 +61,9 @@ SET = (" start_time = least(a.start_time, u.first), end_time = greatest(a.end_ti
        " excess_energy_kwh = coalesce(a.excess_energy_kwh, 0) + u.excess,"
        " estimated_cost = (coalesce(a.excess_energy_kwh, 0) + u.excess) * u.tariff,"
        " updated_at = now()")
-UPDATE_TYPES = ("timestamptz", "timestamptz", "int", "real", "text", "text", "float8", "float8",
-                "bigint")
-UPDATE_COLUMNS = "(first, last, n, peak, severity, top, excess, tariff, id)"
+UPDATE_TYPES = ("timestamptz", "timestamptz", "int", "real", "real", "text", "text", "float8",
+                "float8", "bigint")
+UPDATE_COLUMNS = "(first, last, n, peak, peak_evidence, severity, top, excess, tariff, id)"
 UPDATE_ALL = ("UPDATE anomaly_incidents a SET" + SET + " FROM unnest("
               + ", ".join(f"%s::{t}[]" for t in UPDATE_TYPES) + ") AS u" + UPDATE_COLUMNS
               + " WHERE a.incident_id = u.id")
@@ -63,11 +71,11 @@ UPDATE_ONE = ("UPDATE anomaly_incidents a SET" + SET + " FROM (VALUES ("
               + ", ".join(f"%s::{t}" for t in UPDATE_TYPES) + ")) AS u" + UPDATE_COLUMNS
               + " WHERE a.incident_id = u.id")
 INSERT = ("INSERT INTO anomaly_incidents (meter_id, model_version, start_time, end_time,"
-          " n_readings, peak_score, severity, kind, top_feature, excess_energy_kwh,"
-          " estimated_cost, currency) SELECT m, v, f, l, n, p, s, k, t, e, e * r, c FROM unnest("
-          "%s::text[], %s::int[], %s::timestamptz[], %s::timestamptz[], %s::int[], %s::real[],"
-          " %s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[], %s::text[])"
-          " AS u(m, v, f, l, n, p, s, k, t, e, r, c)"
+          " n_readings, peak_score, peak_evidence, severity, kind, top_feature, excess_energy_kwh,"
+          " estimated_cost, currency) SELECT m, v, f, l, n, p, pe, s, k, t, e, e * r, c FROM"
+          " unnest(%s::text[], %s::int[], %s::timestamptz[], %s::timestamptz[], %s::int[],"
+          " %s::real[], %s::real[], %s::text[], %s::text[], %s::text[], %s::float8[],"
+          " %s::float8[], %s::text[]) AS u(m, v, f, l, n, p, pe, s, k, t, e, r, c)"
           " ON CONFLICT (meter_id, model_version, start_time) DO NOTHING")
 
 
@@ -76,7 +84,8 @@ def record(conn: psycopg.Connection, owners: list[Owner], found: pd.DataFrame) -
     and the number opened.
 
     `found`: the anomalous readings of the whole batch, one row each (index time; columns `at`,
-    the owner's position, and score, kind, top_feature, expected, actual). Their runs are
+    the owner's position, and raw_score, raw_evidence, kind, top_feature, expected, actual:
+    an incident's peak is the model's, before habituation). Their runs are
     worked out on whole columns (`incident_runs`) and written in a few statements, however
     many meters turn anomalous at once."""
     touched = np.zeros(len(owners), dtype=int)
@@ -84,7 +93,8 @@ def record(conn: psycopg.Connection, owners: list[Owner], found: pd.DataFrame) -
         return Recorded(touched, 0)
     step = np.array([owner.step // timedelta(microseconds=1) for owner in owners])
     runs = find_runs(found["at"].to_numpy(), epoch_ns(found.index) // 1000,
-                     found["score"].to_numpy(float), found["kind"].to_numpy(object),
+                     found["raw_score"].to_numpy(float), found["raw_evidence"].to_numpy(float),
+                     found["kind"].to_numpy(object),
                      found["top_feature"].to_numpy(object),
                      found["actual"].to_numpy(float) - found["expected"].to_numpy(float), step)
     np.add.at(touched, runs.who, 1)
@@ -94,7 +104,7 @@ def record(conn: psycopg.Connection, owners: list[Owner], found: pd.DataFrame) -
     for n, position in enumerate(runs.who.tolist()):
         owner = owners[position]
         values = (moment_of(runs.first[n]), moment_of(runs.last[n]), int(runs.sizes[n]),
-                  float(runs.peak[n]), runs.severity[n])
+                  float(runs.peak[n]), float(runs.peak_evidence[n]), runs.severity[n])
         tariff = owner.meter.tariff_per_kwh
         if n in existing:
             updates.append((*values, runs.top[n], float(runs.excess[n]), tariff, existing[n]))
@@ -112,6 +122,27 @@ def record(conn: psycopg.Connection, owners: list[Owner], found: pd.DataFrame) -
             cursor.execute(INSERT, [list(column) for column in zip(*new)])
             opened = cursor.rowcount
     return Recorded(touched, opened)
+
+
+def open_runs(conn: psycopg.Connection, owners: list[Owner],
+              firsts: list[datetime]) -> list[OpenRun | None]:
+    """The run of anomalous readings open at each owner's first reading to score (`firsts`):
+    its newest incident of the same model version, if it ended at most INCIDENT_GAP reading
+    steps before (times in epoch microseconds, as `habituation` counts them)."""
+    found: list[OpenRun | None] = [None] * len(owners)
+    # a meter's incidents do not overlap: only its newest can be open (one index probe each)
+    for n, start, end, peak in conn.execute(
+            "SELECT q.n - 1, a.start_time, a.end_time, coalesce(a.peak_evidence, 0)"
+            " FROM unnest(%s::text[], %s::int[], %s::timestamptz[])"
+            " WITH ORDINALITY AS q(meter_id, version, low, n)"
+            " CROSS JOIN LATERAL (SELECT start_time, end_time, peak_evidence"
+            " FROM anomaly_incidents a WHERE a.meter_id = q.meter_id"
+            " AND a.model_version = q.version ORDER BY a.start_time DESC LIMIT 1) a"
+            " WHERE a.end_time >= q.low",
+            ([owner.meter.meter_id for owner in owners], [owner.version for owner in owners],
+             [first - INCIDENT_GAP * owner.step for owner, first in zip(owners, firsts)])):
+        found[n] = OpenRun(micros(start), micros(end), float(np.float32(peak)))
+    return found
 
 
 def _nearby(conn: psycopg.Connection, owners: list[Owner], who: np.ndarray, low: np.ndarray,

@@ -10,7 +10,7 @@ from datetime import datetime
 import numpy as np
 import psycopg
 
-from detector import readings, registry, stacked
+from detector import incidents, readings, registry, stacked
 from detector.scoring import Scored, score_frame, score_stacked
 from detector.seasonality import micros
 from detector.watermarks import NEVER, Pending
@@ -65,6 +65,10 @@ def score_group(conn: psycopg.Connection, group: list[Pending],
             min((p.since for p in kept), default=NEVER)) + readings.group_rows(
             conn, [(p.meter, p.first, p.newest, models[p.meter.meter_id].context_rows)
                    for p in other], limit)))
+        # each meter's run of anomalous readings open before its first pending reading
+        runs = dict(zip([p.meter.meter_id for p in group], incidents.open_runs(
+            conn, [incidents.owner(p.meter, models[p.meter.meter_id]) for p in group],
+            [p.first for p in group])))
     scored, by_layout = Group([], [], []), {}
     for p in group:
         meter_id, model = p.meter.meter_id, models[p.meter.meter_id]
@@ -84,10 +88,11 @@ def score_group(conn: psycopg.Connection, group: list[Pending],
             by_layout.setdefault(layout, []).append((p, model, rows, count))
             continue
         frame = rows.frame(p.meter.timezone)
-        alone = score_frame(p, model, frame[~new], frame[new])
+        alone = score_frame(p, model, frame[~new], frame[new], runs[meter_id])
         if len(alone.result):
             scored.batch.append(alone)
-    scored.batch += [score_stacked(stacks[layout], members)
+    scored.batch += [score_stacked(stacks[layout], members,
+                                   [runs[p.meter.meter_id] for p, *_ in members])
                      for layout, members in by_layout.items()]
     return scored
 

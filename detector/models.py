@@ -83,8 +83,11 @@ def judge(features: Features, isolation: np.ndarray, evidence_of: Callable, thre
 
 
 def _result(index: pd.Index, score, evidence, anomalous, kind, top, expected) -> pd.DataFrame:
+    """The scored readings; raw_score and raw_evidence stay the model's when habituation
+    (detector.habituation) discounts score and evidence."""
+    stored, strength = score.astype(np.float32), evidence.astype(np.float32)
     return pd.DataFrame({
-        "score": score.astype(np.float32), "evidence": evidence.astype(np.float32),
+        "score": stored, "evidence": strength, "raw_score": stored, "raw_evidence": strength,
         "is_anomaly": anomalous, "severity": severities(score, anomalous), "kind": kind,
         "top_feature": top, "expected": expected,
     }, index=index)
@@ -148,6 +151,12 @@ class SeasonalDetector:
     def context_rows(self) -> int:
         return self.features_.context_rows
 
+    @property
+    def horizon(self) -> float:
+        """Readings after which a persisting anomalous state's evidence is halved
+        (detector.habituation): the level window, about an hour of readings."""
+        return float(self.features_.level_window_)
+
     def _isolation(self, inputs: np.ndarray) -> np.ndarray:
         return self.forest_.isolation(inputs)
 
@@ -192,6 +201,8 @@ class RawIForest:
     @property
     def context_rows(self) -> int:
         return 0
+
+    horizon = None  # the baseline is the old system's method, without habituation
 
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         inputs = self._inputs(frame)

@@ -15,6 +15,7 @@ import psycopg
 
 from detector import readings, registry, watermarks
 from detector.cycles import Work
+from detector.incidents import open_runs, owner
 from detector.metrics import DetectorMetrics
 from detector.scoring import Scored, score_frame
 from detector.scores import ScoreStore
@@ -60,12 +61,18 @@ def score_in_batches(pending: Pending, model: registry.ActiveModel, connections:
     """Read, score and write the meter's pending readings in batches of `batch_rows`; rows
     written, and the newest readings (as many as the model's features need before the next
     one) if any were read."""
+    # the run open before the first pending reading; then each batch's carries to the next
+    # (the writer may not have committed it yet)
+    with connections.get("read").transaction():
+        run = open_runs(connections.get("read"), [owner(pending.meter, model)], [pending.first])[0]
     writer = _Writer(connections, store, work, metrics)
     batches = _Prefetch(lambda: _batches(connections, pending, model, batch_rows))
     chunk = None
     try:
         for context, chunk, started in batches:
-            writer.put((score_frame(pending, model, context, chunk), started))
+            scored = score_frame(pending, model, context, chunk, run)
+            run = scored.runs[0]
+            writer.put((scored, started))
     finally:
         batches.close()
         written = writer.close()

@@ -3,13 +3,11 @@ with the incidents of the scores actually inserted and the metrics that count th
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import numpy as np
 import pandas as pd
 import psycopg
 
-from detector import incidents, registry
+from detector import incidents
 from detector.cycles import Work
 from detector.metrics import DetectorMetrics
 from detector.score_copy import STAGING, payload
@@ -81,8 +79,8 @@ class ScoreStore:
                 anomalous.append(_anomalies(scored, found, offset))
             offset += len(scored.meters)
         if anomalous:
-            owners = [incidents.Owner(meter, model.version, _step(model))
-                      for scored in batch for meter, model in zip(scored.meters, scored.models)]
+            owners = [incidents.owner(meter, model) for scored in batch
+                      for meter, model in zip(scored.meters, scored.models)]
             self._record_incidents(conn, owners, pd.concat(anomalous), work)
         return written
 
@@ -122,8 +120,3 @@ def _span_is_free(conn: psycopg.Connection, scored: Scored) -> bool:
         "SELECT EXISTS (SELECT FROM anomaly_scores WHERE meter_id = %s AND time BETWEEN %s"
         " AND %s)", (scored.meters[0].meter_id, scored.result.index[0],
                      scored.result.index[-1])).fetchone()[0]
-
-
-def _step(model: registry.ActiveModel) -> timedelta:
-    step_ns = getattr(getattr(model.detector, "features_", None), "step_ns_", None)
-    return timedelta(microseconds=step_ns / 1000) if step_ns else timedelta(minutes=1)

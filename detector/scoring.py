@@ -14,7 +14,8 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from detector import readings, registry
+from detector import habituation, readings, registry
+from detector.habituation import OpenRun
 from detector.seasonality import micros
 from detector.stacked import Stack
 from detector.watermarks import NEVER, Pending
@@ -34,6 +35,7 @@ class Scored:
     actual: np.ndarray     # the readings' active power, for the incidents' excess energy
     recheck: np.ndarray    # rows that may have a score already
     newest: datetime       # newest ingested_at among them
+    runs: list[OpenRun | None]  # each meter's run of anomalous readings open after them
 
     @property
     def names(self) -> list[str]:
@@ -43,23 +45,27 @@ class Scored:
 
 
 def score_frame(pending: Pending, model: registry.ActiveModel, context: pd.DataFrame,
-                chunk: pd.DataFrame) -> Scored:
+                chunk: pd.DataFrame, run: OpenRun | None) -> Scored:
     """Score the chunk's readings (after their context) with the meter's model; keep those
-    stored since `since`."""
+    stored since `since`, habituated after the meter's open run `run`."""
     frame = pd.concat([context, chunk])
     result = model.detector.score(frame[model.fields]).iloc[len(context):]
     fresh = (chunk["ingested_at"] > pending.since).to_numpy()
     recheck = (chunk["ingested_at"] <= (pending.mark or NEVER)).to_numpy()[fresh]
+    result, runs = habituation.habituate(result[fresh],
+                                         [habituation.Meter(slice(None), model.detector, run)])
     return Scored([pending.meter], [model], np.zeros(int(fresh.sum()), dtype=np.intp),
-                  result[fresh], chunk["active_power_kw"].to_numpy(float)[fresh], recheck,
-                  chunk["ingested_at"].max())
+                  result, chunk["active_power_kw"].to_numpy(float)[fresh], recheck,
+                  chunk["ingested_at"].max(), runs)
 
 
 def score_stacked(stack: Stack, members: list[tuple[Pending, registry.ActiveModel,
-                                                     readings.Rows, int]]) -> Scored:
+                                                     readings.Rows, int]],
+                  runs: list[OpenRun | None]) -> Scored:
     """Score the new readings of meters of one layout in one pass of their stack; each
-    member is (pending, model, its readings with their context, how many are new). Each
-    meter's last k readings are scored (k: the most new readings of any member)."""
+    member is (pending, model, its readings with their context, how many are new), `runs`
+    their open runs. Each meter's last k readings are scored (k: the most new readings of any
+    member)."""
     k = max(count for *_, count in members)
     fields = [readings.COLUMNS.index(column) for column in stack.features.columns_]
     result = stack.score([p.meter.meter_id for p, *_ in members],
@@ -76,6 +82,10 @@ def score_stacked(stack: Stack, members: list[tuple[Pending, registry.ActiveMode
         *[(p.since, p.mark or NEVER) for p, *_ in members]))
     keep = np.flatnonzero(ingested.reshape(-1) > np.repeat(since, k))
     part = keep // k
+    bounds = np.searchsorted(part, np.arange(len(members) + 1))
+    result, runs = habituation.habituate(result.iloc[keep], [
+        habituation.Meter(slice(bounds[m], bounds[m + 1]), model.detector, runs[m])
+        for m, (_, model, *_) in enumerate(members)])
     return Scored([p.meter for p, *_ in members], [model for _, model, *_ in members], part,
-                  result.iloc[keep], power.reshape(-1)[keep],
-                  ingested.reshape(-1)[keep] <= mark[part], max(p.newest for p, *_ in members))
+                  result, power.reshape(-1)[keep], ingested.reshape(-1)[keep] <= mark[part],
+                  max(p.newest for p, *_ in members), runs)

@@ -11,7 +11,8 @@ MINUTE = 60_000_000  # microseconds
 
 def runs_of(at, minutes, scores, kinds, excess_kw, steps=(MINUTE,)):
     n = len(at)
-    return find_runs(np.array(at), np.array(minutes) * MINUTE, np.array(scores, dtype=float),
+    scores = np.array(scores, dtype=float)
+    return find_runs(np.array(at), np.array(minutes) * MINUTE, scores, scores / 12.5,
                      np.array(kinds, dtype=object), np.array([f"f{i}" for i in range(n)],
                                                             dtype=object),
                      np.array(excess_kw, dtype=float), np.array(steps))
@@ -24,6 +25,7 @@ def test_a_gap_longer_than_the_incident_gap_splits_a_run():
     assert runs.first.tolist() == [0, (2 + 2 * INCIDENT_GAP) * MINUTE]
     assert runs.last.tolist() == [(1 + INCIDENT_GAP) * MINUTE, (2 + 2 * INCIDENT_GAP) * MINUTE]
     assert runs.peak.tolist() == [95.0, 66.0]
+    assert runs.peak_evidence.tolist() == [95.0 / 12.5, 66.0 / 12.5]  # the peak's own
     assert runs.severity.tolist() == ["critical", "medium"]
     assert runs.top.tolist() == ["f1", "f3"]  # the peak's explanation
 

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from detector import incidents, pipeline, readings, registry
+from detector.habituation import score_series
 from detector.metrics import DetectorMetrics
 from detector.patterns import store_patterns
 from detector.readings import meters
@@ -427,7 +428,7 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
         model = registry.load(conn, registry.active_versions(conn, [meter_id])[meter_id])
         stored_readings = readings.window(conn, _meter(conn, meter_id), None, None)
         assert len(stored_readings) == history + 30
-        expected = model.detector.score(stored_readings[model.fields])
+        expected = score_series(model.detector, stored_readings[model.fields])
         rows = conn.execute(
             "SELECT score, is_anomaly, severity, kind, top_feature, expected_active_power_kw,"
             " evidence FROM anomaly_scores WHERE meter_id = %s ORDER BY time", (meter_id,)).fetchall()
@@ -454,7 +455,7 @@ def test_batches_and_live_cycles_score_like_one_pass(db_url, jobs, monkeypatch):
     assert scorer.cycle() == 1
     assert reads[-2:] == [("new", ["s1", "s2"]), ("context", contexts[:1])], reads
     model = scorer.cache.models["s1"]
-    expected = model.detector.score(s1.iloc[:live + 2][model.fields]).iloc[-1]
+    expected = score_series(model.detector, s1.iloc[:live + 2][model.fields]).iloc[-1]
     score, anomalous = conn.execute("SELECT score, is_anomaly FROM anomaly_scores"
                                     " WHERE meter_id = 's1' AND time = %s",
                                     (s1.index[live + 1],)).fetchone()
@@ -487,7 +488,7 @@ def test_live_cycle_scores_a_baseline_meter_beside_stacked_ones(db_url, jobs):
         model = scorer.cache.models[meter_id]
         stored_readings = readings.window(conn, _meter(conn, meter_id), None, None)
         assert len(stored_readings) == history + 6
-        expected = model.detector.score(stored_readings[model.fields])
+        expected = score_series(model.detector, stored_readings[model.fields])
         stored = conn.execute("SELECT score FROM anomaly_scores WHERE meter_id = %s"
                               " ORDER BY time", (meter_id,)).fetchall()
         conn.commit()
@@ -585,9 +586,9 @@ def test_incidents_of_many_meters_are_merged_in_one_call(db_url, jobs):
 
     def readings_at(positions, score, at):
         index = frame.index[positions]
-        return pd.DataFrame({"at": at, "score": score, "kind": "spike", "expected": 0.5,
-                             "actual": 1.5, "top_feature": "active_power_kw:seasonal"},
-                            index=index)
+        return pd.DataFrame({"at": at, "raw_score": score, "raw_evidence": score / 12.5,
+                             "kind": "spike", "expected": 0.5, "actual": 1.5,
+                             "top_feature": "active_power_kw:seasonal"}, index=index)
 
     with psycopg.connect(db_url) as owner:  # the scores an incident's kind is counted from
         owner.execute("INSERT INTO anomaly_scores (time, meter_id, model_version, score,"
@@ -633,8 +634,10 @@ def test_two_runs_extending_one_incident_both_count(db_url, jobs):
     owners = [incidents.Owner(_meter(conn, "inc3"), version, timedelta(minutes=1))]
 
     def readings_at(positions, scores):
-        return pd.DataFrame({"at": 0, "score": scores, "kind": "spike", "expected": 0.5,
-                             "actual": 1.5, "top_feature": "active_power_kw:seasonal"},
+        return pd.DataFrame({"at": 0, "raw_score": scores,
+                             "raw_evidence": np.divide(scores, 12.5), "kind": "spike",
+                             "expected": 0.5, "actual": 1.5,
+                             "top_feature": "active_power_kw:seasonal"},
                             index=frame.index[positions])
 
     with conn.transaction():
@@ -642,12 +645,12 @@ def test_two_runs_extending_one_incident_both_count(db_url, jobs):
     with conn.transaction():
         touched, opened = incidents.record(conn, owners, readings_at([45, 255], [95.0, 85.0]))
     assert touched.tolist() == [2] and opened == 0
-    rows = conn.execute("SELECT start_time, end_time, n_readings, peak_score, severity,"
-                        " excess_energy_kwh, estimated_cost FROM anomaly_incidents"
+    rows = conn.execute("SELECT start_time, end_time, n_readings, peak_score, peak_evidence,"
+                        " severity, excess_energy_kwh, estimated_cost FROM anomaly_incidents"
                         " WHERE meter_id = 'inc3'").fetchall()
     conn.commit()
-    assert rows == [(frame.index[45], frame.index[255], 5, 95.0, "critical", 5 / 60,
-                     5 / 60 * TARIFF)]
+    assert rows == [(frame.index[45], frame.index[255], 5, 95.0, np.float32(95.0 / 12.5),
+                     "critical", 5 / 60, 5 / 60 * TARIFF)]
 
 
 def test_a_first_model_holds_out_the_newest_days_when_enough_are_older(db_url, jobs):
