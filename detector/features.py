@@ -101,7 +101,8 @@ class Features:
     stats: np.ndarray
     names: list[str]
     seasonal_z: np.ndarray   # signed deviation of the primary column from its profile
-    windowed_z: dict[str, np.ndarray]  # signed deviation of each windowed statistic, by name
+    windowed_z: dict[str, np.ndarray]  # signed deviation of each windowed statistic (the
+    # unmetered excess: its sum), by name
     floor_z: np.ndarray      # signed deviation of the primary column's window minimum
     long_raised: np.ndarray  # a long window's minimum is raised: the load has stayed on
     quiet: np.ndarray        # the reading's slot is one of the quieter half of the cycle
