@@ -88,9 +88,10 @@ MAX_PATTERN_WINDOW = 360
 # The pattern profile's smallest spread, as a share of the column's robust spread.
 PATTERN_FLOOR = 0.5
 # The unmetered excess: spreads a reading must exceed its slot's median by to add up, and its
-# longest window in level windows (six hours of minute readings).
+# longest window in level windows (three hours of minute readings: a live meter keeps no
+# more readings than its floors need).
 EXCESS_ALLOWANCE = 2.0
-EXCESS_LEVELS = 6
+EXCESS_LEVELS = 3
 
 
 @dataclass
