@@ -102,10 +102,11 @@ class BlockParser:
         rows = np.flatnonzero(vouched)
         if not len(rows):
             return vouched
-        blob = "\n".join(texts if len(rows) == len(texts) else [texts[i] for i in rows.tolist()])
-        table = self._read(blob.encode(), pa.float64())
+        blob = "\n".join(texts if len(rows) == len(texts)
+                         else [texts[i] for i in rows.tolist()]).encode()
+        table = self._read(blob, pa.float64())
         if table is None:  # some number did not read: again, with the numbers as text
-            table = self._read(blob.encode(), pa.string())
+            table = self._read(blob, pa.string())
         ok = np.ones(len(rows), bool)
         for column, position, _name, low, high in self.parser.targets:
             numbers, readable, gaps = _floats(table.column(self.names[column]).combine_chunks())
@@ -148,8 +149,7 @@ class BlockParser:
 
     def _distinct(self, table: pa.Table, column: int) -> tuple[np.ndarray, list[str]]:
         """Each row's code in a text column, and the distinct texts the codes stand for."""
-        cells = table.column(self.names[column]).combine_chunks()
-        return cells.indices.to_numpy(), cells.dictionary.to_pylist()
+        return _codes(table.column(self.names[column]).combine_chunks())
 
     def _times(self, table: pa.Table) -> np.ndarray:
         """Microseconds since 1970 UTC of each row's time cells, INVALID where they do not read."""
@@ -166,8 +166,8 @@ class BlockParser:
         if len(columns) == 1:
             cells = table.column(self.names[columns[0]]).combine_chunks()
             if self.stamp_separator is None:
-                return np.array([read(text.strip()) for text in cells.dictionary.to_pylist()],
-                                np.int64)[cells.indices.to_numpy()]
+                found, distinct = _codes(cells)
+                return np.array([read(text.strip()) for text in distinct], np.int64)[found]
             return self._split_stamps(cells.dictionary, read)[cells.indices.to_numpy()]
         date_codes, dates = self._distinct(table, columns[0])
         clock_codes, clocks = self._distinct(table, columns[1])
@@ -176,6 +176,12 @@ class BlockParser:
                                      return_inverse=True)
             return np.array([read(f"{dates[p // len(clocks)].strip()} {clocks[p % len(clocks)].strip()}".strip())
                              for p in pairs.tolist()], np.int64)[first]
+        return self._dated(date_codes, dates, clock_codes, clocks, read)
+
+    def _dated(self, date_codes: np.ndarray, dates: list[str], clock_codes: np.ndarray,
+               clocks: list[str], read: Callable[[str], int]) -> np.ndarray:
+        """Each row's date plus time of day (given as codes of distinct texts), INVALID where
+        either does not read."""
         days = np.array([self._day(text.strip(), read) for text in dates], np.int64)
         offsets = np.array([self._offset(text.strip(), read) for text in clocks], np.int64)
         day, offset = days[date_codes], offsets[clock_codes]
@@ -189,12 +195,8 @@ class BlockParser:
         times = np.full(len(stamps), INVALID, np.int64)
         if two.any():
             split = parts.filter(pa.array(two))
-            date_codes, dates = _encoded(pc.list_element(split, 0))
-            clock_codes, clocks = _encoded(pc.list_element(split, 1))
-            days = np.array([self._day(text.strip(), read) for text in dates], np.int64)
-            offsets = np.array([self._offset(text.strip(), read) for text in clocks], np.int64)
-            day, offset = days[date_codes], offsets[clock_codes]
-            times[two] = np.where((day == INVALID) | (offset == INVALID), INVALID, day + offset)
+            times[two] = self._dated(*_codes(pc.dictionary_encode(pc.list_element(split, 0))),
+                                     *_codes(pc.dictionary_encode(pc.list_element(split, 1))), read)
         for index in np.flatnonzero(times == INVALID).tolist():
             times[index] = read(stamps[index].as_py().strip())
         return times
@@ -224,10 +226,9 @@ class BlockParser:
         return offset
 
 
-def _encoded(texts: pa.Array) -> tuple[np.ndarray, list[str]]:
-    """Each text's code among the distinct texts, and those."""
-    encoded = pc.dictionary_encode(texts)
-    return encoded.indices.to_numpy(), encoded.dictionary.to_pylist()
+def _codes(cells: pa.DictionaryArray) -> tuple[np.ndarray, list[str]]:
+    """Each cell's code among the distinct texts, and those."""
+    return cells.indices.to_numpy(), cells.dictionary.to_pylist()
 
 
 def _one_word(text: str) -> bool:
