@@ -17,6 +17,10 @@ turns each into a tail probability. Per series column c:
   day) against the profile of that mean (its spread at least half the column's), lower side:
   a stretch shaped unlike the meter's own history at that phase (a peak that did not come, a
   working day shaped like a holiday);
+- `unmetered_kw:excess` the unmetered power's excess above its slot's median, in its robust
+  spreads less EXCESS_ALLOWANCE a reading, summed since it last came back to that median, over
+  at most EXCESS_LEVELS level windows: a new always-on load adds up hour after hour, while
+  the house's own loads come and go;
 - `c:calm`      (primary column only) the log of the mean step-to-step move over the long
   floor's window against its profile, counted only when calmer than usual: readings that stopped
   swinging as they do at that time (estimated or smoothed readings, a stalled process)
@@ -83,6 +87,11 @@ PATTERN_SHARE = 1 / 8
 MAX_PATTERN_WINDOW = 360
 # The pattern profile's smallest spread, as a share of the column's robust spread.
 PATTERN_FLOOR = 0.5
+# The unmetered excess: spreads a reading must exceed its slot's median by to add up, and its
+# longest window in level windows (three hours of minute readings: a live meter keeps no
+# more readings than its floors need).
+EXCESS_ALLOWANCE = 2.0
+EXCESS_LEVELS = 3
 
 
 @dataclass
@@ -93,7 +102,8 @@ class Features:
     stats: np.ndarray
     names: list[str]
     seasonal_z: np.ndarray   # signed deviation of the primary column from its profile
-    windowed_z: dict[str, np.ndarray]  # signed deviation of each windowed statistic, by name
+    windowed_z: dict[str, np.ndarray]  # signed deviation of each windowed statistic (the
+    # unmetered excess: its sum), by name
     floor_z: np.ndarray      # signed deviation of the primary column's window minimum
     long_raised: np.ndarray  # a long window's minimum is raised: the load has stayed on
     quiet: np.ndarray        # the reading's slot is one of the quieter half of the cycle
@@ -101,6 +111,21 @@ class Features:
     expected: np.ndarray     # the primary column's profile median at each reading
     voltage_delta: np.ndarray | None  # voltage minus its profile median [V]
     primary_q999: np.ndarray  # the primary column's 99.9th percentile in training
+
+
+def _excess(above: np.ndarray, window: int) -> np.ndarray:
+    """For each reading (along the last axis), the sum of `above` less EXCESS_ALLOWANCE over
+    the readings since `above` was last at or below zero (or missing), at most `window` of
+    them, floored at zero: how much and how long a load has stayed on."""
+    n = above.shape[-1]
+    on = above > 0.0  # NaN is not: a missing reading ends the run, as the series' start does
+    steps = np.arange(n)
+    first = np.maximum(np.maximum.accumulate(np.where(on, -1, steps), axis=-1) + 1,
+                       steps - window + 1)
+    sums = np.zeros(above.shape[:-1] + (n + 1,))
+    np.cumsum(np.where(on, above - EXCESS_ALLOWANCE, 0.0), axis=-1, out=sums[..., 1:])
+    total = sums[..., 1:] - np.take_along_axis(sums, first, -1)
+    return np.where(on, np.maximum(total, 0.0), 0.0)
 
 
 def _apparent_current(values: dict[str, np.ndarray]) -> np.ndarray:
@@ -160,6 +185,7 @@ class ContextFeatures:
     """Learns each column's seasonal profile and typical spreads; computes the statistics."""
 
     pattern_window_ = 0  # none: a model stored before the pattern statistic scores without it
+    excess_window_ = 0  # likewise for the unmetered excess
 
     def __init__(self, nominal_voltage_v: float = 230.0, rolling_window: int = ROLLING_WINDOW):
         self.nominal_voltage_v = nominal_voltage_v
@@ -190,6 +216,7 @@ class ContextFeatures:
         self.step_ns_ = self._step_ns(frame.index)
         self.level_window_ = self._level_window(frame.index)
         self.pattern_window_ = self._pattern_window()
+        self.excess_window_ = EXCESS_LEVELS * self.level_window_ if self.sub_meters_ else 0
         slots = self.season_.slot_of(frame.index)
         groups = SlotGroups(slots, self.season_.slots)
         n = len(frame)
@@ -238,7 +265,8 @@ class ContextFeatures:
         """What models must share to be scored together: everything but per-meter numbers."""
         return (tuple(self.columns_), self.primary_, tuple(self.sub_meters_), self.season_,
                 self.step_ns_, self.level_window_, self.rolling_window,
-                tuple(sorted(self.flat_caps_)), self.has_current_, tuple(self.profiles_))
+                tuple(sorted(self.flat_caps_)), self.has_current_, tuple(self.profiles_),
+                self.excess_window_)
 
     def _values(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         """The model's columns of a frame, each as one row (1 x readings)."""
@@ -302,6 +330,11 @@ class ContextFeatures:
             return rolling(values, window, how, k, **options)
         return prefixes.rolling((series, self.step_ns_), values, window, how, **options)
 
+    @property
+    def excess_lookback(self) -> int:
+        """Readings before the first one scored whose slots the unmetered excess reads."""
+        return max(self.excess_window_ - 1, 0)
+
     @staticmethod
     def _outside_range(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
         """How far values lie outside [low, high]: for a positive quantity (low > 0) how many
@@ -349,7 +382,8 @@ class ContextFeatures:
         """Readings before the first one to score that the features need to be exact."""
         longest_flat = max((self.flat_caps_[c] for c in self.columns_
                             if "flat" in self._statistics(c)), default=0.0)
-        longest_window = max(self.pattern_window_, *(self._window(name) for name in FLOORS))
+        longest_window = max(self.pattern_window_, self.excess_window_,
+                             *(self._window(name) for name in FLOORS))
         return int(max(self.rolling_window, longest_window + 1, longest_flat)) + 1
 
     def _statistics(self, column: str) -> list[str]:
@@ -366,6 +400,8 @@ class ContextFeatures:
                 if self.pattern_window_:
                     names.append(f"{column}:pattern")
         names += [f"{column}:{name}" for column in self._floor_columns() for name in FLOORS]
+        if self.excess_window_:
+            names.append(f"{UNMETERED}:excess")
         if self.has_current_:
             names.append("current_a:physics")
         if self.sub_meters_:
@@ -392,18 +428,23 @@ class ContextFeatures:
 
     def compute(self, tables: Tables, meters: np.ndarray, values: dict[str, np.ndarray],
                 times: np.ndarray | None, slots: np.ndarray,
-                prefixes: Prefixes | None = None) -> Features:
-        """The statistics of the last k readings of each row, k being the width of `slots`
-        (their cycle slots). `values` are this layout's columns (a row per meter, older
-        readings first: the context the windows need, NaN where a meter has fewer), `times`
-        their epoch nanoseconds, `meters` each row's place in `tables`, the parameters of the
-        models; `prefixes`, the rolling statistics of these readings kept by `fit_transform`
-        (k is then the whole series). Rows of the result: each meter's k readings in turn."""
-        k = slots.shape[1]
+                prefixes: Prefixes | None = None, k: int | None = None) -> Features:
+        """The statistics of the last k readings of each row (k: the width of `slots` unless
+        given). `slots` are the cycle slots of the last readings, at least those k: the
+        unmetered excess reads those of up to `excess_lookback` readings before them.
+        `values` are this layout's columns (a row per meter, older readings first: the context
+        the windows need, NaN where a meter has fewer), `times` their epoch nanoseconds,
+        `meters` each row's place in `tables`, the parameters of the models; `prefixes`, the
+        rolling statistics of these readings kept by `fit_transform` (k is then the whole
+        series). Rows of the result: each meter's k readings in turn."""
+        history_slots = slots
+        k = slots.shape[1] if k is None else k
+        slots = slots[:, -k:]
 
-        def at(table: np.ndarray) -> np.ndarray:  # a per-slot table at each reading's slot
+        def at(table: np.ndarray, which: np.ndarray = slots) -> np.ndarray:
+            """A per-slot table at each reading's slot (`which`: the slots of other readings)."""
             # a table narrower than the cycle repeats (the hour of the week's scales: 24 hours)
-            where = slots if table.shape[-1] == self.season_.slots else slots % table.shape[-1]
+            where = which if table.shape[-1] == self.season_.slots else which % table.shape[-1]
             if len(meters) == 1:  # one meter's series (a backfill): a plain lookup
                 return table[meters[0]][where]
             return table[meters[:, None], where]
@@ -453,6 +494,13 @@ class ContextFeatures:
                 # The unmetered power is there to see added loads; a fall in it is the
                 # sub-meters' (their own physics check) or the whole meter's (its floor).
                 stats.append(np.maximum(z, 0.0) if column == UNMETERED else np.abs(z))
+        if self.excess_window_:
+            medians = at(tables.profiles[UNMETERED][0], history_slots)
+            above = (series[UNMETERED][:, -medians.shape[1]:] - medians) \
+                / of(tables.spreads[UNMETERED])
+            excess = _excess(above, self.excess_window_)[:, -k:]
+            seasonal[f"{UNMETERED}:excess"] = excess
+            stats.append(excess)
         if self.has_current_:
             offset, center, scale = map(of, tables.current)
             mismatch = self._current_mismatch(values, k, offset, prefixes)

@@ -40,7 +40,7 @@ def classify(features: Features, top: np.ndarray, evidence: np.ndarray, rows: np
             # the stretch's mean is below what the meter's history has at that phase: a peak
             # that did not come, a working day shaped like a holiday
             kinds[out] = "pattern"
-        elif stat in ("level", *FLOORS) and features.windowed_z[name][row] > RAISED_FLOOR:
+        elif stat in ("level", "excess", *FLOORS) and features.windowed_z[name][row] > RAISED_FLOOR:
             # A load that stays on: at an hour that is usually quiet and not (yet) for long,
             # an unusual time of use; otherwise the base load itself moved.
             quiet_hour = features.quiet[row] and not features.long_raised[row]

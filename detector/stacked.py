@@ -64,15 +64,17 @@ class Stack:
         meters = np.array([self.position[meter_id] for meter_id in meter_ids])
         values, times = align(histories)
         values = dict(zip(self.features.columns_, values))
-        now = times[:, -k:]
-        index = pd.DatetimeIndex(pd.to_datetime(now.reshape(-1), unit="ns", utc=True))
+        index = pd.DatetimeIndex(pd.to_datetime(times[:, -k:].reshape(-1), unit="ns", utc=True))
+        # the slots of the k readings and of those before them the unmetered excess reads
+        now = times[:, -(k + self.features.excess_lookback):]
         slots = np.empty(now.shape, dtype=np.int64)
         zones = np.asarray(zones)
         for zone in np.unique(zones):
             mine = zones == zone
             local = pd.DatetimeIndex(pd.to_datetime(now[mine].reshape(-1), unit="ns", utc=True))
-            slots[mine] = self.features.season_.slot_of(local.tz_convert(zone)).reshape(-1, k)
-        features = self.features.compute(self.tables, meters, values, times, slots)
+            slots[mine] = self.features.season_.slot_of(local.tz_convert(zone)).reshape(
+                -1, now.shape[1])
+        features = self.features.compute(self.tables, meters, values, times, slots, k=k)
         rows = np.repeat(meters, k)
         isolation = self.forests.isolation(np.log1p(features.stats), rows)
         return judge(features, isolation, lambda stats: self.calibration.evidence(stats, rows),

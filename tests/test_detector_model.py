@@ -271,11 +271,53 @@ def test_an_hour_of_1_5_kw_at_a_quiet_hour_is_flagged(weeks):
     assert flagged["kind"].value_counts().index[0] == "unusual_time", flagged["kind"].value_counts()
 
 
-def test_a_model_stored_before_the_pattern_statistic_scores_without_it(weeks):
-    detector, week = weeks()
+@pytest.fixture(scope="module")
+def metered_weeks():
+    """The same house with its sub-meters, reactive power, voltage and current: a model of its
+    first four weeks, and a copy of its last week for each test to change."""
+    frame = household(days=35, seed=4)
+    detector = SeasonalDetector().fit(frame.iloc[:28 * 1440])
+    return lambda: (detector, frame.iloc[28 * 1440:].copy())
+
+
+def night_load(frame: pd.DataFrame, kw: float) -> np.ndarray:
+    """An unmetered load of kw from 1 to 6 am on the Wednesday (current follows it); the rows
+    it changed."""
+    night = (frame.index.day_of_week == 2) & (frame.index.hour >= 1) & (frame.index.hour < 6)
+    p, q, v = (frame.loc[night, c] for c in ("active_power_kw", "reactive_power_kw", "voltage_v"))
+    frame.loc[night, "current_a"] += 1000 * (np.hypot(p + kw, q) - np.hypot(p, q)) / v
+    frame.loc[night, "active_power_kw"] += kw
+    return night
+
+
+def test_a_long_load_at_night_adds_up_to_a_level_shift_or_an_unusual_time(metered_weeks):
+    detector, week = metered_weeks()
+    night = night_load(week, 1.5)
+    result = detector.score(week)
+    flagged = result.loc[night & result["is_anomaly"].to_numpy()]
+    assert len(flagged) >= 0.9 * night.sum()
+    kinds = flagged["kind"].value_counts()
+    assert kinds[["level_shift", "unusual_time"]].sum() >= 0.95 * len(flagged), kinds
+    # hours into the load, the sum of its excess is what stands out most at some readings
+    assert (flagged["top_feature"] == "unmetered_kw:excess").sum() >= 20
+
+
+@pytest.mark.parametrize("fixture, window, statistic", [
+    ("weeks", "pattern_window_", "active_power_kw:pattern"),
+    ("metered_weeks", "excess_window_", "unmetered_kw:excess"),
+])
+def test_a_model_stored_before_a_statistic_scores_without_it(request, fixture, window, statistic):
+    detector, week = request.getfixturevalue(fixture)()
     features = pickle.loads(pickle.dumps(detector.features_))
-    del features.pattern_window_  # as unpickled from a model that never had one
+    delattr(features, window)  # as unpickled from a model that never had one
     names = features.names()
-    assert "active_power_kw:pattern" in detector.features_.names()
-    assert "active_power_kw:pattern" not in names
+    assert statistic in detector.features_.names()
+    assert statistic not in names
     assert features.transform(week.iloc[:500]).stats.shape == (500, len(names))
+
+
+def test_a_model_without_the_unmetered_excess_is_never_stacked_with_one_that_has_it(metered_weeks):
+    detector, _ = metered_weeks()
+    features = pickle.loads(pickle.dumps(detector.features_))
+    del features.excess_window_  # the profiles it reads are those every model has
+    assert features.layout() != detector.features_.layout()

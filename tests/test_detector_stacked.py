@@ -17,7 +17,7 @@ from detector.models import RawIForest, SeasonalDetector
 from detector.seasonality import epoch_ns
 from detector.stacked import Stack, align, layout
 from ingest.anomalies import inject_many
-from tests.test_detector_model import without_evening_peak
+from tests.test_detector_model import night_load, without_evening_peak
 from tests.test_detector_synthetic import household
 
 TRAIN_DAYS = 7
@@ -152,3 +152,18 @@ def test_a_block_of_new_models_of_many_layouts_is_stacked_as_it_loads(meters, mo
     for n, each in enumerate(loaded):
         stack = stacks.stacks[stacks.keys[f"m{n}"]]
         assert np.shares_memory(each.forest_.split, stack.forests.split)
+
+
+def test_stack_scores_a_long_load_at_night_as_its_own_model():
+    """An unmetered 1.5 kW load from 1 to 6 am: the stack gives the model's own scores at
+    every reading of it, those the summed excess explains too, one and several at a time."""
+    frame = household(days=35, seed=4)
+    model = SeasonalDetector().fit(frame.iloc[:28 * 1440])
+    night = night_load(frame, 1.5)
+    own = model.score(frame)
+    assert (own.loc[night, "top_feature"] == "unmetered_kw:excess").sum() >= 20
+    ends = np.flatnonzero(night) + 1
+    houses = {"m": (frame, model, own)}
+    _same(_stacked(houses, [("m", int(end)) for end in ends], 1),
+          pd.concat([own.iloc[[end - 1]] for end in ends]))
+    _same(_stacked(houses, [("m", int(ends[-1]))], 60), own.iloc[ends[-1] - 60:ends[-1]])
