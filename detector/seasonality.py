@@ -18,6 +18,9 @@ OWN_CYCLE_MARGIN = 0.2
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+HOUR_NS = 3_600_000_000_000
+WEEK_NS = 7 * 24 * HOUR_NS
+EPOCH_WEEK_HOURS = 3 * 24  # the epoch fell on a Thursday: hours since the week's Monday 00:00
 
 
 def micros(moment: datetime) -> int:
@@ -33,6 +36,10 @@ def moment_of(microseconds: int) -> datetime:
 def epoch_ns(index: pd.DatetimeIndex) -> np.ndarray:
     """Nanoseconds since the epoch, whatever resolution the index was parsed with."""
     return index.as_unit("ns").asi8
+
+
+def _utc(nanoseconds: np.ndarray) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(pd.to_datetime(nanoseconds, unit="ns", utc=True))
 
 
 def autocorrelation(values: np.ndarray, max_lag: int) -> np.ndarray:
@@ -117,6 +124,23 @@ class Season:
     @property
     def slots(self) -> int:
         return self.period
+
+    def slots_at(self, times: np.ndarray, zone: str) -> np.ndarray:
+        """`slot_of` epoch nanoseconds (a row per meter) on the clock of `zone`, without a
+        timestamp object per reading: a row that starts and ends on one UTC offset within a
+        week (two changes of offset are further apart) keeps it throughout."""
+        if self.kind not in ("week", "day"):
+            return self.slot_of(_utc(times.reshape(-1))).reshape(times.shape)
+        ends = _utc(np.concatenate([times[:, 0], times[:, -1]])).tz_convert(zone)
+        offsets = epoch_ns(ends.tz_localize(None)) - np.concatenate([times[:, 0], times[:, -1]])
+        first, last = offsets[:len(times)], offsets[len(times):]
+        hours = (times + first[:, None]) // HOUR_NS
+        slots = (hours + EPOCH_WEEK_HOURS) % 168 if self.kind == "week" else hours % 24
+        mixed = np.flatnonzero((first != last) | (times[:, -1] - times[:, 0] >= WEEK_NS))
+        if len(mixed):
+            local = _utc(times[mixed].reshape(-1)).tz_convert(zone)
+            slots[mixed] = self.slot_of(local).reshape(len(mixed), -1)
+        return slots
 
     def slot_of(self, index: pd.Index) -> np.ndarray:
         if self.kind == "week":

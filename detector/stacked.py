@@ -71,9 +71,7 @@ class Stack:
         zones = np.asarray(zones)
         for zone in np.unique(zones):
             mine = zones == zone
-            local = pd.DatetimeIndex(pd.to_datetime(now[mine].reshape(-1), unit="ns", utc=True))
-            slots[mine] = self.features.season_.slot_of(local.tz_convert(zone)).reshape(
-                -1, now.shape[1])
+            slots[mine] = self.features.season_.slots_at(now[mine], zone)
         features = self.features.compute(self.tables, meters, values, times, slots, k=k)
         rows = np.repeat(meters, k)
         isolation = self.forests.isolation(np.log1p(features.stats), rows)

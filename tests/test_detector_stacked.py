@@ -14,7 +14,7 @@ from detector import stacked
 from detector.calibration import StackedCalibration, TailCalibration
 from detector.forests import FlatForest, ForestStack
 from detector.models import RawIForest, SeasonalDetector
-from detector.seasonality import epoch_ns
+from detector.seasonality import Season, epoch_ns
 from detector.stacked import Stack, align, layout
 from ingest.anomalies import inject_many
 from tests.test_detector_model import night_load, without_evening_peak
@@ -57,6 +57,23 @@ def test_align_pads_short_histories_before_their_first_reading():
     np.testing.assert_array_equal(times, [[10, 20, 30], [40, 40, 40]])
     np.testing.assert_array_equal(values[0], [[1.0, 3.0, 5.0], [np.nan, np.nan, 7.0]])
     np.testing.assert_array_equal(values[1], [[2.0, 4.0, 6.0], [np.nan, np.nan, 8.0]])
+
+
+@pytest.mark.parametrize("season", [Season("week", 168), Season("day", 24),
+                                    Season("steps", 97, 60_000_000_000)])
+@pytest.mark.parametrize("zone", ["Europe/Paris", "UTC", "Asia/Kathmandu", "America/St_Johns",
+                                  "Australia/Lord_Howe", "Africa/Casablanca"])
+def test_live_slots_by_arithmetic_equal_the_local_clocks_across_changes_of_offset(season, zone):
+    rng = np.random.default_rng(7)
+    starts = [pd.Timestamp(day, tz="UTC").value for day in
+              ("2026-03-28 20:00", "2026-10-24 22:10", "2026-02-10", "1965-06-01")]
+    # rows of irregular steps, some a few hours long, some spanning weeks and changes of offset
+    steps = rng.integers(1, 600, size=(40, 300)) * np.where(np.arange(40) % 2, 1, 60)[:, None]
+    times = (np.repeat(starts, 10)[:, None] + rng.integers(0, 40 * 3600, size=(40, 1)) * 10**9
+             + np.cumsum(steps, axis=1) * 10**9)
+    local = pd.DatetimeIndex(pd.to_datetime(times.reshape(-1), unit="ns", utc=True)).tz_convert(zone)
+    np.testing.assert_array_equal(season.slots_at(times, zone),
+                                  season.slot_of(local).reshape(times.shape))
 
 
 def _same(stacked: pd.DataFrame, expected: pd.DataFrame) -> None:
