@@ -4,7 +4,8 @@ The time column holds timestamps or plain integers (a step index). UCI names and
 names are recognised (so the physical checks work on a UCI export); any other column is a
 plain series. The model fits on the first `train_fraction` of the rows, or on a separate
 reference file (`train_file`: same columns, anomaly-free data of the same source), then every
-row is scored causally. An input column named like an output column keeps its values as
+row is scored causally; in a file of timestamps the model is refitted past its age, as `detect
+run` retrains (`detector.refits`). An input column named like an output column keeps its values as
 `<name>_original`.
 
 Real files are not always in time order (a clock put back, an hour repeated at a clock change,
