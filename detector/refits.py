@@ -39,7 +39,7 @@ def score_refitting(detector, frame: pd.DataFrame, trained_to: pd.Timestamp, rul
     by models `fit` on the trailing readings, each from no open run. A window that cannot be
     fitted (`fit` raises ValueError) keeps the model in use, and is tried again an age later."""
     times = frame.index.to_numpy()
-    parts, first = [], 0
+    parts, first, refits = [], 0, 0
     while True:
         # every model scores at least one reading, so a gap longer than the age refits once
         end = max(int(np.searchsorted(times, np.datetime64(trained_to + rule.max_age),
@@ -47,6 +47,8 @@ def score_refitting(detector, frame: pd.DataFrame, trained_to: pd.Timestamp, rul
         context = max(first - detector.context_rows, 0)
         parts.append(score_series(detector, frame.iloc[context:end]).iloc[first - context:])
         if end >= len(frame):
+            log.info("model refitted %d time(s), each on the %.1f days before it", refits,
+                     rule.span / pd.Timedelta(days=1))
             return pd.concat(parts)
         first, now = end, frame.index[end]
         window = frame.iloc[int(np.searchsorted(times, np.datetime64(now - rule.span),
@@ -59,5 +61,6 @@ def score_refitting(detector, frame: pd.DataFrame, trained_to: pd.Timestamp, rul
             log.warning("model kept past its age at %s: %s", now, exc)
             trained_to = now
             continue
-        log.info("model refitted at %s on the %d readings since %s", now, len(window),
-                 window.index[0])
+        refits += 1
+        log.debug("model refitted at %s on the %d readings since %s", now, len(window),
+                  window.index[0])
