@@ -8,7 +8,7 @@ from pathlib import Path
 from wattwatch import logs
 from wattwatch.arguments import TIME_HELP, timestamp
 from wattwatch.errors import WattwatchError, first_line
-from wattwatch.settings import load_settings
+from wattwatch.settings import MODEL_MAX_AGE_DAYS, load_settings
 
 log = logs.get("detector")
 
@@ -131,7 +131,8 @@ def cmd_score_csv(args: argparse.Namespace) -> None:
         raise WattwatchError("--columns names no column; expected e.g. --columns A,B")
     result = score_csv(args.input, args.output, args.time_column, columns,
                        train_fraction=args.train_fraction, model=args.model,
-                       nominal_voltage_v=args.nominal_voltage, train_file=args.train_file)
+                       nominal_voltage_v=args.nominal_voltage, train_file=args.train_file,
+                       max_age_days=args.max_age_days)
     print(f"{len(result)} rows scored, {int(result['is_anomaly'].sum())} anomalous; "
           f"written to {args.output}")
 
@@ -206,6 +207,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                      help="fit on this file instead (same columns; anomaly-free data of the "
                      "same source), and score every row of IN.csv")
     score.add_argument("--model", choices=sorted(ALGORITHMS), default=DEFAULT_MODEL)
+    score.add_argument("--max-age-days", type=float, default=MODEL_MAX_AGE_DAYS, metavar="DAYS",
+                       help="in a file of timestamps, refit the model on the readings before "
+                       "the first one more than DAYS after those it was fitted on, as detect "
+                       f"run retrains (default {MODEL_MAX_AGE_DAYS:g}; 0: one model for the file)")
     score.add_argument("--nominal-voltage", type=float, default=230.0,
                        help="nominal voltage for the EN 50160 band [V] (default 230)")
     score.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.csv")

@@ -4,7 +4,8 @@ The time column holds timestamps or plain integers (a step index). UCI names and
 names are recognised (so the physical checks work on a UCI export); any other column is a
 plain series. The model fits on the first `train_fraction` of the rows, or on a separate
 reference file (`train_file`: same columns, anomaly-free data of the same source), then every
-row is scored causally. An input column named like an output column keeps its values as
+row is scored causally; in a file of timestamps the model is refitted past its age, as `detect
+run` retrains (`detector.refits`). An input column named like an output column keeps its values as
 `<name>_original`.
 
 Real files are not always in time order (a clock put back, an hour repeated at a clock change,
@@ -22,9 +23,11 @@ import pandas as pd
 
 from detector.habituation import score_series
 from detector.models import DEFAULT_MODEL, make_model
+from detector.refits import AgeRule, score_refitting
 from wattwatch import logs
 from wattwatch.errors import WattwatchError
 from wattwatch.fields import field_for
+from wattwatch.settings import MODEL_MAX_AGE_DAYS
 
 log = logs.get("detect")
 
@@ -117,11 +120,15 @@ def read_series(path: Path, time_column: str, columns: list[str]) -> tuple[pd.Da
 
 def score_csv(source: Path, target: Path, time_column: str, columns: list[str],
               train_fraction: float = 0.15, model: str = DEFAULT_MODEL,
-              nominal_voltage_v: float = 230.0, train_file: Path | None = None) -> pd.DataFrame:
+              nominal_voltage_v: float = 230.0, train_file: Path | None = None,
+              max_age_days: float = MODEL_MAX_AGE_DAYS) -> pd.DataFrame:
     """Fit on the first train_fraction of `source` (or on all of `train_file`), score every row
-    of `source`, write `target`; returns the detector's result frame."""
+    of `source`, write `target`; returns the detector's result frame. In a timestamped file
+    the model is refitted once older than `max_age_days` (0: never; `detector.refits`)."""
     if train_file is None and not 0 < train_fraction < 1:
         raise WattwatchError(f"--train-fraction must be between 0 and 1, got {train_fraction!r}")
+    if not max_age_days >= 0:
+        raise WattwatchError(f"--max-age-days must be 0 or more, got {max_age_days!r}")
     table, frame = read_series(source, time_column, columns)
     order = time_order(frame.index, source, time_column)
     frame = frame.iloc[order]
@@ -133,11 +140,22 @@ def score_csv(source: Path, target: Path, time_column: str, columns: list[str],
         training = training.iloc[time_order(training.index, train_file, time_column)]
         origin, what = train_file, f"its {len(training)} rows"
     params = {"nominal_voltage_v": nominal_voltage_v} if model == DEFAULT_MODEL else {}
+
+    def fit(readings: pd.DataFrame):
+        return make_model(model, **params).fit(readings)
+
     try:
-        detector = make_model(model, **params).fit(training)
+        detector = fit(training)
     except ValueError as exc:
         raise WattwatchError(f"{origin}: cannot train on {what}: {exc}") from None
-    result = score_series(detector, frame).iloc[np.argsort(order)]  # back to the file's order
+    stamped = all(isinstance(f.index, pd.DatetimeIndex) for f in (frame, training))
+    if stamped and max_age_days > 0:
+        # the refits train on as long a span as the first model did
+        rule = AgeRule(pd.Timedelta(days=max_age_days), training.index[-1] - training.index[0])
+        result = score_refitting(detector, frame, training.index[-1], rule, fit)
+    else:
+        result = score_series(detector, frame)
+    result = result.iloc[np.argsort(order)]  # back to the file's order
     # An input column with one of our output names (a label column, say) is kept, renamed.
     table = table.rename(columns={c: f"{c}_original" for c in OUTPUT_COLUMNS if c in table})
     # Four decimals: above 90 the score bends towards 100, and two would tie strong evidence.

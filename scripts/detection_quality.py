@@ -25,6 +25,8 @@
     .venv/bin/python scripts/detection_quality.py [--segments 6] [--skip-uci] [--skip-corpus] [--data DIR]
     pip install -e '.[quality]'   # stumpy, for the discord reference (else the corpus goes without it)
     .venv/bin/python scripts/detection_quality.py --cost   # CPU per reading of scoring UCI
+    .venv/bin/python scripts/detection_quality.py --refits  # the whole UCI history, with and
+        # without score-csv's refits by age: incidents per month and share of readings flagged
 """
 
 from __future__ import annotations
@@ -99,6 +101,26 @@ def _unseen_in_training(part: pd.DataFrame, train: int, flags: np.ndarray,
         false += 1
         unseen += bool(event.mean() > most)
     return false, unseen
+
+
+def refits_by_month() -> None:
+    """The whole UCI history through score-csv (default train fraction) with one model and with
+    refits by age: anomalous incidents (onsets) per month and the share of readings flagged."""
+    source = uci_household_csv()
+    columns = list(pd.read_csv(source, nrows=0).columns)
+    months = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, age in (("one model", 0.0), ("refits", None)):
+            kwargs = {} if age is None else {"max_age_days": age}
+            result = score_csv(source, Path(tmp) / "out.csv", columns[0], columns[1:], **kwargs)
+            flags = result["is_anomaly"].to_numpy(bool)
+            onsets = pd.Series(_onsets(flags), index=result.index)
+            months[label] = onsets.groupby(onsets.index.to_period("M")).sum()
+            print(f"UCI whole history, {label}: {int(onsets.sum())} incidents, "
+                  f"{flags.mean():.2%} of {len(flags):,} readings flagged")
+    table = pd.DataFrame(months)
+    print("Incidents per month:")
+    print(table.to_string())
 
 
 def uci_quality(segments: int, train_days: int, test_days: int, per_kind: int) -> None:
@@ -345,6 +367,8 @@ def main() -> None:
     parser.add_argument("--only-corpus", action="store_true", help="only the TimeEval corpus")
     parser.add_argument("--cost", action="store_true",
                         help="only time the default model scoring the whole UCI history")
+    parser.add_argument("--refits", action="store_true",
+                        help="only the whole UCI history with and without score-csv's refits")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="the labelled data directory (default: ../shared/data)")
     args = parser.parse_args()
@@ -352,6 +376,9 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="A large number of values in `P`")  # flat stretches
     if args.cost:
         scoring_cost(args.train_days)
+        return
+    if args.refits:
+        refits_by_month()
         return
     if not args.only_corpus:
         if not args.skip_uci:

@@ -135,6 +135,7 @@ def test_timestamps_with_utc_offsets_are_read_on_the_clock(tmp_path):
     ("t,v\n0,1\n", ["--columns", "w"], "no column 'w'; the header has t, v"),
     ("t,v\nmonday,1\n", ["--columns", "v"], "in.csv:2: column 't' has 'monday'; expected a timestamp"),
     ("t,v\n0,1\n", ["--columns", "v", "--train-fraction", "1.5"], "between 0 and 1, got 1.5"),
+    ("t,v\n0,1\n", ["--columns", "v", "--max-age-days", "-1"], "--max-age-days must be 0 or more"),
     ("t,v\n0,1\n", ["--columns", "v", "--train-file", "{dir}/absent.csv"], "absent.csv: no such file"),
     ("t,v\n0,1\n", ["--columns", "v", "--train-file", "{dir}/in.csv"], "in.csv: cannot train on its 1 rows"),
 ])

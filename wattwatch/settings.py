@@ -14,6 +14,8 @@ from wattwatch.errors import WattwatchError
 from wattwatch.fields import FIELDS
 
 ENV_PREFIX = "WATTWATCH_"
+# Days after which a detector model is refitted: `detect run`'s default, score-csv's too.
+MODEL_MAX_AGE_DAYS = 30.0
 URL_EXAMPLE = "postgresql://user:password@host:5432/wattwatch"
 
 
@@ -58,7 +60,7 @@ class Settings(BaseSettings):
     # calibrated for, and readings scored per batch (bounds memory during a backfill).
     detector_interval_seconds: float = Field(0.25, gt=0, le=3600)
     detector_train_days: float = Field(28.0, gt=0, le=3660)
-    detector_model_max_age_days: float = Field(30.0, ge=0)
+    detector_model_max_age_days: float = Field(MODEL_MAX_AGE_DAYS, ge=0)
     # Days of a meter's newest readings its first model leaves out (scored as new data, and
     # given to the drift service as a current window at once); 0: the first model learns all.
     detector_initial_holdout_days: float = Field(0.0, ge=0, le=3660)
