@@ -45,9 +45,12 @@ def empty_panels(stack: dict, prometheus: str) -> tuple[list[str], dict[str, int
 def test_demo_runs_the_stack_natively_fills_every_panel_and_ctrl_c_stops_it(tmp_path):
     state = tmp_path / "demo"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WATTWATCH_")}
+    # Ctrl-C as a terminal delivers it, even when the suite itself runs with SIGINT ignored
+    # (a background job), which a child would otherwise inherit
     demo = subprocess.Popen([WATTWATCH, "demo", "--state", str(state)],
                             env={**clean, "PATH": os.environ["PATH"]}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = []
         for line in demo.stdout:
