@@ -19,7 +19,9 @@ OWN_CYCLE_MARGIN = 0.2
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 HOUR_NS = 3_600_000_000_000
-WEEK_NS = 7 * 24 * HOUR_NS
+# Shorter than any time between two changes of one zone's UTC offset since 1970 (the least:
+# 6 days 23 hours, Brazil in October 2000)
+ONE_OFFSET_NS = 6 * 24 * HOUR_NS
 EPOCH_WEEK_HOURS = 3 * 24  # the epoch fell on a Thursday: hours since the week's Monday 00:00
 
 
@@ -127,16 +129,16 @@ class Season:
 
     def slots_at(self, times: np.ndarray, zone: str) -> np.ndarray:
         """`slot_of` epoch nanoseconds (a row per meter) on the clock of `zone`, without a
-        timestamp object per reading: a row that starts and ends on one UTC offset within a
-        week (two changes of offset are further apart) keeps it throughout."""
+        timestamp object per reading: a row that starts and ends on one UTC offset within
+        ONE_OFFSET_NS keeps it throughout."""
         if self.kind not in ("week", "day"):
             return self.slot_of(_utc(times.reshape(-1))).reshape(times.shape)
-        ends = _utc(np.concatenate([times[:, 0], times[:, -1]])).tz_convert(zone)
-        offsets = epoch_ns(ends.tz_localize(None)) - np.concatenate([times[:, 0], times[:, -1]])
+        ends = np.concatenate([times[:, 0], times[:, -1]])
+        offsets = epoch_ns(_utc(ends).tz_convert(zone).tz_localize(None)) - ends
         first, last = offsets[:len(times)], offsets[len(times):]
         hours = (times + first[:, None]) // HOUR_NS
         slots = (hours + EPOCH_WEEK_HOURS) % 168 if self.kind == "week" else hours % 24
-        mixed = np.flatnonzero((first != last) | (times[:, -1] - times[:, 0] >= WEEK_NS))
+        mixed = np.flatnonzero((first != last) | (times[:, -1] - times[:, 0] >= ONE_OFFSET_NS))
         if len(mixed):
             local = _utc(times[mixed].reshape(-1)).tz_convert(zone)
             slots[mixed] = self.slot_of(local).reshape(len(mixed), -1)

@@ -62,15 +62,20 @@ def test_align_pads_short_histories_before_their_first_reading():
 @pytest.mark.parametrize("season", [Season("week", 168), Season("day", 24),
                                     Season("steps", 97, 60_000_000_000)])
 @pytest.mark.parametrize("zone", ["Europe/Paris", "UTC", "Asia/Kathmandu", "America/St_Johns",
-                                  "Australia/Lord_Howe", "Africa/Casablanca"])
+                                  "Australia/Lord_Howe", "Africa/Casablanca", "America/Recife"])
 def test_live_slots_by_arithmetic_equal_the_local_clocks_across_changes_of_offset(season, zone):
     rng = np.random.default_rng(7)
     starts = [pd.Timestamp(day, tz="UTC").value for day in
-              ("2026-03-28 20:00", "2026-10-24 22:10", "2026-02-10", "1965-06-01")]
+              ("2026-03-28 20:00", "2026-10-24 22:10", "2026-02-10", "2000-10-07 20:00")]
     # rows of irregular steps, some a few hours long, some spanning weeks and changes of offset
     steps = rng.integers(1, 600, size=(40, 300)) * np.where(np.arange(40) % 2, 1, 60)[:, None]
     times = (np.repeat(starts, 10)[:, None] + rng.integers(0, 40 * 3600, size=(40, 1)) * 10**9
              + np.cumsum(steps, axis=1) * 10**9)
+    # and one on the same offset at both ends of 6 days 23.5 hours, Recife's week of summer
+    # time in October 2000 inside it
+    around = np.linspace(pd.Timestamp("2000-10-08 02:45", tz="UTC").value,
+                         pd.Timestamp("2000-10-15 02:15", tz="UTC").value, 300).astype(np.int64)
+    times = np.vstack([times, around])
     local = pd.DatetimeIndex(pd.to_datetime(times.reshape(-1), unit="ns", utc=True)).tz_convert(zone)
     np.testing.assert_array_equal(season.slots_at(times, zone),
                                   season.slot_of(local).reshape(times.shape))
