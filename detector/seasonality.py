@@ -40,7 +40,8 @@ def epoch_ns(index: pd.DatetimeIndex) -> np.ndarray:
     return index.as_unit("ns").asi8
 
 
-def _utc(nanoseconds: np.ndarray) -> pd.DatetimeIndex:
+def utc_index(nanoseconds: np.ndarray) -> pd.DatetimeIndex:
+    """The UTC timestamps of epoch nanoseconds."""
     return pd.DatetimeIndex(pd.to_datetime(nanoseconds, unit="ns", utc=True))
 
 
@@ -131,16 +132,16 @@ class Season:
         """`slot_of` epoch nanoseconds (a row per meter) on the clock of `zone`, without a
         timestamp object per reading: a row that starts and ends on one UTC offset within
         ONE_OFFSET_NS keeps it throughout."""
-        if self.kind not in ("week", "day"):
-            return self.slot_of(_utc(times.reshape(-1))).reshape(times.shape)
+        if self.kind not in ("week", "day"):  # steps from the epoch, as slot_of counts them
+            return self.slot_of(pd.Index((times // self.step_ns).reshape(-1))).reshape(times.shape)
         ends = np.concatenate([times[:, 0], times[:, -1]])
-        offsets = epoch_ns(_utc(ends).tz_convert(zone).tz_localize(None)) - ends
+        offsets = epoch_ns(utc_index(ends).tz_convert(zone).tz_localize(None)) - ends
         first, last = offsets[:len(times)], offsets[len(times):]
         hours = (times + first[:, None]) // HOUR_NS
         slots = (hours + EPOCH_WEEK_HOURS) % 168 if self.kind == "week" else hours % 24
         mixed = np.flatnonzero((first != last) | (times[:, -1] - times[:, 0] >= ONE_OFFSET_NS))
         if len(mixed):
-            local = _utc(times[mixed].reshape(-1)).tz_convert(zone)
+            local = utc_index(times[mixed].reshape(-1)).tz_convert(zone)
             slots[mixed] = self.slot_of(local).reshape(len(mixed), -1)
         return slots
 

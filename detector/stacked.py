@@ -15,6 +15,7 @@ from detector.calibration import StackedCalibration
 from detector.features import Tables
 from detector.forests import ForestStack
 from detector.models import SeasonalDetector, judge
+from detector.seasonality import utc_index
 
 
 def align(histories: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +65,7 @@ class Stack:
         meters = np.array([self.position[meter_id] for meter_id in meter_ids])
         values, times = align(histories)
         values = dict(zip(self.features.columns_, values))
-        index = pd.DatetimeIndex(pd.to_datetime(times[:, -k:].reshape(-1), unit="ns", utc=True))
+        index = utc_index(times[:, -k:].reshape(-1))
         # the slots of the k readings and of those before them the unmetered excess reads
         now = times[:, -(k + self.features.excess_lookback):]
         slots = np.empty(now.shape, dtype=np.int64)

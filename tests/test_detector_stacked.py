@@ -14,7 +14,7 @@ from detector import stacked
 from detector.calibration import StackedCalibration, TailCalibration
 from detector.forests import FlatForest, ForestStack
 from detector.models import RawIForest, SeasonalDetector
-from detector.seasonality import Season, epoch_ns
+from detector.seasonality import Season, epoch_ns, utc_index
 from detector.stacked import Stack, align, layout
 from ingest.anomalies import inject_many
 from tests.test_detector_model import night_load, without_evening_peak
@@ -76,7 +76,7 @@ def test_live_slots_by_arithmetic_equal_the_local_clocks_across_changes_of_offse
     around = np.linspace(pd.Timestamp("2000-10-08 02:45", tz="UTC").value,
                          pd.Timestamp("2000-10-15 02:15", tz="UTC").value, 300).astype(np.int64)
     times = np.vstack([times, around])
-    local = pd.DatetimeIndex(pd.to_datetime(times.reshape(-1), unit="ns", utc=True)).tz_convert(zone)
+    local = utc_index(times.reshape(-1)).tz_convert(zone)
     np.testing.assert_array_equal(season.slots_at(times, zone),
                                   season.slot_of(local).reshape(times.shape))
 
