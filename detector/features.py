@@ -94,6 +94,12 @@ EXCESS_ALLOWANCE = 2.0
 EXCESS_LEVELS = 3
 
 
+
+def unmetered_kw(power_kw, metered_wh, step_minutes: float):
+    """Active power less the sub-meters' energy over one step: the rest of the house, as the
+    UCI data set defines it."""
+    return power_kw - metered_wh * 60.0 / 1000.0 / step_minutes
+
 @dataclass
 class Features:
     """The statistics (n x features) plus the signed values kinds and explanations need; one
@@ -278,7 +284,7 @@ class ContextFeatures:
         if self.sub_meters_:
             step_minutes = self.step_ns_ / 60e9 if self.step_ns_ else 1.0
             metered = sum_present([values[c] for c in self.sub_meters_])
-            series[UNMETERED] = values[POWER] - metered * 60.0 / 1000.0 / step_minutes
+            series[UNMETERED] = unmetered_kw(values[POWER], metered, step_minutes)
         return series
 
     def _current_mismatch(self, values: dict[str, np.ndarray], k: int, offset,

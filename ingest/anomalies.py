@@ -162,12 +162,15 @@ def inject(frame: pd.DataFrame, kind: str, start: int, length: int, rng: np.rand
     return Injection(kind, index[start], index[start + length - 1], magnitude, field)
 
 
+def quiet_hours(frame: pd.DataFrame) -> pd.Index:
+    """Hours of the day when the meter is usually at its quietest quarter."""
+    by_hour = frame[POWER].groupby(frame.index.hour).median()
+    return by_hour[by_hour <= by_hour.quantile(0.25)].index
+
+
 def _quiet_starts(frame: pd.DataFrame) -> np.ndarray:
     """Rows at hours of the day when the meter is usually at its quietest quarter."""
-    hours = frame.index.hour
-    by_hour = frame[POWER].groupby(hours).median()
-    quiet = by_hour[by_hour <= by_hour.quantile(0.25)].index
-    return np.flatnonzero(np.isin(hours, quiet))
+    return np.flatnonzero(np.isin(frame.index.hour, quiet_hours(frame)))
 
 
 def _busy_starts(frame: pd.DataFrame, length: int) -> np.ndarray:

@@ -5,7 +5,11 @@
    history is cut into --segments evenly spaced stretches; in each the model trains on
    --train-days and scores the next --test-days, into which --per-kind anomalies of each kind
    are injected (after training, like a model retrained monthly). Event-level precision,
-   recall, F1 and recall per kind over all segments.
+   recall, F1 and recall per kind over all segments. Then what the training month can tell
+   apart at night: the injected unusual-time loads and the house's own quiet hours (before
+   injection), each as a multiple of the most any training day drew over the same clock window
+   on the unmetered power, and the F1 a detector flagging exactly those beyond a multiple would
+   reach if it found every other kind and flagged nothing else.
 2. ../shared/data: NAB artificialNoAnomaly (alarms after probation), artificialWithAnomaly
    and ambient_temperature_system_failure (windows hit, false positives, NAB standard-profile
    score; an alarm is the first reading of an incident, as users are alerted), UCR PowerDemand1 (distance of the top-scored point from the label). These go
@@ -48,8 +52,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from detector.csvscore import score_csv  # noqa: E402
 from detector.incident_runs import INCIDENT_GAP  # noqa: E402
+from detector.features import POWER, SUB_METERS, unmetered_kw  # noqa: E402
 from detector.models import DEFAULT_MODEL, RawIForest, make_model  # noqa: E402
-from ingest.anomalies import inject_many  # noqa: E402
+from detector.rolling import sum_present  # noqa: E402
+from ingest.anomalies import inject_many, quiet_hours  # noqa: E402
 from ingest.datasets import uci_household_csv  # noqa: E402
 from tests.support.detector_evaluation import event_scores, nab_normalised, nab_raw_score, runs  # noqa: E402
 from wattwatch.fields import field_for  # noqa: E402
@@ -59,6 +65,7 @@ MODELS = (DEFAULT_MODEL, RawIForest.algorithm)
 DAY = 1440
 DISCORD = "discord"
 TOP1_MARGIN = 100  # points either side of a label that still count as hitting it
+CEILING_MULTIPLES = (1.25, 1.5, 2.0, 3.0)
 
 
 def _uci() -> pd.DataFrame:
@@ -84,23 +91,67 @@ def scoring_cost(train_days: int) -> None:
           f"({1e6 * cpu / len(frame):.2f} us CPU per reading, {len(frame) / wall:,.0f} readings/s)")
 
 
+def _training_most(history: pd.Series, start: pd.Timestamp, span: pd.Timedelta) -> float:
+    """The largest mean any day of `history` had over the clock window start..start + span."""
+    days = pd.date_range(history.index[0].normalize(), history.index[-1].normalize(), freq="D")
+    clock = start - start.normalize()
+    return float(np.nanmax([history[day + clock:day + clock + span].mean() for day in days]))
+
+
 def _unseen_in_training(part: pd.DataFrame, train: int, flags: np.ndarray,
                         truth: list[tuple[int, int]]) -> tuple[int, int]:
     """False events of one segment (flags and truth over its scored part), and how many of them
     drew more mean active power than any training day did over the same clock window: the
     house's own unusual use, which no label marks."""
-    history = part["active_power_kw"].iloc[:train]
-    days = pd.date_range(history.index[0].normalize(), history.index[-1].normalize(), freq="D")
+    history = part[POWER].iloc[:train]
     false = unseen = 0
     for first, last in runs(flags, INCIDENT_GAP):
         if any(first <= end + 15 and last >= start for start, end in truth):
             continue
-        event = part["active_power_kw"].iloc[train + first:train + last + 1]
-        clock, span = event.index[0] - event.index[0].normalize(), event.index[-1] - event.index[0]
-        most = np.nanmax([history[day + clock:day + clock + span].mean() for day in days])
+        event = part[POWER].iloc[train + first:train + last + 1]
         false += 1
-        unseen += bool(event.mean() > most)
+        unseen += bool(event.mean() > _training_most(history, event.index[0],
+                                                     event.index[-1] - event.index[0]))
     return false, unseen
+
+
+def _unmetered(part: pd.DataFrame) -> pd.Series:
+    metered = sum_present([part[column].to_numpy(float) for column in SUB_METERS])
+    return pd.Series(unmetered_kw(part[POWER].to_numpy(float), metered, 1.0), index=part.index)
+
+
+def _beyond_training(clean: pd.DataFrame, part: pd.DataFrame, train: int,
+                     injected: list) -> tuple[list[float], list[float]]:
+    """Night loads against the training month, on the unmetered power: each injected
+    unusual-time load's mean as a multiple of the most any training day drew over the same
+    clock window; and the same for each whole hour at the house's quiet hours (the injector's)
+    in the scored part before injection, in time order."""
+    before, after = _unmetered(clean), _unmetered(part)
+    history = before.iloc[:train]
+    loads = [after[i.start:i.end].mean() / _training_most(history, i.start, i.end - i.start)
+             for i in injected if i.kind == "unusual_time"]
+    quiet = quiet_hours(clean)
+    hours = [hour for hour in before.index[train:].floor("h").unique()
+             if hour.hour in quiet and hour >= before.index[train]]
+    span = pd.Timedelta(minutes=59)
+    own = [before[hour:hour + span].mean() / _training_most(history, hour, span) for hour in hours]
+    return loads, own
+
+
+def _ceiling_report(loads: list[float], own: list[list[float]], others: int) -> None:
+    """For multiples m: the loads at least m times the training month's most, the house's own
+    quiet hours as far beyond it (consecutive hours are one event), and the F1 a detector that
+    flags exactly those would reach with every other kind found and nothing else flagged."""
+    print("  unusual-time loads against the training month's most at the same clock window "
+          "(unmetered power; what any detector judging a night load by that month sees):")
+    for multiple in CEILING_MULTIPLES:
+        caught = sum(ratio >= multiple for ratio in loads)
+        hours = sum(sum(ratio >= multiple for ratio in segment) for segment in own)
+        events = sum(len(runs(np.asarray(segment) >= multiple)) for segment in own)
+        found = others + caught
+        f1 = 2 * found / (2 * found + events + len(loads) - caught)
+        print(f"    {multiple:4.2f}x or more: {caught} of {len(loads)} injected loads; the house's own "
+              f"quiet hours {hours} ({events} events); F1 at most {f1:.3f}")
 
 
 def refits_by_month() -> None:
@@ -129,11 +180,15 @@ def uci_quality(segments: int, train_days: int, test_days: int, per_kind: int) -
     starts = np.linspace(0, len(frame) - train - test, segments).astype(int)
     flags = {name: [] for name in MODELS}
     unseen = {name: np.zeros(2, dtype=int) for name in MODELS}
-    truth = []
+    truth, loads, own = [], [], []
     for number, start in enumerate(starts):
-        part = frame.iloc[start:start + train + test].copy()
+        clean = frame.iloc[start:start + train + test]
+        part = clean.copy()
         injected = inject_many(part, np.random.default_rng(number), per_kind=per_kind,
                                skip=train + 60)
+        segment_loads, segment_own = _beyond_training(clean, part, train, injected)
+        loads += segment_loads
+        own.append(segment_own)
         offset = number * test
         truth += [(part.index.get_loc(i.start) - train + offset,
                    part.index.get_loc(i.end) - train + offset, i.kind) for i in injected]
@@ -154,6 +209,7 @@ def uci_quality(segments: int, train_days: int, test_days: int, per_kind: int) -
         print(f"    false events above every training day's mean power over the same clock "
               f"window (the house's own unusual use, unlabelled): {unseen[name][1]} of "
               f"{unseen[name][0]}")
+    _ceiling_report(loads, own, len(truth) - len(loads))
 
 
 def _score_file(path: Path, column: str, train_fraction: float) -> pd.DataFrame:
