@@ -50,7 +50,10 @@ def discount(times: np.ndarray, evidence: np.ndarray, anomalous: np.ndarray, ste
     t = np.asarray(times)[rows]
     e = out[rows]
     gap = INCIDENT_GAP * step
-    fresh = np.r_[run is None or t[0] - run.last > gap, np.diff(t) > gap]
+    # a pause is counted from the run's newest reading so far: late readings inside a stored
+    # incident must not make the new readings after them look like a fresh onset
+    newest = np.maximum.accumulate(np.r_[-np.inf if run is None else run.last, t[:-1]])
+    fresh = t - newest > gap
     bounds = np.r_[0, np.flatnonzero(fresh[1:]) + 1, len(t)]
     for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         onset, prior, last = (int(t[a]), 0.0, int(t[b - 1])) if fresh[a] else \

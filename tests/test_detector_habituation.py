@@ -41,6 +41,17 @@ def test_a_persisting_state_keeps_its_onset_and_discounts_what_it_repeats():
     assert again[0] == 20.0 and fresh == OpenRun(8 + INCIDENT_GAP, 8 + INCIDENT_GAP, 20.0)
 
 
+def test_late_readings_inside_a_stored_incident_do_not_reopen_it_for_the_readings_after():
+    # the stored incident ran from 0 to 100; a batch brings readings late for 10..12 and new
+    # ones from 100 + a gap on: all of them continue that incident, none is its onset
+    stored = OpenRun(0, 100, 50.0)
+    times = np.array([10, 11, 12, 100 + INCIDENT_GAP, 101 + INCIDENT_GAP])
+    evidence = np.full(5, 20.0)
+    out, run_after = discount(times, evidence, evidence > 4, 1, HORIZON, stored)
+    np.testing.assert_allclose(out, 20.0 * HORIZON / (HORIZON + times))
+    assert run_after == OpenRun(0, 101 + INCIDENT_GAP, 50.0)
+
+
 def test_a_run_scored_in_parts_is_habituated_as_in_one_pass():
     rng = np.random.default_rng(3)
     times = np.cumsum(rng.integers(1, 30, 400))
