@@ -143,7 +143,7 @@ def _ceiling_report(loads: list[float], own: list[list[float]], others: int) -> 
     quiet hours as far beyond it (consecutive hours are one event), and the F1 a detector that
     flags exactly those would reach with every other kind found and nothing else flagged."""
     print("  unusual-time loads against the training month's most at the same clock window "
-          "(unmetered power; what any detector judging a night load by that month sees):")
+          "(unmetered power; a night load judged by that month alone):")
     for multiple in CEILING_MULTIPLES:
         caught = sum(ratio >= multiple for ratio in loads)
         hours = sum(sum(ratio >= multiple for ratio in segment) for segment in own)
