@@ -94,11 +94,11 @@ EXCESS_ALLOWANCE = 2.0
 EXCESS_LEVELS = 3
 
 
-
 def unmetered_kw(power_kw, metered_wh, step_minutes: float):
     """Active power less the sub-meters' energy over one step: the rest of the house, as the
     UCI data set defines it."""
     return power_kw - metered_wh * 60.0 / 1000.0 / step_minutes
+
 
 @dataclass
 class Features:

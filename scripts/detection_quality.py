@@ -51,8 +51,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from detector.csvscore import score_csv  # noqa: E402
-from detector.incident_runs import INCIDENT_GAP  # noqa: E402
 from detector.features import POWER, SUB_METERS, unmetered_kw  # noqa: E402
+from detector.incident_runs import INCIDENT_GAP  # noqa: E402
 from detector.models import DEFAULT_MODEL, RawIForest, make_model  # noqa: E402
 from detector.rolling import sum_present  # noqa: E402
 from ingest.anomalies import inject_many, quiet_hours  # noqa: E402
@@ -121,11 +121,11 @@ def _unmetered(part: pd.DataFrame) -> pd.Series:
 
 
 def _beyond_training(clean: pd.DataFrame, part: pd.DataFrame, train: int,
-                     injected: list) -> tuple[list[float], list[float]]:
+                     injected: list) -> tuple[list[float], pd.Series]:
     """Night loads against the training month, on the unmetered power: each injected
     unusual-time load's mean as a multiple of the most any training day drew over the same
     clock window; and the same for each whole hour at the house's quiet hours (the injector's)
-    in the scored part before injection, in time order."""
+    in the scored part before injection, by the hour's start."""
     before, after = _unmetered(clean), _unmetered(part)
     history = before.iloc[:train]
     loads = [after[i.start:i.end].mean() / _training_most(history, i.start, i.end - i.start)
@@ -135,19 +135,21 @@ def _beyond_training(clean: pd.DataFrame, part: pd.DataFrame, train: int,
              if hour.hour in quiet and hour >= before.index[train]]
     span = pd.Timedelta(minutes=59)
     own = [before[hour:hour + span].mean() / _training_most(history, hour, span) for hour in hours]
-    return loads, own
+    return loads, pd.Series(own, index=pd.DatetimeIndex(hours), dtype=float)
 
 
-def _ceiling_report(loads: list[float], own: list[list[float]], others: int) -> None:
+def _ceiling_report(loads: list[float], own: pd.Series, others: int) -> None:
     """For multiples m: the loads at least m times the training month's most, the house's own
-    quiet hours as far beyond it (consecutive hours are one event), and the F1 a detector that
-    flags exactly those would reach with every other kind found and nothing else flagged."""
+    quiet hours as far beyond it (hours that follow one another are one event), and the F1 a
+    detector that flags exactly those would reach with every other kind found and nothing else
+    flagged."""
     print("  unusual-time loads against the training month's most at the same clock window "
           "(unmetered power; a night load judged by that month alone):")
     for multiple in CEILING_MULTIPLES:
         caught = sum(ratio >= multiple for ratio in loads)
-        hours = sum(sum(ratio >= multiple for ratio in segment) for segment in own)
-        events = sum(len(runs(np.asarray(segment) >= multiple)) for segment in own)
+        beyond = own.index[own.to_numpy() >= multiple]
+        hours = len(beyond)
+        events = int((~beyond.isin(beyond + pd.Timedelta(hours=1))).sum())
         found = others + caught
         f1 = 2 * found / (2 * found + events + len(loads) - caught)
         print(f"    {multiple:4.2f}x or more: {caught} of {len(loads)} injected loads; the house's own "
@@ -209,7 +211,7 @@ def uci_quality(segments: int, train_days: int, test_days: int, per_kind: int) -
         print(f"    false events above every training day's mean power over the same clock "
               f"window (the house's own unusual use, unlabelled): {unseen[name][1]} of "
               f"{unseen[name][0]}")
-    _ceiling_report(loads, own, len(truth) - len(loads))
+    _ceiling_report(loads, pd.concat(own), len(truth) - len(loads))
 
 
 def _score_file(path: Path, column: str, train_fraction: float) -> pd.DataFrame:
